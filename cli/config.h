@@ -1,0 +1,79 @@
+/*
+ * config: the INI file of SPEC §3, parsed with inih.
+ *
+ * config_load() fills an mcp_config_t or fails with one message naming the file, the line and
+ * the problem ("mc-proxy.ini:12: [listener \"...\"] route: backend \"x\" is not host:port").
+ * Relative paths in the file are resolved against the directory of the config file.
+ * Owned by the caller; free with config_free(). Main thread only.
+ */
+#ifndef MCP_CLI_CONFIG_H
+#define MCP_CLI_CONFIG_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mcproxy/firewall.h"
+#include "mcproxy/router.h"
+
+#define CONFIG_ADDR_MAX 64
+
+typedef struct config_route_s {
+  char hostname[MCP_HOSTNAME_MAX + 1]; /* normalised */
+  char backend[MCP_BACKEND_MAX];       /* canonical */
+  int line;
+} config_route_t;
+
+typedef struct config_listener_s {
+  char addr[CONFIG_ADDR_MAX]; /* canonical (mcp_listen_addr_parse) */
+  int64_t max_connections;
+  config_route_t *routes;
+  size_t nroutes;
+  int line;
+} config_listener_t;
+
+typedef struct config_rule_s {
+  mcp_fw_type_t type;
+  char value[MCP_FW_VALUE_MAX]; /* canonical (mcp_fw_normalize) */
+  int line;
+} config_rule_t;
+
+typedef struct mcp_config_s {
+  char path[PATH_MAX]; /* the config file itself */
+
+  /* [database] */
+  char db_path[PATH_MAX];
+
+  /* [proxy] */
+  uint64_t connect_timeout_ms;   /* default 5 s */
+  uint64_t idle_timeout_ms;      /* default 5 min */
+  uint64_t handshake_timeout_ms; /* default 10 s */
+  uint64_t shutdown_timeout_ms;  /* default 30 s */
+
+  /* [grpc]; has_grpc is 0 when the section is absent. */
+  int has_grpc;
+  char grpc_addr[PATH_MAX + 8]; /* "unix:/path" or "host:port" */
+  int grpc_is_unix;
+  unsigned socket_mode;         /* default 0600 */
+  char tls_cert[PATH_MAX], tls_key[PATH_MAX], client_ca[PATH_MAX];
+  /* Client-side credentials for the admin commands (optional). */
+  char client_cert[PATH_MAX], client_key[PATH_MAX], server_ca[PATH_MAX];
+
+  /* [firewall] */
+  char geoip_db[PATH_MAX];
+  config_rule_t *rules;
+  size_t nrules;
+
+  /* [listener "ADDR"] sections, in file order. */
+  config_listener_t *listeners;
+  size_t nlisteners;
+} mcp_config_t;
+
+/* Returns 0, or -1 with a "file:line: problem" message in err. */
+int config_load(const char *path, mcp_config_t *cfg, char *err, size_t errlen);
+void config_free(mcp_config_t *cfg);
+
+/* Parses "250ms", "5s", "2m", "1h" or a bare number of seconds. Returns 0 or -1. */
+int config_parse_duration(const char *text, uint64_t *ms);
+
+#endif

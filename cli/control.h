@@ -1,0 +1,56 @@
+/*
+ * control: write-through changes to routes, firewall rules and limits.
+ *
+ * control_submit() is called on the loop thread. The request is validated there (against the
+ * live state), then written to SQLite on a libuv work thread, one request at a time and each in
+ * its own transaction, so neither the data plane nor the admin thread ever waits on the disk.
+ * Only after the commit does the loop thread publish a new snapshot (routes / firewall) or the
+ * new limit, then call done(). If the database write fails, memory is left unchanged.
+ *
+ * status passed to done(): 0, or MCP_ENOENT (unknown listener/route/rule), MCP_EINVAL /
+ * MCP_ERANGE / MCP_ELOOP (bad argument), MCP_ENOGEOIP (country rule without geoip_db),
+ * MCP_EBUSY (database busy or locked), MCP_EIO / MCP_ENOMEM (anything else). msg is a
+ * human-readable explanation.
+ */
+#ifndef MCP_CLI_CONTROL_H
+#define MCP_CLI_CONTROL_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "server.h"
+
+typedef enum control_op_e {
+  CONTROL_ROUTE_ADD,
+  CONTROL_ROUTE_REMOVE,
+  CONTROL_RULE_ADD,
+  CONTROL_RULE_REMOVE,
+  CONTROL_SET_MAX_CONNECTIONS,
+} control_op_t;
+
+struct control_req_s {
+  /* Filled by the caller. Strings are copied in; they need not be normalised. */
+  control_op_t op;
+  char listener[CONFIG_ADDR_MAX];
+  char hostname[MCP_HOSTNAME_MAX + 2];
+  char backend[MCP_BACKEND_MAX + 2];
+  mcp_fw_type_t rule_type;
+  char rule_value[MCP_FW_VALUE_MAX + 16];
+  int64_t max_connections;
+  /* Called once on the loop thread with the outcome; the request is the caller's again. */
+  void (*done)(control_req_t *req, int status, const char *msg);
+  void *data;
+
+  /* Private to control.c. */
+  int status;
+  char msg[256];
+  control_req_t *next;
+};
+
+/* Queues req (owned by the caller until done). Loop thread only. */
+void control_submit(server_t *srv, control_req_t *req);
+
+/* Maps a control status to a gRPC status code (grpc_status_code values). */
+int control_grpc_status(int status);
+
+#endif

@@ -1,0 +1,39 @@
+/*
+ * server: wires config, store, firewall and listeners together on one uv loop, handles
+ * signals and graceful shutdown. The server_t is owned by cmd_server() and lives on the main
+ * (loop) thread; everything in it is touched only on that thread, except what the admin server
+ * hands over through control.h.
+ */
+#ifndef MCP_CLI_SERVER_H
+#define MCP_CLI_SERVER_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "mcproxy/mcproxy.h"
+
+typedef struct admin_server_s admin_server_t;
+typedef struct control_req_s control_req_t;
+
+typedef struct server_s {
+  uv_loop_t *loop;
+  mcp_config_t *cfg;
+  mcp_store_t *store;
+  mcp_listener_t **listeners; /* in address order */
+  size_t nlisteners;
+  mcp_firewall_t *firewall; /* the published snapshot (one reference held here) */
+  mcp_geoip_t *geoip;       /* NULL without [firewall] geoip_db */
+  int64_t started_at_unix;
+  admin_server_t *admin;    /* NULL without [grpc] */
+
+  /* Write-through mutations run one at a time (control.c). */
+  control_req_t *ctl_head, *ctl_tail;
+  int ctl_busy;
+  uv_work_t ctl_work;
+} server_t;
+
+/* The listener with this canonical address, or NULL. */
+mcp_listener_t *server_find_listener(server_t *srv, const char *addr);
+
+#endif

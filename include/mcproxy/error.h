@@ -1,0 +1,30 @@
+/*
+ * libmcproxy error codes.
+ *
+ * Every libmcproxy function that can fail returns 0 (or a non-negative value it documents) on
+ * success and one of these negative codes on failure. The errno-style codes have the same
+ * values as libuv's UV_E* codes on Unix, so a uv error can be passed through unchanged.
+ */
+#ifndef MCPROXY_ERROR_H
+#define MCPROXY_ERROR_H
+
+#include <errno.h>
+
+#define MCP_OK 0
+#define MCP_EINVAL (-EINVAL)   /* malformed argument (hostname, backend, rule, address) */
+#define MCP_ENOENT (-ENOENT)   /* no such listener, route or rule */
+#define MCP_EEXIST (-EEXIST)   /* already exists where a duplicate is an error */
+#define MCP_ENOMEM (-ENOMEM)   /* allocation failed */
+#define MCP_EBUSY (-EBUSY)     /* the database is busy or locked; nothing changed */
+#define MCP_EIO (-EIO)         /* any other storage or file failure; nothing changed */
+#define MCP_ELOOP (-ELOOP)     /* a route whose backend is one of this proxy's listeners */
+#define MCP_ERANGE (-ERANGE)   /* a number out of range (negative limit, port 0) */
+
+/* Codes of our own, below any errno value. */
+#define MCP_ENEWER (-4100)     /* the database was written by a newer mc-proxy */
+#define MCP_ENOGEOIP (-4101)   /* a country rule needs a GeoIP database and none is loaded */
+
+/* A short, static, human-readable description of any code above, or of a libuv code. */
+const char *mcp_strerror(int code);
+
+#endif

@@ -1,0 +1,128 @@
+/*
+ * listener: one listening address and the life of every connection accepted on it.
+ *
+ * For each accepted connection, in this order: the connection limit (FIN when full), the
+ * firewall (RST when blocked), the ClientHello (read until complete, within the handshake
+ * timeout), the route (exact SNI match in the listener's table), the backend connect (within
+ * the connect timeout), then a bidirectional relay with bounded buffers, half-close and an idle
+ * timeout. See docs/ARCHITECTURE.md.
+ *
+ * Threading: a listener lives on the uv_loop_t it was created with. Every function here must be
+ * called on that loop's thread. Route tables and firewalls are immutable snapshots shared by
+ * reference count (see router.h, firewall.h); publishing a new one never disturbs established
+ * connections.
+ */
+#ifndef MCPROXY_LISTENER_H
+#define MCPROXY_LISTENER_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "mcproxy/error.h"
+#include "mcproxy/firewall.h"
+#include "mcproxy/router.h"
+
+/* How a connection ended, as logged in outcome=. */
+typedef enum mcp_outcome_e {
+  MCP_OUTCOME_OK = 0,
+  MCP_OUTCOME_LIMIT,
+  MCP_OUTCOME_BLOCKED,
+  MCP_OUTCOME_UNROUTED,
+  MCP_OUTCOME_TIMEOUT,
+  MCP_OUTCOME_BACKEND_ERROR,
+} mcp_outcome_t;
+
+/* "ok", "limit", "blocked", "unrouted", "timeout", "backend_error". */
+const char *mcp_outcome_name(mcp_outcome_t outcome);
+
+/* What is known about a connection when it ends. Strings are "-" when unknown. */
+typedef struct mcp_conn_record_s {
+  const char *listener;
+  const char *client;  /* "ip:port" or "[ip]:port" */
+  const char *sni;
+  const char *backend;
+  mcp_outcome_t outcome;
+  uint64_t bytes_in;   /* client -> backend, ClientHello included */
+  uint64_t bytes_out;  /* backend -> client */
+  uint64_t duration_ms;
+} mcp_conn_record_t;
+
+/*
+ * Formats rec as one log line without a newline:
+ * "listener=... client=... sni=... backend=... outcome=... bytes_in=N bytes_out=N duration_ms=N".
+ * Returns the length snprintf would have written.
+ */
+int mcp_conn_record_format(const mcp_conn_record_t *rec, char *buf, size_t len);
+
+typedef struct mcp_listener_config_s {
+  const char *addr;               /* "0.0.0.0:443", "[::]:443", "127.0.0.1:8443" */
+  uint64_t handshake_timeout_ms;  /* 0 picks 10 s */
+  uint64_t connect_timeout_ms;    /* 0 picks 5 s */
+  uint64_t idle_timeout_ms;       /* 0 picks 5 min */
+  int64_t max_connections;        /* 0 = unlimited */
+  /* Called on the loop thread when a connection ends; may be NULL. */
+  void (*on_conn_end)(void *data, const mcp_conn_record_t *rec);
+  void *data;
+} mcp_listener_config_t;
+
+typedef struct mcp_listener_stats_s {
+  int64_t active_connections;
+  int64_t max_connections;
+  int64_t accepted_total;
+  int64_t rejected_limit_total;
+  int64_t blocked_total;
+  int64_t unrouted_total;
+  int64_t route_count;
+} mcp_listener_stats_t;
+
+typedef struct mcp_listener_s mcp_listener_t;
+
+/*
+ * Parses a listener address ("IPv4:port" or "[IPv6]:port", port 1-65535) into out and writes
+ * its canonical text (as stored and shown) to text (64 bytes). Returns 0 or MCP_EINVAL.
+ */
+int mcp_listen_addr_parse(const char *addr, struct sockaddr_storage *out, char *text);
+
+/*
+ * Creates a listener on loop (not yet listening). The config is copied. It starts with an empty
+ * route table and no firewall. Returns 0, MCP_EINVAL for a bad address, or MCP_ENOMEM.
+ */
+int mcp_listener_new(uv_loop_t *loop, const mcp_listener_config_t *cfg, mcp_listener_t **out);
+
+/* Binds and listens. Returns 0 or a libuv error (UV_EADDRINUSE, UV_EACCES, ...). */
+int mcp_listener_start(mcp_listener_t *l);
+
+/* The canonical listen address. */
+const char *mcp_listener_addr(const mcp_listener_t *l);
+/* The bound address (after start; useful with port 0 in tests). */
+int mcp_listener_sockname(const mcp_listener_t *l, struct sockaddr_storage *out);
+
+/*
+ * Publishes a new route table: takes a reference to routes and drops the one on the old table.
+ * New connections route with it from the next lookup on.
+ */
+void mcp_listener_set_routes(mcp_listener_t *l, mcp_routes_t *routes);
+/* The current table (borrowed: valid until the next set_routes on this thread). */
+mcp_routes_t *mcp_listener_routes(const mcp_listener_t *l);
+
+/* Seals fw and publishes it (takes a reference; NULL means no firewall). */
+int mcp_listener_set_firewall(mcp_listener_t *l, mcp_firewall_t *fw);
+
+/* Changes the connection limit; existing connections are never closed by a lower limit. */
+void mcp_listener_set_max_connections(mcp_listener_t *l, int64_t max_connections);
+
+void mcp_listener_get_stats(const mcp_listener_t *l, mcp_listener_stats_t *out);
+
+/* Stops accepting (closes the listening socket); active connections go on. */
+void mcp_listener_stop(mcp_listener_t *l);
+
+/* Closes every active connection at once. */
+void mcp_listener_close_connections(mcp_listener_t *l);
+
+/*
+ * Stops accepting, closes every connection and frees the listener once all its handles have
+ * closed; done (may be NULL) is then called on the loop thread.
+ */
+void mcp_listener_free(mcp_listener_t *l, void (*done)(void *data), void *data);
+
+#endif

@@ -1,0 +1,74 @@
+/*
+ * sni: an incremental, allocation-free TLS ClientHello parser.
+ *
+ * The caller buffers every byte the client has sent so far (it must forward them unchanged to
+ * the backend anyway) and calls mcp_sni_parse() after each read with the whole buffer. The
+ * parser walks the TLS records, reassembles the handshake message across as many records as
+ * it takes (up to MCP_SNI_MAX_HANDSHAKE bytes of handshake message) and, once the ClientHello is
+ * complete, extracts the server_name extension's host_name.
+ *
+ * It never reads past a length it has not checked against what remains, never allocates, does
+ * no I/O and needs no libuv, so it can be fuzzed on its own. Thread-safe: all state is in the
+ * caller's mcp_sni_t.
+ */
+#ifndef MCPROXY_SNI_H
+#define MCPROXY_SNI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Longest handshake message (the ClientHello, header included) the parser accepts. */
+#define MCP_SNI_MAX_HANDSHAKE 16384
+/*
+ * Most raw bytes (records with their headers) the caller should ever need to buffer. A
+ * ClientHello that has not completed within this many bytes is rejected with MCP_SNI_ETOOBIG.
+ */
+#define MCP_SNI_MAX_INPUT (MCP_SNI_MAX_HANDSHAKE + 2048)
+/* Longest hostname: 253 bytes of ASCII, plus the terminating NUL in buffers. */
+#define MCP_HOSTNAME_MAX 253
+
+/* Results of mcp_sni_parse(). A positive value is the hostname's length. */
+#define MCP_SNI_NEED_MORE 0
+#define MCP_SNI_ENOTTLS (-5001)    /* first bytes are not a TLS handshake record */
+#define MCP_SNI_ENOTHELLO (-5002)  /* a handshake message, but not a ClientHello */
+#define MCP_SNI_EMALFORMED (-5003) /* a length field that lies, or a truncated structure */
+#define MCP_SNI_ENOSNI (-5004)     /* a complete ClientHello without a host_name */
+#define MCP_SNI_EBADNAME (-5005)   /* the host_name is not a valid DNS hostname */
+#define MCP_SNI_ETOOBIG (-5006)    /* handshake message or record overhead over the caps */
+
+/*
+ * Parser progress between calls, so that a ClientHello arriving a byte at a time is not
+ * re-walked from the start on every read. Zero it (or call mcp_sni_init) before the first call.
+ * Owned by the caller; the parser only reads and writes it inside mcp_sni_parse().
+ */
+typedef struct mcp_sni_s {
+  uint32_t scanned;  /* raw bytes of complete records already walked */
+  uint32_t hs_have;  /* handshake bytes contained in those records */
+  uint32_t hs_total; /* 4 + declared ClientHello length once known, else 0 */
+  uint32_t records;  /* complete records walked */
+} mcp_sni_t;
+
+void mcp_sni_init(mcp_sni_t *st);
+
+/*
+ * Parses buf[0..len), all bytes received so far (the same prefix each call, only longer).
+ * Returns MCP_SNI_NEED_MORE until the ClientHello is complete; then the length (1..253) of the
+ * hostname written NUL-terminated, lowercase and without a trailing dot into host (which must
+ * hold MCP_HOSTNAME_MAX + 1 bytes); or one of the negative MCP_SNI_E* codes, after which the
+ * connection should be closed. Never writes to host unless it returns a positive length.
+ */
+int mcp_sni_parse(mcp_sni_t *st, const uint8_t *buf, size_t len, char *host);
+
+/* Static description of an MCP_SNI_* result. */
+const char *mcp_sni_strerror(int rc);
+
+/*
+ * Validates and normalises a DNS hostname of len bytes (not necessarily NUL-terminated): ASCII
+ * labels of 1-63 letters, digits and hyphens, at most 253 bytes; one trailing dot is accepted
+ * and dropped. Writes the lowercase form, NUL-terminated, to out (MCP_HOSTNAME_MAX + 1 bytes)
+ * and returns its length, or MCP_EINVAL (out is then unspecified). Used for SNI values, route
+ * hostnames and backend hostnames alike, so that all three agree on what a hostname is.
+ */
+int mcp_hostname_normalize(const char *in, size_t len, char *out);
+
+#endif
