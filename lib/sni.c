@@ -1,1 +1,351 @@
-/* placeholder */
+/*
+ * sni: the incremental TLS ClientHello parser (see include/mcproxy/sni.h).
+ *
+ * The input is a stream of TLS records (RFC 8446 section 5.1, RFC 5246 section 6.2):
+ *
+ *   record    = type(1) version(2) length(2) fragment(length)
+ *   handshake = msg_type(1) length(3) body(length)      carried in type-22 records
+ *
+ * The ClientHello may be fragmented over any number of records, and even its 4-byte handshake
+ * header may be split. The parser walks complete records once each (st->scanned remembers where
+ * it stopped), checks every record header as soon as its bytes arrive, and checks the handshake
+ * header as soon as its bytes arrive, so that garbage is rejected on the first bytes that prove
+ * it is garbage rather than at the handshake timeout. Errors are always found in byte order, so
+ * the result for a given prefix does not depend on how the bytes were chunked.
+ *
+ * Once the records hold the whole handshake message it is parsed in place (one record) or
+ * copied out of the records into a stack buffer (several records) and parsed there.
+ *
+ * Hostname rule (mcp_hostname_normalize): labels of 1-63 bytes of [A-Za-z0-9-], hyphens allowed
+ * anywhere in a label (so "-a", "a-" and "xn--..." all pass: being lenient there costs nothing
+ * and matches what clients actually send), at most 253 bytes after one trailing dot is dropped.
+ * Anything else (underscore, empty label, NUL, non-ASCII, a lone ".") is invalid.
+ */
+#include <string.h>
+
+#include "mcproxy/error.h"
+#include "mcproxy/sni.h"
+
+#define TLS_RECORD_HEADER 5
+#define TLS_MAX_FRAGMENT 16384 /* 2^14, the plaintext record limit of every TLS version */
+#define TLS_CONTENT_HANDSHAKE 22
+#define TLS_HANDSHAKE_HEADER 4
+#define TLS_CLIENT_HELLO 1
+#define TLS_EXT_SERVER_NAME 0
+#define TLS_NAME_TYPE_HOST 0
+
+/*
+ * Shortest possible ClientHello body: legacy_version(2) random(32) session_id<0..32>(1)
+ * cipher_suites<2..>(2 + 2) compression_methods<1..>(1 + 1).
+ */
+#define TLS_MIN_HELLO_BODY 41
+
+static uint32_t get16(const uint8_t *p)
+{
+  return (uint32_t)p[0] << 8 | p[1];
+}
+
+static uint32_t get24(const uint8_t *p)
+{
+  return (uint32_t)p[0] << 16 | (uint32_t)p[1] << 8 | p[2];
+}
+
+void mcp_sni_init(mcp_sni_t *st)
+{
+  memset(st, 0, sizeof(*st));
+}
+
+const char *mcp_sni_strerror(int rc)
+{
+  if (rc > 0)
+    return "hostname found";
+  switch (rc) {
+  case MCP_SNI_NEED_MORE:
+    return "ClientHello incomplete, need more data";
+  case MCP_SNI_ENOTTLS:
+    return "not a TLS handshake";
+  case MCP_SNI_ENOTHELLO:
+    return "handshake message is not a ClientHello";
+  case MCP_SNI_EMALFORMED:
+    return "malformed ClientHello";
+  case MCP_SNI_ENOSNI:
+    return "ClientHello has no server name";
+  case MCP_SNI_EBADNAME:
+    return "server name is not a valid hostname";
+  case MCP_SNI_ETOOBIG:
+    return "ClientHello too large";
+  default:
+    return "unknown SNI parser result";
+  }
+}
+
+int mcp_hostname_normalize(const char *in, size_t len, char *out)
+{
+  size_t i, label = 0;
+
+  if (len > 0 && in[len - 1] == '.')
+    len--;
+  if (len == 0 || len > MCP_HOSTNAME_MAX)
+    return MCP_EINVAL;
+
+  for (i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)in[i];
+
+    if (c == '.') {
+      if (label == 0)
+        return MCP_EINVAL;
+      label = 0;
+      out[i] = '.';
+      continue;
+    }
+    if (c >= 'A' && c <= 'Z')
+      c = (unsigned char)(c - 'A' + 'a');
+    else if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
+      return MCP_EINVAL;
+    if (++label > 63)
+      return MCP_EINVAL;
+    out[i] = (char)c;
+  }
+  /* A trailing dot was dropped above, so a last empty label means "a..": already rejected. */
+  if (label == 0)
+    return MCP_EINVAL;
+  out[len] = '\0';
+  return (int)len;
+}
+
+/*
+ * Checks the first avail (0..5) bytes of the record header at p, as far as they go. The first
+ * record decides whether this is TLS at all, so its failures are ENOTTLS; a later record with a
+ * bad header is a broken TLS stream, hence EMALFORMED.
+ */
+static int check_record_header(const uint8_t *p, size_t avail, int first)
+{
+  int bad = first ? MCP_SNI_ENOTTLS : MCP_SNI_EMALFORMED;
+  uint32_t n;
+
+  if (avail >= 1 && p[0] != TLS_CONTENT_HANDSHAKE)
+    return bad;
+  if (avail >= 2 && p[1] != 3)
+    return bad;
+  if (avail >= 3 && p[2] > 4)
+    return bad;
+  if (avail < TLS_RECORD_HEADER)
+    return 0;
+  n = get16(p + 3);
+  /* RFC 8446 5.1: handshake records are never empty; no plaintext fragment exceeds 2^14. */
+  if (n == 0 || n > TLS_MAX_FRAGMENT)
+    return MCP_SNI_EMALFORMED;
+  return 0;
+}
+
+/*
+ * Copies handshake bytes [0, want) out of the records in buf[0..end) into out and returns how
+ * many were available. Every record header below end has been checked already; the last
+ * record may be cut short by end.
+ */
+static size_t copy_handshake(const uint8_t *buf, size_t end, uint8_t *out, size_t want)
+{
+  size_t pos = 0, got = 0;
+
+  while (got < want && end - pos > TLS_RECORD_HEADER) {
+    size_t n = get16(buf + pos + 3);
+    size_t avail = end - pos - TLS_RECORD_HEADER;
+    size_t take = n < avail ? n : avail;
+
+    if (take > want - got)
+      take = want - got;
+    memcpy(out + got, buf + pos + TLS_RECORD_HEADER, take);
+    got += take;
+    if (avail <= n)
+      break;
+    pos += TLS_RECORD_HEADER + n;
+  }
+  return got;
+}
+
+/*
+ * Checks the handshake header once at least one of its bytes is in buf[0..end): the message
+ * type as soon as it is there, the length as soon as all four bytes are. Sets st->hs_total.
+ */
+static int check_handshake_header(mcp_sni_t *st, const uint8_t *buf, size_t end)
+{
+  uint8_t hdr[TLS_HANDSHAKE_HEADER];
+  size_t got = copy_handshake(buf, end, hdr, sizeof(hdr));
+  uint32_t body;
+
+  if (got >= 1 && hdr[0] != TLS_CLIENT_HELLO)
+    return MCP_SNI_ENOTHELLO;
+  if (got < TLS_HANDSHAKE_HEADER)
+    return 0;
+  body = get24(hdr + 1);
+  if (body > MCP_SNI_MAX_HANDSHAKE - TLS_HANDSHAKE_HEADER)
+    return MCP_SNI_ETOOBIG;
+  if (body < TLS_MIN_HELLO_BODY)
+    return MCP_SNI_EMALFORMED;
+  st->hs_total = TLS_HANDSHAKE_HEADER + body;
+  return 0;
+}
+
+/* Reads a length-prefixed vector (1 or 2 length bytes) at *pos, which must fit in n bytes. */
+static int take_vector(const uint8_t *p, size_t n, size_t *pos, size_t lenbytes, size_t *start,
+                       size_t *vlen)
+{
+  size_t v;
+
+  if (n - *pos < lenbytes)
+    return MCP_SNI_EMALFORMED;
+  v = lenbytes == 1 ? p[*pos] : get16(p + *pos);
+  *pos += lenbytes;
+  if (n - *pos < v)
+    return MCP_SNI_EMALFORMED;
+  *start = *pos;
+  *vlen = v;
+  *pos += v;
+  return 0;
+}
+
+/*
+ * Parses a server_name extension body (RFC 6066 section 3): a ServerNameList<1..2^16-1> that
+ * fills the extension exactly, of entries name_type(1) + opaque name<1..2^16-1>. Remembers the
+ * first host_name entry; other name types are skipped.
+ */
+static int parse_server_name(const uint8_t *p, size_t n, const uint8_t **name, size_t *name_len)
+{
+  size_t pos = 0, start, len;
+
+  if (take_vector(p, n, &pos, 2, &start, &len) != 0 || pos != n || len == 0)
+    return MCP_SNI_EMALFORMED;
+  pos = start;
+  while (pos < n) {
+    uint8_t type = p[pos++];
+
+    if (take_vector(p, n, &pos, 2, &start, &len) != 0)
+      return MCP_SNI_EMALFORMED;
+    if (type == TLS_NAME_TYPE_HOST && *name == NULL) {
+      *name = p + start;
+      *name_len = len;
+    }
+  }
+  return 0;
+}
+
+/* Parses a complete ClientHello body of n bytes and extracts the host_name into host. */
+static int parse_hello(const uint8_t *p, size_t n, char *host)
+{
+  const uint8_t *name = NULL;
+  size_t name_len = 0, pos = 0, start, len, ext_end;
+  int seen_sni = 0;
+  char tmp[MCP_HOSTNAME_MAX + 1];
+  int rc;
+
+  /* legacy_version and random. */
+  if (n < 2 + 32 || p[0] != 3)
+    return MCP_SNI_EMALFORMED;
+  pos = 2 + 32;
+  if (take_vector(p, n, &pos, 1, &start, &len) != 0 || len > 32)
+    return MCP_SNI_EMALFORMED;
+  if (take_vector(p, n, &pos, 2, &start, &len) != 0 || len < 2 || len % 2 != 0)
+    return MCP_SNI_EMALFORMED;
+  if (take_vector(p, n, &pos, 1, &start, &len) != 0 || len < 1)
+    return MCP_SNI_EMALFORMED;
+
+  /* Extensions are optional before TLS 1.2: no extensions means no server_name. */
+  if (pos == n)
+    return MCP_SNI_ENOSNI;
+  if (take_vector(p, n, &pos, 2, &start, &len) != 0 || pos != n)
+    return MCP_SNI_EMALFORMED;
+
+  ext_end = n;
+  pos = start;
+  while (pos < ext_end) {
+    uint32_t type;
+
+    if (ext_end - pos < 2)
+      return MCP_SNI_EMALFORMED;
+    type = get16(p + pos);
+    pos += 2;
+    if (take_vector(p, ext_end, &pos, 2, &start, &len) != 0)
+      return MCP_SNI_EMALFORMED;
+    if (type != TLS_EXT_SERVER_NAME)
+      continue; /* GREASE, ECH (outer SNI is what we route on) and the rest. */
+    /* RFC 8446 4.2: one extension of a type at most; two SNIs would be ambiguous to route. */
+    if (seen_sni)
+      return MCP_SNI_EMALFORMED;
+    seen_sni = 1;
+    rc = parse_server_name(p + start, len, &name, &name_len);
+    if (rc != 0)
+      return rc;
+  }
+
+  if (name == NULL)
+    return MCP_SNI_ENOSNI;
+  rc = mcp_hostname_normalize((const char *)name, name_len, tmp);
+  if (rc < 0)
+    return MCP_SNI_EBADNAME;
+  memcpy(host, tmp, (size_t)rc + 1);
+  return rc;
+}
+
+/*
+ * Walks the records from st->scanned on. Returns 1 once the records hold the whole handshake
+ * message, MCP_SNI_NEED_MORE if they do not yet, or an error.
+ */
+static int walk_records(mcp_sni_t *st, const uint8_t *buf, size_t len)
+{
+  while (st->hs_total == 0 || st->hs_have < st->hs_total) {
+    size_t pos = st->scanned;
+    size_t avail = len - pos;
+    size_t payload, end, n;
+    int rc;
+
+    rc = check_record_header(buf + pos, avail < 5 ? avail : 5, st->records == 0);
+    if (rc != 0)
+      return rc;
+    if (avail < TLS_RECORD_HEADER)
+      return MCP_SNI_NEED_MORE;
+    n = get16(buf + pos + 3);
+    end = pos + TLS_RECORD_HEADER + n;
+    if (end > MCP_SNI_MAX_INPUT)
+      return MCP_SNI_ETOOBIG;
+
+    payload = avail - TLS_RECORD_HEADER < n ? avail - TLS_RECORD_HEADER : n;
+    if (st->hs_total == 0 && payload > 0) {
+      rc = check_handshake_header(st, buf, pos + TLS_RECORD_HEADER + payload);
+      if (rc != 0)
+        return rc;
+    }
+    if (payload < n)
+      return MCP_SNI_NEED_MORE;
+
+    st->scanned = (uint32_t)end;
+    st->hs_have += (uint32_t)n;
+    st->records++;
+  }
+  return 1;
+}
+
+int mcp_sni_parse(mcp_sni_t *st, const uint8_t *buf, size_t len, char *host)
+{
+  uint8_t msg[MCP_SNI_MAX_HANDSHAKE];
+  size_t body;
+  int rc;
+
+  /* The caller promised a growing prefix; a shorter one cannot be walked from st. */
+  if (len < st->scanned)
+    return MCP_SNI_EMALFORMED;
+  if (len == 0)
+    return MCP_SNI_NEED_MORE;
+
+  rc = walk_records(st, buf, len);
+  if (rc != 1)
+    return rc;
+
+  body = st->hs_total - TLS_HANDSHAKE_HEADER;
+  /* The usual case: the whole message sits in the first record, parse it where it is. */
+  if (get16(buf + 3) >= st->hs_total)
+    return parse_hello(buf + TLS_RECORD_HEADER + TLS_HANDSHAKE_HEADER, body, host);
+
+  if (copy_handshake(buf, st->scanned, msg, st->hs_total) != st->hs_total)
+    return MCP_SNI_EMALFORMED; /* Unreachable: hs_have >= hs_total says the bytes are there. */
+  return parse_hello(msg + TLS_HANDSHAKE_HEADER, body, host);
+}

@@ -1,0 +1,1140 @@
+/*
+ * Unit tests of the ClientHello parser (lib/sni.c) through its public API, with real
+ * ClientHellos captured from real clients (test/vectors/) and hellos built here byte by byte.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "mcproxy/error.h"
+#include "mcproxy/sni.h"
+
+#define RAW_MAX (4 * MCP_SNI_MAX_INPUT)
+
+/* ---- helpers -------------------------------------------------------------------------- */
+
+struct vector {
+  const char *file;
+  int expect; /* a positive value means "the hostname below" */
+  const char *host;
+};
+
+static const struct vector v_openssl12 = {"openssl_tls12.bin", 1, "app.example.com"};
+static const struct vector v_openssl13 = {"openssl_tls13.bin", 1, "app.example.com"};
+static const struct vector v_nosni = {"openssl_nosni.bin", MCP_SNI_ENOSNI, NULL};
+static const struct vector v_curl = {"curl.bin", 1, "app.example.com"};
+static const struct vector v_python = {"python_ssl.bin", 1, "py.example.org"};
+static const struct vector v_wget = {"wget_gnutls.bin", 1, "localhost"};
+
+static const struct vector *const all_vectors[] = {&v_openssl12, &v_openssl13, &v_nosni,
+                                                   &v_curl,      &v_python,    &v_wget};
+#define N_VECTORS (sizeof(all_vectors) / sizeof(all_vectors[0]))
+
+static size_t load_vector(const char *file, uint8_t *buf, size_t cap)
+{
+  char path[1024];
+  FILE *f;
+  size_t n;
+
+  snprintf(path, sizeof(path), "%s/%s", MCP_TEST_VECTORS, file);
+  f = fopen(path, "rb");
+  if (f == NULL)
+    fail_msg("cannot open test vector %s", path);
+  n = fread(buf, 1, cap, f);
+  assert_true(feof(f));
+  fclose(f);
+  assert_true(n > 5);
+  return n;
+}
+
+/* The expected return value for a vector: the hostname's length, or its error. */
+static int expected_rc(const struct vector *v)
+{
+  return v->expect > 0 ? (int)strlen(v->host) : v->expect;
+}
+
+static void assert_result(const struct vector *v, int rc, const char *host)
+{
+  assert_int_equal(rc, expected_rc(v));
+  if (rc > 0)
+    assert_string_equal(host, v->host);
+}
+
+static int parse_whole(const uint8_t *buf, size_t len, char *host)
+{
+  mcp_sni_t st;
+
+  mcp_sni_init(&st);
+  return mcp_sni_parse(&st, buf, len, host);
+}
+
+/*
+ * Feeds buf one byte at a time with one persistent state; every proper prefix must be
+ * NEED_MORE (these inputs end exactly where the ClientHello does). Returns the final result.
+ */
+static int parse_bytewise(const uint8_t *buf, size_t len, char *host)
+{
+  mcp_sni_t st;
+  size_t i;
+  int rc = MCP_SNI_NEED_MORE;
+
+  mcp_sni_init(&st);
+  for (i = 1; i <= len; i++) {
+    rc = mcp_sni_parse(&st, buf, i, host);
+    if (i < len)
+      assert_int_equal(rc, MCP_SNI_NEED_MORE);
+  }
+  return rc;
+}
+
+/* Splits buf at every point k (two calls, one state) and checks each gives the expected result. */
+static void check_every_split(const struct vector *v, const uint8_t *buf, size_t len)
+{
+  size_t k;
+
+  for (k = 1; k < len; k++) {
+    mcp_sni_t st;
+    char host[MCP_HOSTNAME_MAX + 1] = "";
+
+    mcp_sni_init(&st);
+    assert_int_equal(mcp_sni_parse(&st, buf, k, host), MCP_SNI_NEED_MORE);
+    assert_result(v, mcp_sni_parse(&st, buf, len, host), host);
+  }
+}
+
+/*
+ * Re-frames the single-record hello in one[0..len) into records whose payload sizes are taken
+ * from sizes[] in turn (the last size repeats). Returns the new length.
+ */
+static size_t reframe(const uint8_t *one, size_t len, const size_t *sizes, size_t nsizes,
+                      uint8_t *out, size_t cap)
+{
+  const uint8_t *msg = one + 5;
+  size_t msglen = (size_t)one[3] << 8 | one[4];
+  size_t off = 0, pos = 0, i = 0;
+
+  assert_int_equal(msglen + 5, len);
+  while (off < msglen) {
+    size_t n = sizes[i < nsizes ? i : nsizes - 1];
+
+    i++;
+    if (n > msglen - off)
+      n = msglen - off;
+    assert_true(pos + 5 + n <= cap);
+    out[pos] = 22;
+    out[pos + 1] = 3;
+    out[pos + 2] = 1;
+    out[pos + 3] = (uint8_t)(n >> 8);
+    out[pos + 4] = (uint8_t)n;
+    memcpy(out + pos + 5, msg + off, n);
+    pos += 5 + n;
+    off += n;
+  }
+  return pos;
+}
+
+/* A byte writer for building ClientHellos by hand. */
+struct wr {
+  uint8_t b[RAW_MAX];
+  size_t n;
+};
+
+static void put8(struct wr *w, unsigned v)
+{
+  assert_true(w->n < sizeof(w->b));
+  w->b[w->n++] = (uint8_t)v;
+}
+
+static void put16(struct wr *w, unsigned v)
+{
+  put8(w, v >> 8);
+  put8(w, v);
+}
+
+static void put24(struct wr *w, unsigned v)
+{
+  put8(w, v >> 16);
+  put16(w, v);
+}
+
+static void putmem(struct wr *w, const void *p, size_t n)
+{
+  assert_true(w->n + n <= sizeof(w->b));
+  memcpy(w->b + w->n, p, n);
+  w->n += n;
+}
+
+/* Appends a server_name extension carrying one host_name entry. */
+static void ext_sni(struct wr *w, const char *name, size_t len)
+{
+  put16(w, 0);
+  put16(w, (unsigned)len + 5);
+  put16(w, (unsigned)len + 3);
+  put8(w, 0);
+  put16(w, (unsigned)len);
+  putmem(w, name, len);
+}
+
+static void ext_raw(struct wr *w, unsigned type, size_t len, uint8_t fill)
+{
+  put16(w, type);
+  put16(w, (unsigned)len);
+  while (len-- > 0)
+    put8(w, fill);
+}
+
+/*
+ * Wraps a ClientHello around the extensions block in ext (ext == NULL: no extensions at all)
+ * and frames it as one handshake record. Returns the raw length in out.
+ */
+static size_t make_hello(const struct wr *ext, uint8_t *out)
+{
+  static struct wr body, raw;
+  uint8_t random[32];
+
+  memset(random, 0xAB, sizeof(random));
+  body.n = 0;
+  put16(&body, 0x0303);
+  putmem(&body, random, sizeof(random));
+  put8(&body, 0);           /* session_id */
+  put16(&body, 4);          /* cipher_suites: a GREASE value, then TLS_AES_128_GCM_SHA256 */
+  put16(&body, 0x2a2a);
+  put16(&body, 0x1301);
+  put8(&body, 1);           /* compression_methods: null */
+  put8(&body, 0);
+  if (ext != NULL) {
+    put16(&body, (unsigned)ext->n);
+    putmem(&body, ext->b, ext->n);
+  }
+  raw.n = 0;
+  put8(&raw, 22);
+  put16(&raw, 0x0301);
+  put16(&raw, (unsigned)body.n + 4);
+  put8(&raw, 1);
+  put24(&raw, (unsigned)body.n);
+  putmem(&raw, body.b, body.n);
+  memcpy(out, raw.b, raw.n);
+  return raw.n;
+}
+
+/* Builds a hello whose only extension is an SNI with name[0..len) and parses it whole. */
+static int parse_sni_name(const char *name, size_t len, char *host)
+{
+  static struct wr ext;
+  static uint8_t raw[RAW_MAX];
+  size_t n;
+
+  ext.n = 0;
+  ext_sni(&ext, name, len);
+  n = make_hello(&ext, raw);
+  return parse_whole(raw, n, host);
+}
+
+/* ---- real vectors ----------------------------------------------------------------------- */
+
+static void vector_whole_gives_capture_hostname(void **state)
+{
+  const struct vector *v = *state;
+  uint8_t buf[8192];
+  char host[MCP_HOSTNAME_MAX + 1] = "";
+  size_t len = load_vector(v->file, buf, sizeof(buf));
+
+  assert_result(v, parse_whole(buf, len, host), host);
+}
+
+static void vector_byte_by_byte_gives_capture_hostname(void **state)
+{
+  const struct vector *v = *state;
+  uint8_t buf[8192];
+  char host[MCP_HOSTNAME_MAX + 1] = "";
+  size_t len = load_vector(v->file, buf, sizeof(buf));
+
+  assert_result(v, parse_bytewise(buf, len, host), host);
+}
+
+static void vector_every_split_gives_capture_hostname(void **state)
+{
+  const struct vector *v = *state;
+  uint8_t buf[8192];
+  size_t len = load_vector(v->file, buf, sizeof(buf));
+
+  check_every_split(v, buf, len);
+}
+
+static void vector_every_truncation_stays_need_more(void **state)
+{
+  const struct vector *v = *state;
+  uint8_t buf[8192];
+  char host[MCP_HOSTNAME_MAX + 1] = "untouched";
+  size_t len = load_vector(v->file, buf, sizeof(buf)), k;
+
+  for (k = 0; k < len; k++)
+    assert_int_equal(parse_whole(buf, k, host), MCP_SNI_NEED_MORE);
+  assert_string_equal(host, "untouched");
+}
+
+static void vector_with_trailing_records_still_parses(void **state)
+{
+  const struct vector *v = *state;
+  uint8_t buf[8192];
+  char host[MCP_HOSTNAME_MAX + 1] = "";
+  size_t len = load_vector(v->file, buf, sizeof(buf));
+  /* An early-data (application_data) record and then bytes that are not even TLS. */
+  static const uint8_t tail[] = {23, 3, 3, 0, 4, 1, 2, 3, 4, 'G', 'E', 'T', ' '};
+
+  memcpy(buf + len, tail, sizeof(tail));
+  assert_result(v, parse_whole(buf, len + sizeof(tail), host), host);
+  assert_result(v, parse_bytewise(buf, len, host), host);
+}
+
+/* ---- multi-record reassembly -------------------------------------------------------------- */
+
+static void check_reframed(const size_t *sizes, size_t nsizes, size_t expect_records)
+{
+  size_t i;
+
+  for (i = 0; i < N_VECTORS; i++) {
+    const struct vector *v = all_vectors[i];
+    static uint8_t one[8192], multi[RAW_MAX];
+    char host[MCP_HOSTNAME_MAX + 1] = "";
+    size_t len = load_vector(v->file, one, sizeof(one));
+    size_t mlen = reframe(one, len, sizes, nsizes, multi, sizeof(multi));
+    mcp_sni_t st;
+
+    mcp_sni_init(&st);
+    assert_result(v, mcp_sni_parse(&st, multi, mlen, host), host);
+    if (expect_records != 0)
+      assert_int_equal(st.records, expect_records);
+    assert_int_equal(st.scanned, mlen);
+    assert_int_equal(st.hs_have, len - 5);
+    assert_int_equal(st.hs_total, len - 5);
+    assert_result(v, parse_bytewise(multi, mlen, host), host);
+    check_every_split(v, multi, mlen);
+  }
+}
+
+static void multi_record_hello_in_three_records_reassembles(void **state)
+{
+  const size_t sizes[] = {40, 60, 16384};
+
+  check_reframed(sizes, 3, 3);
+}
+
+static void multi_record_handshake_header_split_reassembles(void **state)
+{
+  /* msg_type alone in the first record, the 24-bit length split over the next two. */
+  const size_t sizes[] = {1, 2, 1, 16384};
+
+  check_reframed(sizes, 4, 4);
+}
+
+static void multi_record_one_byte_records_reassemble(void **state)
+{
+  const size_t sizes[] = {1};
+
+  check_reframed(sizes, 1, 0);
+}
+
+static void multi_record_split_inside_sni_reassembles(void **state)
+{
+  const size_t sizes[] = {7, 100, 3, 5, 16384};
+
+  check_reframed(sizes, 5, 0);
+}
+
+static void state_counts_complete_records_only(void **state)
+{
+  static uint8_t one[8192], multi[RAW_MAX];
+  const size_t sizes[] = {10, 20, 16384};
+  char host[MCP_HOSTNAME_MAX + 1];
+  size_t len = load_vector(v_curl.file, one, sizeof(one));
+  size_t mlen = reframe(one, len, sizes, 3, multi, sizeof(multi));
+  mcp_sni_t st;
+
+  mcp_sni_init(&st);
+  /* Two complete records (15 + 25 bytes) and 7 bytes of the third. */
+  assert_int_equal(mcp_sni_parse(&st, multi, 47, host), MCP_SNI_NEED_MORE);
+  assert_int_equal(st.records, 2);
+  assert_int_equal(st.scanned, 40);
+  assert_int_equal(st.hs_have, 30);
+  assert_int_equal(st.hs_total, len - 5);
+  assert_int_equal(mcp_sni_parse(&st, multi, mlen, host), (int)strlen(v_curl.host));
+  assert_int_equal(st.records, 3);
+}
+
+static void parse_again_after_result_gives_same_result(void **state)
+{
+  uint8_t buf[8192];
+  char host[MCP_HOSTNAME_MAX + 1];
+  size_t len = load_vector(v_python.file, buf, sizeof(buf));
+  mcp_sni_t st;
+
+  mcp_sni_init(&st);
+  assert_int_equal(mcp_sni_parse(&st, buf, len, host), 14);
+  memset(host, 0, sizeof(host));
+  assert_int_equal(mcp_sni_parse(&st, buf, len, host), 14);
+  assert_string_equal(host, "py.example.org");
+}
+
+static void max_size_hello_in_one_record_accepted(void **state)
+{
+  static struct wr ext;
+  static uint8_t raw[RAW_MAX];
+  char host[MCP_HOSTNAME_MAX + 1];
+  size_t n, pad;
+
+  /* Body = 2+32+1+2+4+1+1 + 2 + SNI(4+5+11) + padding(4+pad) = 16380 (handshake 16384). */
+  pad = 16380 - (43 + 2 + 20 + 4);
+  ext.n = 0;
+  ext_sni(&ext, "big.example", 11);
+  ext_raw(&ext, 21, pad, 0);
+  n = make_hello(&ext, raw);
+  assert_int_equal(n, 5 + MCP_SNI_MAX_HANDSHAKE);
+  assert_int_equal(parse_whole(raw, n, host), 11);
+  assert_string_equal(host, "big.example");
+
+  /* One byte more is over the handshake cap, seen as soon as the header is in. */
+  ext.n = 0;
+  ext_sni(&ext, "big.example", 11);
+  ext_raw(&ext, 21, pad + 1, 0);
+  n = make_hello(&ext, raw);
+  {
+    static uint8_t multi[RAW_MAX];
+    const size_t sizes[] = {16000, 16384};
+    size_t mlen = reframe(raw, n, sizes, 2, multi, sizeof(multi));
+
+    assert_int_equal(parse_whole(multi, 9, host), MCP_SNI_ETOOBIG);
+    assert_int_equal(parse_whole(multi, mlen, host), MCP_SNI_ETOOBIG);
+  }
+}
+
+static void max_size_hello_in_two_records_accepted(void **state)
+{
+  static struct wr ext;
+  static uint8_t raw[RAW_MAX], multi[RAW_MAX];
+  const size_t sizes[] = {16000, 16384};
+  char host[MCP_HOSTNAME_MAX + 1];
+  size_t n, mlen;
+
+  ext.n = 0;
+  ext_raw(&ext, 21, 16380 - (43 + 2 + 21 + 4), 0); /* SNI of 12 bytes below */
+  ext_sni(&ext, "last.example", 12);
+  n = make_hello(&ext, raw);
+  assert_int_equal(n, 5 + MCP_SNI_MAX_HANDSHAKE);
+  mlen = reframe(raw, n, sizes, 2, multi, sizeof(multi));
+  assert_int_equal(mlen, n + 5);
+  assert_int_equal(parse_whole(multi, mlen, host), 12);
+  assert_string_equal(host, "last.example");
+  assert_int_equal(parse_bytewise(multi, mlen, host), 12);
+}
+
+static void tiny_records_overhead_is_capped(void **state)
+{
+  static struct wr ext;
+  static uint8_t raw[RAW_MAX], multi[8 * RAW_MAX];
+  const size_t sizes[] = {1};
+  char host[MCP_HOSTNAME_MAX + 1];
+  size_t n, mlen, i;
+  mcp_sni_t st;
+  int rc = MCP_SNI_NEED_MORE;
+
+  /* 4000 handshake bytes in 1-byte records need 24000 raw bytes, over MCP_SNI_MAX_INPUT. */
+  ext.n = 0;
+  ext_sni(&ext, "a.example", 9);
+  ext_raw(&ext, 21, 4000, 0);
+  n = make_hello(&ext, raw);
+  mlen = reframe(raw, n, sizes, 1, multi, sizeof(multi));
+  mcp_sni_init(&st);
+  for (i = 6; i <= mlen && rc == MCP_SNI_NEED_MORE; i += 6)
+    rc = mcp_sni_parse(&st, multi, i, host);
+  assert_int_equal(rc, MCP_SNI_ETOOBIG);
+  assert_true(i - 6 <= MCP_SNI_MAX_INPUT + 6);
+  assert_int_equal(parse_whole(multi, mlen, host), MCP_SNI_ETOOBIG);
+}
+
+/* ---- not TLS / not a ClientHello ------------------------------------------------------- */
+
+static void http_request_is_not_tls(void **state)
+{
+  const char *req = "GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n";
+  char host[MCP_HOSTNAME_MAX + 1];
+
+  assert_int_equal(parse_whole((const uint8_t *)req, strlen(req), host), MCP_SNI_ENOTTLS);
+}
+
+static void first_byte_alone_proves_not_tls(void **state)
+{
+  char host[MCP_HOSTNAME_MAX + 1];
+
+  assert_int_equal(parse_whole((const uint8_t *)"G", 1, host), MCP_SNI_ENOTTLS);
+  assert_int_equal(parse_whole((const uint8_t *)"\x17", 1, host), MCP_SNI_ENOTTLS);
+  assert_int_equal(parse_whole((const uint8_t *)"\x16", 1, host), MCP_SNI_NEED_MORE);
+  assert_int_equal(parse_whole((const uint8_t *)"", 0, host), MCP_SNI_NEED_MORE);
+}
+
+static void sslv2_hello_is_not_tls(void **state)
+{
+  /* SSLv2-compatible CLIENT-HELLO: 2-byte length with the high bit set, msg type 1, 3.1. */
+  static const uint8_t v2[] = {0x80, 0x2e, 0x01, 0x03, 0x01, 0x00, 0x15, 0x00, 0x00, 0x00, 0x10};
+  char host[MCP_HOSTNAME_MAX + 1];
+
+  assert_int_equal(parse_whole(v2, sizeof(v2), host), MCP_SNI_ENOTTLS);
+  assert_int_equal(parse_whole(v2, 1, host), MCP_SNI_ENOTTLS);
+}
+
+static void bad_record_version_is_not_tls(void **state)
+{
+  char host[MCP_HOSTNAME_MAX + 1];
+
+  assert_int_equal(parse_whole((const uint8_t *)"\x16\x02", 2, host), MCP_SNI_ENOTTLS);
+  assert_int_equal(parse_whole((const uint8_t *)"\x16\x03\x05", 3, host), MCP_SNI_ENOTTLS);
+  assert_int_equal(parse_whole((const uint8_t *)"\x16\x03\x00", 3, host), MCP_SNI_NEED_MORE);
+  assert_int_equal(parse_whole((const uint8_t *)"\x16\x03\x04", 3, host), MCP_SNI_NEED_MORE);
+}
+
+static void server_hello_is_not_a_client_hello(void **state)
+{
+  static const uint8_t sh[] = {22, 3, 3, 0, 80, 2};
+  char host[MCP_HOSTNAME_MAX + 1];
+
+  assert_int_equal(parse_whole(sh, sizeof(sh), host), MCP_SNI_ENOTHELLO);
+}
+
+static void non_handshake_record_after_first_is_malformed(void **state)
+{
+  static uint8_t one[8192], multi[RAW_MAX];
+  const size_t sizes[] = {50, 16384};
+  char host[MCP_HOSTNAME_MAX + 1];
+  size_t len = load_vector(v_curl.file, one, sizeof(one));
+
+  reframe(one, len, sizes, 2, multi, sizeof(multi));
+  multi[55] = 21; /* an alert where the second handshake record should be */
+  assert_int_equal(parse_whole(multi, 56, host), MCP_SNI_EMALFORMED);
+}
+
+/* ---- lying lengths ---------------------------------------------------------------------- */
+
+static void zero_length_record_is_malformed(void **state)
+{
+  static const uint8_t r[] = {22, 3, 1, 0, 0, 22, 3, 1, 0, 4};
+  char host[MCP_HOSTNAME_MAX + 1];
+
+  assert_int_equal(parse_whole(r, sizeof(r), host), MCP_SNI_EMALFORMED);
+}
+
+static void record_longer_than_16384_is_malformed(void **state)
+{
+  static const uint8_t r1[] = {22, 3, 1, 0x40, 0x01};
+  static const uint8_t r2[] = {22, 3, 1, 0xff, 0xff};
+  char host[MCP_HOSTNAME_MAX + 1];
+
+  assert_int_equal(parse_whole(r1, sizeof(r1), host), MCP_SNI_EMALFORMED);
+  assert_int_equal(parse_whole(r2, sizeof(r2), host), MCP_SNI_EMALFORMED);
+}
+
+static void record_longer_than_hello_waits_for_record(void **state)
+{
+  uint8_t buf[8192];
+  char host[MCP_HOSTNAME_MAX + 1];
+  size_t len = load_vector(v_curl.file, buf, sizeof(buf));
+
+  /* The record claims 100 bytes more than it holds: the hello is not "complete" until then. */
+  buf[3] = (uint8_t)((len - 5 + 100) >> 8);
+  buf[4] = (uint8_t)(len - 5 + 100);
+  memset(buf + len, 0, 100);
+  assert_int_equal(parse_whole(buf, len, host), MCP_SNI_NEED_MORE);
+  assert_int_equal(parse_whole(buf, len + 100, host), 15);
+}
+
+static void handshake_length_over_16k_is_too_big(void **state)
+{
+  static const uint8_t r1[] = {22, 3, 1, 0x40, 0x00, 1, 0x00, 0x3f, 0xfd};
+  static const uint8_t r2[] = {22, 3, 1, 0x40, 0x00, 1, 0xff, 0xff, 0xff};
+  char host[MCP_HOSTNAME_MAX + 1];
+
+  assert_int_equal(parse_whole(r1, sizeof(r1), host), MCP_SNI_ETOOBIG);
+  assert_int_equal(parse_whole(r2, sizeof(r2), host), MCP_SNI_ETOOBIG);
+  /* 0x3ffc + 4 = 16384 is allowed: the parser waits for it. */
+  static const uint8_t ok[] = {22, 3, 1, 0x40, 0x00, 1, 0x00, 0x3f, 0xfc};
+  assert_int_equal(parse_whole(ok, sizeof(ok), host), MCP_SNI_NEED_MORE);
+}
+
+static void handshake_length_too_small_is_malformed(void **state)
+{
+  uint8_t buf[8192];
+  char host[MCP_HOSTNAME_MAX + 1];
+  size_t len = load_vector(v_openssl13.file, buf, sizeof(buf));
+
+  /* Too short to be any ClientHello. */
+  buf[6] = 0, buf[7] = 0, buf[8] = 10;
+  assert_int_equal(parse_whole(buf, len, host), MCP_SNI_EMALFORMED);
+  assert_int_equal(parse_whole(buf, 9, host), MCP_SNI_EMALFORMED);
+
+  /* One byte short of the real length: the extensions block overruns the message. */
+  len = load_vector(v_openssl13.file, buf, sizeof(buf));
+  buf[8] = (uint8_t)(buf[8] - 1);
+  assert_int_equal(parse_whole(buf, len, host), MCP_SNI_EMALFORMED);
+}
+
+static void handshake_length_longer_than_records_waits(void **state)
+{
+  uint8_t buf[8192];
+  char host[MCP_HOSTNAME_MAX + 1];
+  size_t len = load_vector(v_openssl12.file, buf, sizeof(buf));
+  mcp_sni_t st;
+
+  buf[8] = (uint8_t)(buf[8] + 1);
+  mcp_sni_init(&st);
+  assert_int_equal(mcp_sni_parse(&st, buf, len, host), MCP_SNI_NEED_MORE);
+  /* The missing byte arrives in a second record: now the hello has one trailing byte. */
+  memcpy(buf + len, "\x16\x03\x01\x00\x01\x00", 6);
+  assert_int_equal(mcp_sni_parse(&st, buf, len + 6, host), MCP_SNI_EMALFORMED);
+}
+
+static void extensions_length_overflowing_is_malformed(void **state)
+{
+  static struct wr ext;
+  static uint8_t raw[RAW_MAX];
+  char host[MCP_HOSTNAME_MAX + 1];
+  size_t n;
+
+  ext.n = 0;
+  ext_sni(&ext, "a.example", 9);
+  n = make_hello(&ext, raw);
+  /* The extensions block length sits right after compression methods: 5+4+43 bytes in. */
+  raw[52] = 0xff, raw[53] = 0xff;
+  assert_int_equal(parse_whole(raw, n, host), MCP_SNI_EMALFORMED);
+  raw[52] = 0, raw[53] = (uint8_t)(ext.n - 1); /* shorter: leaves a trailing byte */
+  assert_int_equal(parse_whole(raw, n, host), MCP_SNI_EMALFORMED);
+}
+
+static void extension_length_overflowing_is_malformed(void **state)
+{
+  static struct wr ext;
+  static uint8_t raw[RAW_MAX];
+  char host[MCP_HOSTNAME_MAX + 1];
+  size_t n;
+
+  ext.n = 0;
+  ext_raw(&ext, 0x0a0a, 0, 0);
+  ext_sni(&ext, "a.example", 9);
+  n = make_hello(&ext, raw);
+  /* The SNI extension's own length: after the 4-byte GREASE extension and its 2-byte type. */
+  raw[54 + 4 + 2] = 0xff, raw[54 + 4 + 3] = 0xff;
+  assert_int_equal(parse_whole(raw, n, host), MCP_SNI_EMALFORMED);
+  raw[54 + 4 + 2] = 0, raw[54 + 4 + 3] = 15;
+  assert_int_equal(parse_whole(raw, n, host), MCP_SNI_EMALFORMED);
+}
+
+static void truncated_extension_header_is_malformed(void **state)
+{
+  static struct wr ext;
+  static uint8_t raw[RAW_MAX];
+  char host[MCP_HOSTNAME_MAX + 1];
+
+  ext.n = 0;
+  ext_sni(&ext, "a.example", 9);
+  put8(&ext, 0x00); /* a lone byte where a 4-byte extension header should start */
+  assert_int_equal(parse_whole(raw, make_hello(&ext, raw), host), MCP_SNI_EMALFORMED);
+  /* One byte where the 2-byte extensions block length should be. */
+  {
+    size_t n = make_hello(NULL, raw);
+    /* Append one byte to the body and fix up the lengths. */
+    raw[n] = 0;
+    raw[4] = (uint8_t)(raw[4] + 1);
+    raw[8] = (uint8_t)(raw[8] + 1);
+    assert_int_equal(parse_whole(raw, n + 1, host), MCP_SNI_EMALFORMED);
+  }
+}
+
+static void server_name_list_overflowing_is_malformed(void **state)
+{
+  static struct wr ext;
+  static uint8_t raw[RAW_MAX];
+  char host[MCP_HOSTNAME_MAX + 1];
+  size_t n;
+
+  ext.n = 0;
+  ext_sni(&ext, "a.example", 9);
+  n = make_hello(&ext, raw);
+  /* ServerNameList length at 54 + 4. */
+  raw[58] = 0xff, raw[59] = 0xff;
+  assert_int_equal(parse_whole(raw, n, host), MCP_SNI_EMALFORMED);
+  raw[58] = 0, raw[59] = 11; /* one short of the extension */
+  assert_int_equal(parse_whole(raw, n, host), MCP_SNI_EMALFORMED);
+  raw[58] = 0, raw[59] = 0; /* the list may not be empty */
+  assert_int_equal(parse_whole(raw, n, host), MCP_SNI_EMALFORMED);
+}
+
+static void server_name_entry_overflowing_is_malformed(void **state)
+{
+  static struct wr ext;
+  static uint8_t raw[RAW_MAX];
+  char host[MCP_HOSTNAME_MAX + 1];
+  size_t n;
+
+  ext.n = 0;
+  ext_sni(&ext, "a.example", 9);
+  n = make_hello(&ext, raw);
+  /* host_name length at 54 + 4 + 2 + 1. */
+  raw[61] = 0xff, raw[62] = 0xff;
+  assert_int_equal(parse_whole(raw, n, host), MCP_SNI_EMALFORMED);
+  raw[61] = 0, raw[62] = 10;
+  assert_int_equal(parse_whole(raw, n, host), MCP_SNI_EMALFORMED);
+}
+
+static void bad_fixed_fields_are_malformed(void **state)
+{
+  static struct wr ext;
+  static uint8_t raw[RAW_MAX], copy[RAW_MAX];
+  char host[MCP_HOSTNAME_MAX + 1];
+  size_t n;
+
+  ext.n = 0;
+  ext_sni(&ext, "a.example", 9);
+  n = make_hello(&ext, raw);
+  assert_int_equal(parse_whole(raw, n, host), 9);
+
+  memcpy(copy, raw, n);
+  copy[9] = 2; /* legacy_version 2.x */
+  assert_int_equal(parse_whole(copy, n, host), MCP_SNI_EMALFORMED);
+  memcpy(copy, raw, n);
+  copy[43] = 33; /* session_id longer than 32 */
+  assert_int_equal(parse_whole(copy, n, host), MCP_SNI_EMALFORMED);
+  memcpy(copy, raw, n);
+  copy[45] = 3; /* odd cipher_suites length */
+  assert_int_equal(parse_whole(copy, n, host), MCP_SNI_EMALFORMED);
+  memcpy(copy, raw, n);
+  copy[44] = 0xff, copy[45] = 0xfe; /* cipher_suites overrunning the message */
+  assert_int_equal(parse_whole(copy, n, host), MCP_SNI_EMALFORMED);
+  memcpy(copy, raw, n);
+  copy[50] = 0; /* no compression method */
+  assert_int_equal(parse_whole(copy, n, host), MCP_SNI_EMALFORMED);
+  memcpy(copy, raw, n);
+  copy[50] = 0xff; /* compression methods overrunning */
+  assert_int_equal(parse_whole(copy, n, host), MCP_SNI_EMALFORMED);
+}
+
+static void empty_cipher_suites_is_malformed(void **state)
+{
+  static struct wr ext;
+  static uint8_t raw[RAW_MAX];
+  char host[MCP_HOSTNAME_MAX + 1];
+  size_t n;
+
+  /* Cut the 4 cipher suite bytes out and fix up every length around them. */
+  ext.n = 0;
+  ext_sni(&ext, "a.example", 9);
+  n = make_hello(&ext, raw);
+  raw[44] = 0, raw[45] = 0;
+  memmove(raw + 46, raw + 50, n - 50);
+  n -= 4;
+  raw[3] = (uint8_t)((n - 5) >> 8), raw[4] = (uint8_t)(n - 5);
+  raw[7] = (uint8_t)((n - 9) >> 8), raw[8] = (uint8_t)(n - 9);
+  assert_int_equal(parse_whole(raw, n, host), MCP_SNI_EMALFORMED);
+}
+
+/* ---- extension handling ------------------------------------------------------------------ */
+
+static void hello_without_extensions_has_no_sni(void **state)
+{
+  static uint8_t raw[RAW_MAX];
+  char host[MCP_HOSTNAME_MAX + 1] = "untouched";
+
+  assert_int_equal(parse_whole(raw, make_hello(NULL, raw), host), MCP_SNI_ENOSNI);
+  assert_string_equal(host, "untouched");
+}
+
+static void empty_extensions_block_has_no_sni(void **state)
+{
+  static struct wr ext;
+  static uint8_t raw[RAW_MAX];
+  char host[MCP_HOSTNAME_MAX + 1];
+
+  ext.n = 0;
+  assert_int_equal(parse_whole(raw, make_hello(&ext, raw), host), MCP_SNI_ENOSNI);
+}
+
+static void duplicate_server_name_is_malformed(void **state)
+{
+  static struct wr ext;
+  static uint8_t raw[RAW_MAX];
+  char host[MCP_HOSTNAME_MAX + 1];
+
+  ext.n = 0;
+  ext_sni(&ext, "a.example", 9);
+  ext_raw(&ext, 10, 4, 0);
+  ext_sni(&ext, "b.example", 9);
+  assert_int_equal(parse_whole(raw, make_hello(&ext, raw), host), MCP_SNI_EMALFORMED);
+}
+
+static void grease_extensions_are_skipped(void **state)
+{
+  static struct wr ext;
+  static uint8_t raw[RAW_MAX];
+  char host[MCP_HOSTNAME_MAX + 1];
+
+  ext.n = 0;
+  ext_raw(&ext, 0x0a0a, 0, 0);
+  ext_raw(&ext, 0x1a1a, 1, 0);
+  ext_sni(&ext, "grease.example", 14);
+  ext_raw(&ext, 0xfafa, 7, 0xfa);
+  assert_int_equal(parse_whole(raw, make_hello(&ext, raw), host), 14);
+  assert_string_equal(host, "grease.example");
+}
+
+static void ech_extension_uses_outer_sni(void **state)
+{
+  static struct wr ext;
+  static uint8_t raw[RAW_MAX];
+  char host[MCP_HOSTNAME_MAX + 1];
+
+  ext.n = 0;
+  ext_sni(&ext, "public.example", 14);
+  ext_raw(&ext, 0xfe0d, 200, 0x5a); /* encrypted_client_hello with an opaque inner hello */
+  assert_int_equal(parse_whole(raw, make_hello(&ext, raw), host), 14);
+  assert_string_equal(host, "public.example");
+}
+
+static void sni_first_host_name_entry_wins(void **state)
+{
+  static struct wr ext;
+  static uint8_t raw[RAW_MAX];
+  char host[MCP_HOSTNAME_MAX + 1];
+
+  /* An unknown name_type first, then two host_names: the first host_name is used. */
+  ext.n = 0;
+  put16(&ext, 0);
+  put16(&ext, 2 + (1 + 2 + 3) + (1 + 2 + 5) + (1 + 2 + 5));
+  put16(&ext, (1 + 2 + 3) + (1 + 2 + 5) + (1 + 2 + 5));
+  put8(&ext, 0x2a), put16(&ext, 3), putmem(&ext, "a_b", 3);
+  put8(&ext, 0), put16(&ext, 5), putmem(&ext, "first", 5);
+  put8(&ext, 0), put16(&ext, 5), putmem(&ext, "other", 5);
+  assert_int_equal(parse_whole(raw, make_hello(&ext, raw), host), 5);
+  assert_string_equal(host, "first");
+}
+
+static void sni_without_host_name_entry_has_no_sni(void **state)
+{
+  static struct wr ext;
+  static uint8_t raw[RAW_MAX];
+  char host[MCP_HOSTNAME_MAX + 1];
+
+  ext.n = 0;
+  put16(&ext, 0);
+  put16(&ext, 2 + 1 + 2 + 3);
+  put16(&ext, 1 + 2 + 3);
+  put8(&ext, 7), put16(&ext, 3), putmem(&ext, "abc", 3);
+  assert_int_equal(parse_whole(raw, make_hello(&ext, raw), host), MCP_SNI_ENOSNI);
+}
+
+/* ---- hostnames inside SNI --------------------------------------------------------------- */
+
+static void uppercase_sni_is_lowercased(void **state)
+{
+  char host[MCP_HOSTNAME_MAX + 1];
+
+  assert_int_equal(parse_sni_name("App.EXAMPLE.com", 15, host), 15);
+  assert_string_equal(host, "app.example.com");
+}
+
+static void sni_trailing_dot_is_dropped(void **state)
+{
+  char host[MCP_HOSTNAME_MAX + 1];
+
+  assert_int_equal(parse_sni_name("app.example.com.", 16, host), 15);
+  assert_string_equal(host, "app.example.com");
+}
+
+static void bad_sni_hostnames_are_rejected(void **state)
+{
+  char host[MCP_HOSTNAME_MAX + 1] = "untouched";
+  char long_label[64], long_name[254];
+
+  memset(long_label, 'a', sizeof(long_label));
+  memset(long_name, 'a', sizeof(long_name));
+  for (size_t i = 50; i < sizeof(long_name); i += 50)
+    long_name[i] = '.';
+  assert_int_equal(parse_sni_name("a_b.example", 11, host), MCP_SNI_EBADNAME);
+  assert_int_equal(parse_sni_name("a..example", 10, host), MCP_SNI_EBADNAME);
+  assert_int_equal(parse_sni_name(".example", 8, host), MCP_SNI_EBADNAME);
+  assert_int_equal(parse_sni_name("", 0, host), MCP_SNI_EBADNAME);
+  assert_int_equal(parse_sni_name(".", 1, host), MCP_SNI_EBADNAME);
+  assert_int_equal(parse_sni_name("a.example..", 11, host), MCP_SNI_EBADNAME);
+  assert_int_equal(parse_sni_name(long_label, 64, host), MCP_SNI_EBADNAME);
+  assert_int_equal(parse_sni_name(long_name, 254, host), MCP_SNI_EBADNAME);
+  assert_int_equal(parse_sni_name("evil.com\0.example", 17, host), MCP_SNI_EBADNAME);
+  assert_int_equal(parse_sni_name("caf\xc3\xa9.example", 13, host), MCP_SNI_EBADNAME);
+  assert_int_equal(parse_sni_name("127.0.0.1:443", 13, host), MCP_SNI_EBADNAME);
+  assert_string_equal(host, "untouched");
+}
+
+static void longest_sni_hostname_is_accepted(void **state)
+{
+  char host[MCP_HOSTNAME_MAX + 1];
+  char name[254];
+
+  memset(name, 'a', sizeof(name));
+  name[63] = name[127] = name[191] = '.';
+  assert_int_equal(parse_sni_name(name, 253, host), 253);
+  assert_memory_equal(host, name, 253);
+  assert_int_equal(host[253], '\0');
+  name[253] = '.'; /* 253 + a trailing dot is still 253 */
+  assert_int_equal(parse_sni_name(name, 254, host), 253);
+}
+
+/* ---- mcp_hostname_normalize ------------------------------------------------------------- */
+
+static int norm(const char *s, char *out)
+{
+  return mcp_hostname_normalize(s, strlen(s), out);
+}
+
+static void normalize_lowercases_and_drops_one_trailing_dot(void **state)
+{
+  char out[MCP_HOSTNAME_MAX + 1];
+
+  assert_int_equal(norm("WWW.Example.COM.", out), 15);
+  assert_string_equal(out, "www.example.com");
+  assert_int_equal(norm("localhost", out), 9);
+  assert_string_equal(out, "localhost");
+  assert_int_equal(norm("0.9", out), 3);
+  assert_int_equal(norm("example.com..", out), MCP_EINVAL);
+}
+
+static void normalize_allows_hyphens_anywhere_in_a_label(void **state)
+{
+  char out[MCP_HOSTNAME_MAX + 1];
+
+  assert_int_equal(norm("xn--bcher-kva.example", out), 21);
+  assert_int_equal(norm("-lead.trail-.-", out), 14);
+  assert_string_equal(out, "-lead.trail-.-");
+}
+
+static void normalize_rejects_empty_labels_and_bad_bytes(void **state)
+{
+  char out[MCP_HOSTNAME_MAX + 1];
+
+  assert_int_equal(norm("", out), MCP_EINVAL);
+  assert_int_equal(norm(".", out), MCP_EINVAL);
+  assert_int_equal(norm("..", out), MCP_EINVAL);
+  assert_int_equal(norm(".a", out), MCP_EINVAL);
+  assert_int_equal(norm("a..b", out), MCP_EINVAL);
+  assert_int_equal(norm("a_b", out), MCP_EINVAL);
+  assert_int_equal(norm("a b", out), MCP_EINVAL);
+  assert_int_equal(norm("a*.b", out), MCP_EINVAL);
+  assert_int_equal(norm("a/b", out), MCP_EINVAL);
+  assert_int_equal(mcp_hostname_normalize("ab\0c", 4, out), MCP_EINVAL);
+  assert_int_equal(mcp_hostname_normalize("\x80", 1, out), MCP_EINVAL);
+}
+
+static void normalize_enforces_label_and_name_limits(void **state)
+{
+  char out[MCP_HOSTNAME_MAX + 1], in[300];
+
+  memset(in, 'b', sizeof(in));
+  assert_int_equal(mcp_hostname_normalize(in, 63, out), 63);
+  assert_int_equal(mcp_hostname_normalize(in, 64, out), MCP_EINVAL);
+  in[63] = '.';
+  assert_int_equal(mcp_hostname_normalize(in, 64, out), 63); /* trailing dot */
+  in[63] = in[127] = in[191] = '.';
+  assert_int_equal(mcp_hostname_normalize(in, 253, out), 253);
+  assert_int_equal(out[253], '\0');
+  assert_int_equal(mcp_hostname_normalize(in, 254, out), MCP_EINVAL);
+  in[253] = '.';
+  assert_int_equal(mcp_hostname_normalize(in, 254, out), 253);
+  assert_int_equal(mcp_hostname_normalize(in, 255, out), MCP_EINVAL);
+}
+
+static void normalize_reads_only_len_bytes(void **state)
+{
+  char out[MCP_HOSTNAME_MAX + 1];
+
+  /* in is not NUL-terminated: the bytes after len must not matter. */
+  assert_int_equal(mcp_hostname_normalize("abc_def", 3, out), 3);
+  assert_string_equal(out, "abc");
+}
+
+/* ---- hostile input ---------------------------------------------------------------------- */
+
+static uint64_t rng_state;
+
+static uint32_t rng(void)
+{
+  /* xorshift64*: deterministic, so a failure reproduces. */
+  rng_state ^= rng_state >> 12;
+  rng_state ^= rng_state << 25;
+  rng_state ^= rng_state >> 27;
+  return (uint32_t)((rng_state * 0x2545F4914F6CDD1DULL) >> 32);
+}
+
+/*
+ * Feeds buf[0..len) in random chunks with one state until a final result, and checks it is
+ * what a single whole-buffer call says about the shortest prefix that gave it.
+ */
+static void check_random_chunking(const uint8_t *buf, size_t len)
+{
+  char host[MCP_HOSTNAME_MAX + 1], host2[MCP_HOSTNAME_MAX + 1];
+  size_t have = 0;
+  mcp_sni_t st;
+  int rc = MCP_SNI_NEED_MORE, whole;
+
+  mcp_sni_init(&st);
+  while (have < len && rc == MCP_SNI_NEED_MORE) {
+    size_t step = 1 + rng() % (rng() % 4 == 0 ? 2000 : 16);
+
+    have = have + step > len ? len : have + step;
+    rc = mcp_sni_parse(&st, buf, have, host);
+  }
+  whole = parse_whole(buf, have, host2);
+  assert_int_equal(rc, whole);
+  if (rc > 0)
+    assert_string_equal(host, host2);
+  assert_int_equal(parse_whole(buf, len, host2), rc);
+}
+
+static void random_garbage_never_crashes(void **state)
+{
+  static uint8_t buf[64 * 1024];
+  size_t i, round;
+
+  rng_state = 0x6d63702d736e6921ULL;
+  for (round = 0; round < 64; round++) {
+    for (i = 0; i < sizeof(buf); i++)
+      buf[i] = (uint8_t)rng();
+    /* Half the rounds start like a TLS handshake record so the garbage gets past byte one. */
+    if (round % 2 == 1) {
+      buf[0] = 22, buf[1] = 3, buf[2] = rng() % 5;
+      buf[3] &= 0x3f;
+      buf[5] = 1;
+      buf[6] = 0;
+    }
+    for (i = 0; i < 8; i++)
+      check_random_chunking(buf, sizeof(buf));
+  }
+}
+
+static void mutated_vectors_never_crash(void **state)
+{
+  static uint8_t orig[8192], multi[RAW_MAX], buf[RAW_MAX];
+  size_t v, round, i;
+
+  rng_state = 0x0123456789abcdefULL;
+  for (v = 0; v < N_VECTORS; v++) {
+    size_t len = load_vector(all_vectors[v]->file, orig, sizeof(orig));
+    const size_t sizes[] = {1 + v * 37, 3, 100};
+    size_t mlen = reframe(orig, len, sizes, 3, multi, sizeof(multi));
+
+    for (round = 0; round < 2000; round++) {
+      const uint8_t *src = round % 2 ? multi : orig;
+      size_t n = round % 2 ? mlen : len;
+      size_t flips = 1 + rng() % 4;
+
+      memcpy(buf, src, n);
+      for (i = 0; i < flips; i++) {
+        size_t at = rng() % n;
+        /* Mostly small nudges to length bytes, sometimes arbitrary values. */
+        buf[at] = rng() % 2 ? (uint8_t)(buf[at] + (rng() % 5) - 2) : (uint8_t)rng();
+      }
+      /* Sometimes cut the tail, so truncated structures are hit too. */
+      if (rng() % 4 == 0)
+        n -= rng() % n;
+      check_random_chunking(buf, n);
+    }
+  }
+}
+
+static void strerror_describes_every_result(void **state)
+{
+  static const int codes[] = {MCP_SNI_NEED_MORE, MCP_SNI_ENOTTLS,  MCP_SNI_ENOTHELLO,
+                              MCP_SNI_EMALFORMED, MCP_SNI_ENOSNI, MCP_SNI_EBADNAME,
+                              MCP_SNI_ETOOBIG};
+  const char *unknown = mcp_sni_strerror(-1);
+  size_t i, j;
+
+  for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+    assert_non_null(mcp_sni_strerror(codes[i]));
+    assert_string_not_equal(mcp_sni_strerror(codes[i]), unknown);
+    for (j = 0; j < i; j++)
+      assert_string_not_equal(mcp_sni_strerror(codes[i]), mcp_sni_strerror(codes[j]));
+  }
+  assert_string_not_equal(mcp_sni_strerror(15), unknown);
+}
+
+#define VECTOR_TESTS(v, name)                                                                      \
+  {"vector_" name "_whole_gives_capture_hostname", vector_whole_gives_capture_hostname, NULL,      \
+   NULL, (void *)&v},                                                                              \
+      {"vector_" name "_byte_by_byte_gives_capture_hostname",                                      \
+       vector_byte_by_byte_gives_capture_hostname, NULL, NULL, (void *)&v},                        \
+      {"vector_" name "_every_split_gives_capture_hostname",                                       \
+       vector_every_split_gives_capture_hostname, NULL, NULL, (void *)&v},                         \
+      {"vector_" name "_every_truncation_stays_need_more",                                         \
+       vector_every_truncation_stays_need_more, NULL, NULL, (void *)&v},                           \
+      {"vector_" name "_with_trailing_records_still_parses",                                       \
+       vector_with_trailing_records_still_parses, NULL, NULL, (void *)&v}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      VECTOR_TESTS(v_openssl12, "openssl_tls12"),
+      VECTOR_TESTS(v_openssl13, "openssl_tls13"),
+      VECTOR_TESTS(v_nosni, "openssl_nosni"),
+      VECTOR_TESTS(v_curl, "curl"),
+      VECTOR_TESTS(v_python, "python_ssl"),
+      VECTOR_TESTS(v_wget, "wget_gnutls"),
+      cmocka_unit_test(multi_record_hello_in_three_records_reassembles),
+      cmocka_unit_test(multi_record_handshake_header_split_reassembles),
+      cmocka_unit_test(multi_record_one_byte_records_reassemble),
+      cmocka_unit_test(multi_record_split_inside_sni_reassembles),
+      cmocka_unit_test(state_counts_complete_records_only),
+      cmocka_unit_test(parse_again_after_result_gives_same_result),
+      cmocka_unit_test(max_size_hello_in_one_record_accepted),
+      cmocka_unit_test(max_size_hello_in_two_records_accepted),
+      cmocka_unit_test(tiny_records_overhead_is_capped),
+      cmocka_unit_test(http_request_is_not_tls),
+      cmocka_unit_test(first_byte_alone_proves_not_tls),
+      cmocka_unit_test(sslv2_hello_is_not_tls),
+      cmocka_unit_test(bad_record_version_is_not_tls),
+      cmocka_unit_test(server_hello_is_not_a_client_hello),
+      cmocka_unit_test(non_handshake_record_after_first_is_malformed),
+      cmocka_unit_test(zero_length_record_is_malformed),
+      cmocka_unit_test(record_longer_than_16384_is_malformed),
+      cmocka_unit_test(record_longer_than_hello_waits_for_record),
+      cmocka_unit_test(handshake_length_over_16k_is_too_big),
+      cmocka_unit_test(handshake_length_too_small_is_malformed),
+      cmocka_unit_test(handshake_length_longer_than_records_waits),
+      cmocka_unit_test(extensions_length_overflowing_is_malformed),
+      cmocka_unit_test(extension_length_overflowing_is_malformed),
+      cmocka_unit_test(truncated_extension_header_is_malformed),
+      cmocka_unit_test(server_name_list_overflowing_is_malformed),
+      cmocka_unit_test(server_name_entry_overflowing_is_malformed),
+      cmocka_unit_test(bad_fixed_fields_are_malformed),
+      cmocka_unit_test(empty_cipher_suites_is_malformed),
+      cmocka_unit_test(hello_without_extensions_has_no_sni),
+      cmocka_unit_test(empty_extensions_block_has_no_sni),
+      cmocka_unit_test(duplicate_server_name_is_malformed),
+      cmocka_unit_test(grease_extensions_are_skipped),
+      cmocka_unit_test(ech_extension_uses_outer_sni),
+      cmocka_unit_test(sni_first_host_name_entry_wins),
+      cmocka_unit_test(sni_without_host_name_entry_has_no_sni),
+      cmocka_unit_test(uppercase_sni_is_lowercased),
+      cmocka_unit_test(sni_trailing_dot_is_dropped),
+      cmocka_unit_test(bad_sni_hostnames_are_rejected),
+      cmocka_unit_test(longest_sni_hostname_is_accepted),
+      cmocka_unit_test(normalize_lowercases_and_drops_one_trailing_dot),
+      cmocka_unit_test(normalize_allows_hyphens_anywhere_in_a_label),
+      cmocka_unit_test(normalize_rejects_empty_labels_and_bad_bytes),
+      cmocka_unit_test(normalize_enforces_label_and_name_limits),
+      cmocka_unit_test(normalize_reads_only_len_bytes),
+      cmocka_unit_test(random_garbage_never_crashes),
+      cmocka_unit_test(mutated_vectors_never_crash),
+      cmocka_unit_test(strerror_describes_every_result),
+  };
+
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
