@@ -1,1 +1,258 @@
-/* placeholder */
+/*
+ * control: write-through changes. Validate on the loop thread, write to SQLite on a libuv work
+ * thread (one request at a time, each its own transaction), and only after the commit publish
+ * the change in memory on the loop thread. See control.h.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "control.h"
+#include "log.h"
+
+/* gRPC status codes (grpc/impl/codegen/status.h), restated so control.c needs no gRPC header. */
+enum {
+  GRPC_OK = 0,
+  GRPC_INVALID_ARGUMENT = 3,
+  GRPC_NOT_FOUND = 5,
+  GRPC_FAILED_PRECONDITION = 9,
+  GRPC_INTERNAL = 13,
+  GRPC_UNAVAILABLE = 14,
+};
+
+int control_grpc_status(int status)
+{
+  switch (status) {
+  case 0:
+    return GRPC_OK;
+  case MCP_ENOENT:
+    return GRPC_NOT_FOUND;
+  case MCP_EINVAL:
+  case MCP_ERANGE:
+  case MCP_ELOOP:
+    return GRPC_INVALID_ARGUMENT;
+  case MCP_ENOGEOIP:
+    return GRPC_FAILED_PRECONDITION;
+  case MCP_EBUSY:
+    return GRPC_UNAVAILABLE;
+  default:
+    return GRPC_INTERNAL;
+  }
+}
+
+static int fail(control_req_t *req, int status, const char *fmt, const char *arg)
+{
+  req->status = status;
+  snprintf(req->msg, sizeof(req->msg), fmt, arg);
+  return status;
+}
+
+/* Checks req against the live state and normalises its strings in place. Loop thread. */
+static int validate(server_t *srv, control_req_t *req)
+{
+  char canon[MCP_BACKEND_MAX];
+  mcp_listener_t *l = NULL;
+
+  if (req->op == CONTROL_ROUTE_ADD || req->op == CONTROL_ROUTE_REMOVE ||
+      req->op == CONTROL_SET_MAX_CONNECTIONS) {
+    req->listener[sizeof(req->listener) - 1] = '\0';
+    l = server_find_listener(srv, req->listener);
+    if (!l)
+      return fail(req, MCP_ENOENT, "no listener %s", req->listener);
+    snprintf(req->listener, sizeof(req->listener), "%s", mcp_listener_addr(l));
+  }
+
+  switch (req->op) {
+  case CONTROL_ROUTE_ADD: {
+    mcp_backend_t backend;
+    req->hostname[sizeof(req->hostname) - 1] = '\0';
+    req->backend[sizeof(req->backend) - 1] = '\0';
+    if (mcp_hostname_normalize(req->hostname, strlen(req->hostname), canon) < 0)
+      return fail(req, MCP_EINVAL, "invalid hostname \"%s\"", req->hostname);
+    snprintf(req->hostname, sizeof(req->hostname), "%s", canon);
+    if (mcp_backend_parse(req->backend, &backend) != 0)
+      return fail(req, MCP_EINVAL, "invalid backend \"%s\" (want IPv4:port, [IPv6]:port or "
+                  "hostname:port)", req->backend);
+    snprintf(req->backend, sizeof(req->backend), "%s", backend.text);
+    for (size_t i = 0; i < srv->nlisteners; i++) {
+      struct sockaddr_storage ss;
+      mcp_listen_addr_parse(mcp_listener_addr(srv->listeners[i]), &ss, NULL);
+      if (mcp_backend_loops_to(&backend, (struct sockaddr *)&ss))
+        return fail(req, MCP_ELOOP, "backend %s is this proxy's own listener (a loop)",
+                    req->backend);
+    }
+    return 0;
+  }
+  case CONTROL_ROUTE_REMOVE:
+    req->hostname[sizeof(req->hostname) - 1] = '\0';
+    if (mcp_hostname_normalize(req->hostname, strlen(req->hostname), canon) < 0)
+      return fail(req, MCP_EINVAL, "invalid hostname \"%s\"", req->hostname);
+    snprintf(req->hostname, sizeof(req->hostname), "%s", canon);
+    return 0;
+  case CONTROL_RULE_ADD:
+  case CONTROL_RULE_REMOVE:
+    req->rule_value[sizeof(req->rule_value) - 1] = '\0';
+    if (!mcp_fw_type_name(req->rule_type))
+      return fail(req, MCP_EINVAL, "%s", "unknown firewall rule type");
+    if (mcp_fw_normalize(req->rule_type, req->rule_value, canon) != 0)
+      return fail(req, MCP_EINVAL, "invalid firewall rule value \"%s\"", req->rule_value);
+    snprintf(req->rule_value, sizeof(req->rule_value), "%s", canon);
+    if (req->op == CONTROL_RULE_ADD && req->rule_type == MCP_FW_COUNTRY && !srv->geoip)
+      return fail(req, MCP_ENOGEOIP, "%s",
+                  "country rules need a GeoIP database ([firewall] geoip_db)");
+    return 0;
+  case CONTROL_SET_MAX_CONNECTIONS:
+    if (req->max_connections < 0)
+      return fail(req, MCP_ERANGE, "%s", "max_connections must be >= 0");
+    return 0;
+  }
+  return fail(req, MCP_EINVAL, "%s", "unknown operation");
+}
+
+/* The database write. Runs on a libuv work thread; touches only the store and req. */
+static void work_cb(uv_work_t *w)
+{
+  server_t *srv = w->data;
+  control_req_t *req = srv->ctl_head;
+  mcp_store_t *st = srv->store;
+  int rc;
+  switch (req->op) {
+  case CONTROL_ROUTE_ADD:
+    rc = mcp_store_route_put(st, req->listener, req->hostname, req->backend);
+    break;
+  case CONTROL_ROUTE_REMOVE:
+    rc = mcp_store_route_remove(st, req->listener, req->hostname);
+    break;
+  case CONTROL_RULE_ADD:
+    rc = mcp_store_firewall_add(st, req->rule_type, req->rule_value);
+    rc = rc > 0 ? 0 : rc;
+    break;
+  case CONTROL_RULE_REMOVE:
+    rc = mcp_store_firewall_remove(st, req->rule_type, req->rule_value);
+    break;
+  case CONTROL_SET_MAX_CONNECTIONS:
+    rc = mcp_store_update_listener_max_connections(st, req->listener, req->max_connections);
+    break;
+  default:
+    rc = MCP_EINVAL;
+  }
+  req->status = rc;
+  if (rc == MCP_ENOENT) {
+    if (req->op == CONTROL_ROUTE_REMOVE)
+      snprintf(req->msg, sizeof(req->msg), "no route for %s on %s", req->hostname, req->listener);
+    else if (req->op == CONTROL_RULE_REMOVE)
+      snprintf(req->msg, sizeof(req->msg), "no %s rule %s", mcp_fw_type_name(req->rule_type),
+               req->rule_value);
+    else
+      snprintf(req->msg, sizeof(req->msg), "no listener %s", req->listener);
+  } else if (rc) {
+    snprintf(req->msg, sizeof(req->msg), "database: %s (%s)", mcp_strerror(rc),
+             mcp_store_errmsg(st));
+  }
+}
+
+/* Publishes a committed change. Loop thread. Returns 0 or MCP_ENOMEM. */
+static int apply(server_t *srv, control_req_t *req)
+{
+  if (req->op == CONTROL_ROUTE_ADD || req->op == CONTROL_ROUTE_REMOVE) {
+    mcp_listener_t *l = server_find_listener(srv, req->listener);
+    mcp_routes_t *rt = mcp_routes_clone(mcp_listener_routes(l));
+    if (!rt)
+      return MCP_ENOMEM;
+    int rc = req->op == CONTROL_ROUTE_ADD ? mcp_routes_put(rt, req->hostname, req->backend)
+                                          : mcp_routes_remove(rt, req->hostname);
+    if (rc == 0 || rc == MCP_ENOENT)
+      mcp_listener_set_routes(l, rt);
+    mcp_routes_unref(rt);
+    return rc == MCP_ENOENT ? 0 : rc;
+  }
+  if (req->op == CONTROL_RULE_ADD || req->op == CONTROL_RULE_REMOVE) {
+    mcp_firewall_t *fw = mcp_firewall_clone(srv->firewall);
+    if (!fw)
+      return MCP_ENOMEM;
+    int rc = req->op == CONTROL_RULE_ADD ? mcp_firewall_add(fw, req->rule_type, req->rule_value)
+                                         : mcp_firewall_remove(fw, req->rule_type, req->rule_value);
+    if (rc == MCP_ENOENT || rc > 0)
+      rc = 0;
+    if (!rc)
+      rc = mcp_firewall_seal(fw);
+    if (rc) {
+      mcp_firewall_unref(fw);
+      return rc;
+    }
+    for (size_t i = 0; i < srv->nlisteners; i++)
+      mcp_listener_set_firewall(srv->listeners[i], fw);
+    mcp_firewall_unref(srv->firewall);
+    srv->firewall = fw;
+    return 0;
+  }
+  mcp_listener_set_max_connections(server_find_listener(srv, req->listener),
+                                   req->max_connections);
+  return 0;
+}
+
+static void start_next(server_t *srv);
+
+static void finish(server_t *srv, control_req_t *req)
+{
+  req->done(req, req->status, req->status ? req->msg : "");
+}
+
+static void after_work_cb(uv_work_t *w, int status)
+{
+  server_t *srv = w->data;
+  control_req_t *req = srv->ctl_head;
+  srv->ctl_head = req->next;
+  if (!srv->ctl_head)
+    srv->ctl_tail = NULL;
+  srv->ctl_busy = 0;
+
+  if (req->status == 0) {
+    int rc = apply(srv, req);
+    if (rc) {
+      /* Committed but not applied: memory is behind the database until a restart. */
+      req->status = rc;
+      snprintf(req->msg, sizeof(req->msg), "saved, but not applied in memory: %s",
+               mcp_strerror(rc));
+      log_error("control: %s", req->msg);
+    }
+  }
+  finish(srv, req);
+  start_next(srv);
+}
+
+static void start_next(server_t *srv)
+{
+  if (srv->ctl_busy || !srv->ctl_head)
+    return;
+  srv->ctl_busy = 1;
+  srv->ctl_work.data = srv;
+  int rc = uv_queue_work(srv->loop, &srv->ctl_work, work_cb, after_work_cb);
+  if (rc) {
+    control_req_t *req = srv->ctl_head;
+    srv->ctl_head = req->next;
+    if (!srv->ctl_head)
+      srv->ctl_tail = NULL;
+    srv->ctl_busy = 0;
+    req->status = MCP_EIO;
+    snprintf(req->msg, sizeof(req->msg), "cannot queue the database write: %s", uv_strerror(rc));
+    finish(srv, req);
+    start_next(srv);
+  }
+}
+
+void control_submit(server_t *srv, control_req_t *req)
+{
+  req->status = 0;
+  req->msg[0] = '\0';
+  req->next = NULL;
+  if (validate(srv, req) != 0) {
+    finish(srv, req);
+    return;
+  }
+  if (srv->ctl_tail)
+    srv->ctl_tail->next = req;
+  else
+    srv->ctl_head = req;
+  srv->ctl_tail = req;
+  start_next(srv);
+}

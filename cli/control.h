@@ -43,7 +43,7 @@ struct control_req_s {
 
   /* Private to control.c. */
   int status;
-  char msg[256];
+  char msg[512];
   control_req_t *next;
 };
 

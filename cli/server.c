@@ -1,3 +1,493 @@
-/* placeholder */
+/*
+ * mc-proxy server: load the config, open the store (seeding it on the first run), build the
+ * firewall and one listener per stored listener address, start the admin API, then run the loop
+ * until SIGTERM/SIGINT. Shutdown: stop accepting, stop the admin server, let connections drain
+ * for up to shutdown_timeout, close the rest, exit 0. A second signal exits at once with 1.
+ */
+#include <getopt.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "admin_server.h"
 #include "cli.h"
-int cmd_server(int argc, char **argv) { return cli_usage_error("server", "not built yet"); }
+#include "config.h"
+#include "log.h"
+#include "server.h"
+
+typedef struct run_s {
+  server_t srv;
+  uv_signal_t sigterm, sigint, sighup;
+  uv_timer_t drain_timer;
+  int stopping;
+  size_t listeners_freed;
+} run_t;
+
+mcp_listener_t *server_find_listener(server_t *srv, const char *addr)
+{
+  char canon[64];
+  struct sockaddr_storage ss;
+  if (mcp_listen_addr_parse(addr, &ss, canon) != 0)
+    return NULL;
+  for (size_t i = 0; i < srv->nlisteners; i++)
+    if (!strcmp(mcp_listener_addr(srv->listeners[i]), canon))
+      return srv->listeners[i];
+  return NULL;
+}
+
+/* ---- connection log ---- */
+
+static int64_t total_active(server_t *srv)
+{
+  int64_t active = 0;
+  for (size_t i = 0; i < srv->nlisteners; i++) {
+    mcp_listener_stats_t st;
+    mcp_listener_get_stats(srv->listeners[i], &st);
+    active += st.active_connections;
+  }
+  return active;
+}
+
+
+static void on_conn_end(void *data, const mcp_conn_record_t *rec)
+{
+  run_t *run = data;
+  char line[1024];
+  mcp_conn_record_format(rec, line, sizeof(line));
+  log_info("conn %s", line);
+  /* Draining: the last connection to end lets the loop stop. */
+  if (run->stopping && total_active(&run->srv) == 0)
+    uv_stop(run->srv.loop);
+}
+
+/* ---- seeding and loading ---- */
+
+/* One line of text per listener, route and rule, to compare config and database. */
+typedef struct strset_s {
+  char **v;
+  size_t n, cap;
+} strset_t;
+
+static int strset_add(strset_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int strset_add(strset_t *s, const char *fmt, ...)
+{
+  if (s->n == s->cap) {
+    size_t cap = s->cap ? s->cap * 2 : 64;
+    char **v = realloc(s->v, cap * sizeof(*v));
+    if (!v)
+      return MCP_ENOMEM;
+    s->v = v;
+    s->cap = cap;
+  }
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = vasprintf(&s->v[s->n], fmt, ap);
+  va_end(ap);
+  if (rc < 0)
+    return MCP_ENOMEM;
+  s->n++;
+  return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int strset_equal(strset_t *a, strset_t *b)
+{
+  if (a->n != b->n)
+    return 0;
+  qsort(a->v, a->n, sizeof(char *), cmp_str);
+  qsort(b->v, b->n, sizeof(char *), cmp_str);
+  for (size_t i = 0; i < a->n; i++)
+    if (strcmp(a->v[i], b->v[i]))
+      return 0;
+  return 1;
+}
+
+static void strset_free(strset_t *s)
+{
+  for (size_t i = 0; i < s->n; i++)
+    free(s->v[i]);
+  free(s->v);
+}
+
+static int config_strset(const mcp_config_t *cfg, strset_t *s)
+{
+  int err = 0;
+  for (size_t i = 0; i < cfg->nlisteners && !err; i++) {
+    const config_listener_t *cl = &cfg->listeners[i];
+    err = strset_add(s, "listener %s %lld", cl->addr, (long long)cl->max_connections);
+    for (size_t j = 0; j < cl->nroutes && !err; j++)
+      err = strset_add(s, "route %s %s %s", cl->addr, cl->routes[j].hostname,
+                       cl->routes[j].backend);
+  }
+  for (size_t i = 0; i < cfg->nrules && !err; i++)
+    err = strset_add(s, "rule %s %s", mcp_fw_type_name(cfg->rules[i].type), cfg->rules[i].value);
+  return err;
+}
+
+static int seed(mcp_store_t *st, const mcp_config_t *cfg)
+{
+  int err = mcp_store_begin(st);
+  for (size_t i = 0; i < cfg->nlisteners && !err; i++) {
+    const config_listener_t *cl = &cfg->listeners[i];
+    err = mcp_store_listener_add(st, cl->addr, cl->max_connections);
+    for (size_t j = 0; j < cl->nroutes && !err; j++)
+      err = mcp_store_route_put(st, cl->addr, cl->routes[j].hostname, cl->routes[j].backend);
+  }
+  for (size_t i = 0; i < cfg->nrules && !err; i++) {
+    int rc = mcp_store_firewall_add(st, cfg->rules[i].type, cfg->rules[i].value);
+    err = rc < 0 ? rc : 0;
+  }
+  if (err) {
+    mcp_store_rollback(st);
+    return err;
+  }
+  return mcp_store_commit(st);
+}
+
+/* Builds the in-memory state from the database (the source of truth after seeding). */
+typedef struct load_s {
+  run_t *run;
+  strset_t db;
+  char err[512];
+} load_t;
+
+static int load_listener(void *data, const char *addr, int64_t max_connections)
+{
+  load_t *ld = data;
+  server_t *srv = &ld->run->srv;
+  if (strset_add(&ld->db, "listener %s %lld", addr, (long long)max_connections))
+    return MCP_ENOMEM;
+  mcp_listener_t **v = realloc(srv->listeners, (srv->nlisteners + 1) * sizeof(*v));
+  if (!v)
+    return MCP_ENOMEM;
+  srv->listeners = v;
+  mcp_listener_config_t lc = {
+      .addr = addr,
+      .handshake_timeout_ms = srv->cfg->handshake_timeout_ms,
+      .connect_timeout_ms = srv->cfg->connect_timeout_ms,
+      .idle_timeout_ms = srv->cfg->idle_timeout_ms,
+      .max_connections = max_connections,
+      .on_conn_end = on_conn_end,
+      .data = ld->run,
+  };
+  int err = mcp_listener_new(srv->loop, &lc, &srv->listeners[srv->nlisteners]);
+  if (err) {
+    snprintf(ld->err, sizeof(ld->err), "database listener \"%s\": %s", addr, mcp_strerror(err));
+    return err;
+  }
+  srv->nlisteners++;
+  return 0;
+}
+
+static int load_route(void *data, const char *laddr, const char *host, const char *backend)
+{
+  load_t *ld = data;
+  if (strset_add(&ld->db, "route %s %s %s", laddr, host, backend))
+    return MCP_ENOMEM;
+  mcp_listener_t *l = server_find_listener(&ld->run->srv, laddr);
+  if (!l)
+    return 0; /* cannot happen: routes reference listeners by foreign key */
+  int err = mcp_routes_put(mcp_listener_routes(l), host, backend);
+  if (err == MCP_EINVAL) {
+    log_warn("database route %s %s -> %s is malformed; ignored", laddr, host, backend);
+    return 0;
+  }
+  return err;
+}
+
+static int load_rule(void *data, mcp_fw_type_t type, const char *value)
+{
+  load_t *ld = data;
+  if (strset_add(&ld->db, "rule %s %s", mcp_fw_type_name(type), value))
+    return MCP_ENOMEM;
+  int rc = mcp_firewall_add(ld->run->srv.firewall, type, value);
+  if (rc == MCP_EINVAL) {
+    log_warn("database firewall rule %s %s is malformed; ignored", mcp_fw_type_name(type), value);
+    return 0;
+  }
+  return rc < 0 ? rc : 0;
+}
+
+static int load_state(run_t *run, char *err, size_t errlen)
+{
+  server_t *srv = &run->srv;
+  const mcp_config_t *cfg = srv->cfg;
+  int rc = mcp_store_is_empty(srv->store);
+  if (rc < 0) {
+    snprintf(err, errlen, "%s: %s", cfg->db_path, mcp_store_errmsg(srv->store));
+    return -1;
+  }
+  if (rc == 1) {
+    rc = seed(srv->store, cfg);
+    if (rc) {
+      snprintf(err, errlen, "%s: seeding from the config failed: %s", cfg->db_path,
+               mcp_store_errmsg(srv->store));
+      return -1;
+    }
+    log_info("first run: seeded the database from %s (%zu listeners, %zu firewall rules)",
+             cfg->path, cfg->nlisteners, cfg->nrules);
+  }
+
+  srv->firewall = mcp_firewall_new();
+  if (!srv->firewall) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  mcp_firewall_set_geoip(srv->firewall, srv->geoip);
+
+  load_t ld = {.run = run};
+  mcp_store_visitor_t visitor = {load_listener, load_route, load_rule};
+  rc = mcp_store_load(srv->store, &visitor, &ld);
+  if (rc) {
+    if (ld.err[0])
+      snprintf(err, errlen, "%s: %s", cfg->db_path, ld.err);
+    else
+      snprintf(err, errlen, "%s: loading failed: %s (%s)", cfg->db_path, mcp_strerror(rc),
+               mcp_store_errmsg(srv->store));
+    strset_free(&ld.db);
+    return -1;
+  }
+
+  strset_t fromcfg = {0};
+  if (config_strset(cfg, &fromcfg) == 0 && !strset_equal(&fromcfg, &ld.db))
+    log_info("the database differs from the listeners, routes and rules in %s; the database is "
+             "the source of truth and the config's copies are ignored",
+             cfg->path);
+  strset_free(&fromcfg);
+  strset_free(&ld.db);
+
+  if (mcp_firewall_country_count(srv->firewall) > 0 && !srv->geoip) {
+    snprintf(err, errlen,
+             "%s: the database has country firewall rules but %s sets no [firewall] geoip_db",
+             cfg->db_path, cfg->path);
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- signals and shutdown ---- */
+
+static void on_listener_freed(void *data)
+{
+  run_t *run = data;
+  run->listeners_freed++;
+}
+
+static void begin_shutdown(run_t *run);
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+  run_t *run = t->data;
+  log_warn("shutdown_timeout reached; closing the remaining connections");
+  uv_stop(run->srv.loop);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+  run_t *run = h->data;
+  if (signum == SIGHUP) {
+    server_t *srv = &run->srv;
+    if (!srv->cfg->geoip_db[0]) {
+      log_info("SIGHUP: no geoip_db configured; nothing to reload");
+      return;
+    }
+    char err[512];
+    mcp_geoip_t *g = NULL;
+    if (mcp_geoip_open(srv->cfg->geoip_db, &g, err, sizeof(err)) != 0) {
+      log_error("SIGHUP: %s; keeping the GeoIP database already loaded", err);
+      return;
+    }
+    mcp_firewall_t *fw = mcp_firewall_clone(srv->firewall);
+    if (!fw) {
+      mcp_geoip_unref(g);
+      log_error("SIGHUP: out of memory");
+      return;
+    }
+    mcp_firewall_set_geoip(fw, g);
+    for (size_t i = 0; i < srv->nlisteners; i++)
+      mcp_listener_set_firewall(srv->listeners[i], fw);
+    mcp_firewall_unref(srv->firewall);
+    srv->firewall = fw;
+    mcp_geoip_unref(srv->geoip);
+    srv->geoip = g;
+    log_info("SIGHUP: reopened %s", srv->cfg->geoip_db);
+    return;
+  }
+  if (run->stopping) {
+    log_warn("second signal: exiting now");
+    _exit(1);
+  }
+  log_info("signal %d: shutting down (draining for up to %llu ms)", signum,
+           (unsigned long long)run->srv.cfg->shutdown_timeout_ms);
+  begin_shutdown(run);
+}
+
+static void begin_shutdown(run_t *run)
+{
+  server_t *srv = &run->srv;
+  run->stopping = 1;
+  for (size_t i = 0; i < srv->nlisteners; i++)
+    mcp_listener_stop(srv->listeners[i]);
+  admin_server_stop(srv);
+  if (total_active(srv) == 0) {
+    uv_stop(srv->loop);
+    return;
+  }
+  uv_timer_start(&run->drain_timer, on_drain_timeout, srv->cfg->shutdown_timeout_ms, 0);
+}
+
+static void close_walk_cb(uv_handle_t *h, void *arg)
+{
+  if (!uv_is_closing(h))
+    uv_close(h, NULL);
+}
+
+/* Frees listeners (closing what is left), then every other handle, and runs the loop dry. */
+static void teardown(run_t *run)
+{
+  server_t *srv = &run->srv;
+  admin_server_stop(srv);
+  for (size_t i = 0; i < srv->nlisteners; i++)
+    mcp_listener_free(srv->listeners[i], on_listener_freed, run);
+  uv_run(srv->loop, UV_RUN_DEFAULT);
+  uv_walk(srv->loop, close_walk_cb, NULL);
+  uv_run(srv->loop, UV_RUN_DEFAULT);
+  free(srv->listeners);
+  srv->listeners = NULL;
+  srv->nlisteners = 0;
+  mcp_firewall_unref(srv->firewall);
+  mcp_geoip_unref(srv->geoip);
+  if (srv->store)
+    mcp_store_close(srv->store);
+  uv_loop_close(srv->loop);
+}
+
+/* ---- the command ---- */
+
+static const char server_usage[] =
+    "usage: mc-proxy server -c FILE\n"
+    "\n"
+    "Runs the proxy in the foreground, logging to stderr.\n"
+    "\n"
+    "  -c, --config FILE   the INI config (see mc-proxy.ini(5))\n"
+    "  -h, --help          this help\n";
+
+static int start(run_t *run, uv_loop_t *loop, mcp_config_t *cfg)
+{
+  server_t *srv = &run->srv;
+  char err[1024];
+  srv->loop = loop;
+  srv->cfg = cfg;
+  srv->started_at_unix = (int64_t)time(NULL);
+
+  if (cfg->geoip_db[0] && mcp_geoip_open(cfg->geoip_db, &srv->geoip, err, sizeof(err)) != 0) {
+    log_error("%s", err);
+    return EXIT_USAGE;
+  }
+  if (mcp_store_open(cfg->db_path, 0, &srv->store, err, sizeof(err)) != 0) {
+    log_error("%s", err);
+    return EXIT_REFUSED;
+  }
+  if (load_state(run, err, sizeof(err)) != 0) {
+    log_error("%s", err);
+    return EXIT_REFUSED;
+  }
+
+  size_t nroutes = 0;
+  for (size_t i = 0; i < srv->nlisteners; i++) {
+    mcp_listener_t *l = srv->listeners[i];
+    nroutes += mcp_routes_count(mcp_listener_routes(l));
+    int rc = mcp_listener_set_firewall(l, srv->firewall);
+    if (!rc)
+      rc = mcp_listener_start(l);
+    if (rc) {
+      log_error("listener %s: %s", mcp_listener_addr(l), mcp_strerror(rc));
+      return EXIT_REFUSED;
+    }
+  }
+
+  if (cfg->has_grpc && admin_server_start(srv, err, sizeof(err)) != 0) {
+    log_error("admin API: %s", err);
+    return EXIT_REFUSED;
+  }
+
+  log_info("mc-proxy %s started: %zu listeners, %zu routes, %zu firewall rules, admin %s",
+           mcp_version(), srv->nlisteners, nroutes, mcp_firewall_count(srv->firewall),
+           cfg->has_grpc ? cfg->grpc_addr : "off");
+  for (size_t i = 0; i < srv->nlisteners; i++) {
+    mcp_listener_stats_t st;
+    mcp_listener_get_stats(srv->listeners[i], &st);
+    log_info("listening on %s (%lld routes, max_connections %lld)",
+             mcp_listener_addr(srv->listeners[i]), (long long)st.route_count,
+             (long long)st.max_connections);
+  }
+  return EXIT_OK;
+}
+
+int cmd_server(int argc, char **argv)
+{
+  static const struct option opts[] = {
+      {"config", required_argument, NULL, 'c'},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0},
+  };
+  const char *path = NULL;
+  int ch;
+  optind = 1;
+  while ((ch = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    switch (ch) {
+    case 'c':
+      path = optarg;
+      break;
+    case 'h':
+      fputs(server_usage, stdout);
+      return EXIT_OK;
+    default:
+      return cli_usage_error("server", "unknown option");
+    }
+  }
+  if (optind < argc)
+    return cli_usage_error("server", "unexpected argument '%s'", argv[optind]);
+  if (!path)
+    return cli_usage_error("server", "-c FILE is required");
+
+  mcp_config_t cfg;
+  char err[1024];
+  if (config_load(path, &cfg, err, sizeof(err)) != 0) {
+    fprintf(stderr, "mc-proxy: %s\n", err);
+    return EXIT_USAGE;
+  }
+
+  /* A peer that resets while we write must not kill the process. */
+  signal(SIGPIPE, SIG_IGN);
+
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  run_t run;
+  memset(&run, 0, sizeof(run));
+  uv_signal_init(&loop, &run.sigterm);
+  uv_signal_init(&loop, &run.sigint);
+  uv_signal_init(&loop, &run.sighup);
+  uv_timer_init(&loop, &run.drain_timer);
+  run.sigterm.data = run.sigint.data = run.sighup.data = run.drain_timer.data = &run;
+  uv_signal_start(&run.sigterm, on_signal, SIGTERM);
+  uv_signal_start(&run.sigint, on_signal, SIGINT);
+  uv_signal_start(&run.sighup, on_signal, SIGHUP);
+
+  int status = start(&run, &loop, &cfg);
+  if (status == EXIT_OK) {
+    uv_run(&loop, UV_RUN_DEFAULT);
+    log_info("stopped");
+  }
+  teardown(&run);
+  config_free(&cfg);
+  return status;
+}

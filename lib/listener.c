@@ -1,1 +1,502 @@
-/* placeholder */
+/*
+ * listener: accept -> limit -> firewall -> ClientHello -> route. The relay that follows (connect,
+ * forward, both directions, timeouts) is in relay.c.
+ */
+#include <arpa/inet.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "listener_internal.h"
+
+#define DEFAULT_HANDSHAKE_MS 10000
+#define DEFAULT_CONNECT_MS 5000
+#define DEFAULT_IDLE_MS 300000
+#define LISTEN_BACKLOG 4096
+
+static const char *const outcome_names[] = {
+    [MCP_OUTCOME_OK] = "ok",
+    [MCP_OUTCOME_LIMIT] = "limit",
+    [MCP_OUTCOME_BLOCKED] = "blocked",
+    [MCP_OUTCOME_UNROUTED] = "unrouted",
+    [MCP_OUTCOME_TIMEOUT] = "timeout",
+    [MCP_OUTCOME_BACKEND_ERROR] = "backend_error",
+};
+
+const char *mcp_outcome_name(mcp_outcome_t outcome)
+{
+  if ((unsigned)outcome >= sizeof(outcome_names) / sizeof(outcome_names[0]))
+    return "-";
+  return outcome_names[outcome];
+}
+
+int mcp_conn_record_format(const mcp_conn_record_t *r, char *buf, size_t len)
+{
+  return snprintf(buf, len,
+                  "listener=%s client=%s sni=%s backend=%s outcome=%s bytes_in=%llu "
+                  "bytes_out=%llu duration_ms=%llu",
+                  r->listener, r->client, r->sni, r->backend, mcp_outcome_name(r->outcome),
+                  (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out,
+                  (unsigned long long)r->duration_ms);
+}
+
+/* Formats an IPv4/IPv6 socket address as "ip:port" or "[ip]:port". */
+static void format_sockaddr(const struct sockaddr *sa, char *out, size_t len)
+{
+  char ip[INET6_ADDRSTRLEN];
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+    snprintf(out, len, "%s:%u", ip, ntohs(in->sin_port));
+  } else if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+    snprintf(out, len, "[%s]:%u", ip, ntohs(in6->sin6_port));
+  } else {
+    snprintf(out, len, "-");
+  }
+}
+
+int mcp_listen_addr_parse(const char *addr, struct sockaddr_storage *out, char *text)
+{
+  char host[INET6_ADDRSTRLEN];
+  const char *port_str;
+  size_t n = strnlen(addr, 64);
+  if (n == 0 || n >= 64)
+    return MCP_EINVAL;
+
+  if (addr[0] == '[') {
+    const char *end = memchr(addr, ']', n);
+    if (!end || end[1] != ':' || (size_t)(end - addr - 1) >= sizeof(host))
+      return MCP_EINVAL;
+    memcpy(host, addr + 1, end - addr - 1);
+    host[end - addr - 1] = '\0';
+    port_str = end + 2;
+  } else {
+    const char *colon = strrchr(addr, ':');
+    if (!colon || memchr(addr, ':', colon - addr) || (size_t)(colon - addr) >= sizeof(host))
+      return MCP_EINVAL;
+    memcpy(host, addr, colon - addr);
+    host[colon - addr] = '\0';
+    port_str = colon + 1;
+  }
+
+  /* Decimal digits only, 1-65535. Port 0 is allowed only so tests can pick a free port. */
+  unsigned long port = 0;
+  size_t digits = strlen(port_str);
+  if (digits == 0 || digits > 5)
+    return MCP_EINVAL;
+  for (size_t i = 0; i < digits; i++) {
+    if (port_str[i] < '0' || port_str[i] > '9')
+      return MCP_EINVAL;
+    port = port * 10 + (unsigned long)(port_str[i] - '0');
+  }
+  if (port > 65535)
+    return MCP_EINVAL;
+
+  memset(out, 0, sizeof(*out));
+  struct sockaddr_in *in = (struct sockaddr_in *)out;
+  struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)out;
+  if (addr[0] != '[' && inet_pton(AF_INET, host, &in->sin_addr) == 1) {
+    in->sin_family = AF_INET;
+    in->sin_port = htons((uint16_t)port);
+  } else if (addr[0] == '[' && inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons((uint16_t)port);
+  } else {
+    return MCP_EINVAL;
+  }
+  if (text)
+    format_sockaddr((struct sockaddr *)out, text, 64);
+  return 0;
+}
+
+static void tlists_init(mcp_listener_t *l)
+{
+  l->tlists[MCP__T_HANDSHAKE].timeout_ms = l->cfg.handshake_timeout_ms;
+  l->tlists[MCP__T_CONNECT].timeout_ms = l->cfg.connect_timeout_ms;
+  l->tlists[MCP__T_IDLE].timeout_ms = l->cfg.idle_timeout_ms;
+}
+
+int mcp_listener_new(uv_loop_t *loop, const mcp_listener_config_t *cfg, mcp_listener_t **out)
+{
+  if (!loop || !cfg || !cfg->addr || cfg->max_connections < 0)
+    return MCP_EINVAL;
+  mcp_listener_t *l = calloc(1, sizeof(*l));
+  if (!l)
+    return MCP_ENOMEM;
+  if (mcp_listen_addr_parse(cfg->addr, &l->addr, l->addr_text) != 0) {
+    free(l);
+    return MCP_EINVAL;
+  }
+  l->routes = mcp_routes_new();
+  if (!l->routes) {
+    free(l);
+    return MCP_ENOMEM;
+  }
+  l->loop = loop;
+  l->cfg = *cfg;
+  l->cfg.addr = l->addr_text;
+  if (!l->cfg.handshake_timeout_ms)
+    l->cfg.handshake_timeout_ms = DEFAULT_HANDSHAKE_MS;
+  if (!l->cfg.connect_timeout_ms)
+    l->cfg.connect_timeout_ms = DEFAULT_CONNECT_MS;
+  if (!l->cfg.idle_timeout_ms)
+    l->cfg.idle_timeout_ms = DEFAULT_IDLE_MS;
+  l->max_connections = cfg->max_connections;
+  tlists_init(l);
+
+  uv_tcp_init(loop, &l->server);
+  l->server.data = l;
+  uv_timer_init(loop, &l->timer);
+  l->timer.data = l;
+  l->handles_open = 2;
+  *out = l;
+  return 0;
+}
+
+const char *mcp_listener_addr(const mcp_listener_t *l)
+{
+  return l->addr_text;
+}
+
+int mcp_listener_sockname(const mcp_listener_t *l, struct sockaddr_storage *out)
+{
+  int len = sizeof(*out);
+  return uv_tcp_getsockname(&l->server, (struct sockaddr *)out, &len);
+}
+
+void mcp_listener_set_routes(mcp_listener_t *l, mcp_routes_t *routes)
+{
+  mcp_routes_t *old = l->routes;
+  l->routes = mcp_routes_ref(routes);
+  mcp_routes_unref(old);
+}
+
+mcp_routes_t *mcp_listener_routes(const mcp_listener_t *l)
+{
+  return l->routes;
+}
+
+int mcp_listener_set_firewall(mcp_listener_t *l, mcp_firewall_t *fw)
+{
+  if (fw) {
+    int err = mcp_firewall_seal(fw);
+    if (err)
+      return err;
+  }
+  mcp_firewall_t *old = l->firewall;
+  l->firewall = fw ? mcp_firewall_ref(fw) : NULL;
+  mcp_firewall_unref(old);
+  return 0;
+}
+
+void mcp_listener_set_max_connections(mcp_listener_t *l, int64_t max_connections)
+{
+  if (max_connections >= 0)
+    l->max_connections = max_connections;
+}
+
+void mcp_listener_get_stats(const mcp_listener_t *l, mcp_listener_stats_t *out)
+{
+  out->active_connections = l->active;
+  out->max_connections = l->max_connections;
+  out->accepted_total = l->accepted_total;
+  out->rejected_limit_total = l->rejected_limit_total;
+  out->blocked_total = l->blocked_total;
+  out->unrouted_total = l->unrouted_total;
+  out->route_count = (int64_t)mcp_routes_count(l->routes);
+}
+
+/* ---- connection objects ---- */
+
+static mcp__conn_t *conn_alloc(mcp_listener_t *l)
+{
+  mcp__conn_t *c = l->conn_free;
+  if (c) {
+    l->conn_free = c->tnext;
+    l->conn_free_len--;
+  } else {
+    c = malloc(sizeof(*c));
+    if (!c)
+      return NULL;
+  }
+  l->conns_live++;
+  memset(c, 0, offsetof(mcp__conn_t, sni));
+  c->sni[0] = '\0';
+  c->backend_text[0] = '\0';
+  c->l = l;
+  c->tlist = MCP__T_NONE;
+  c->started_ms = uv_now(l->loop);
+  return c;
+}
+
+static void listener_maybe_done(mcp_listener_t *l);
+
+static void conn_release(mcp__conn_t *c)
+{
+  mcp_listener_t *l = c->l;
+  l->conns_live--;
+  if (l->conn_free_len < MCP__CONN_KEEP) {
+    c->tnext = l->conn_free;
+    l->conn_free = c;
+    l->conn_free_len++;
+  } else {
+    free(c);
+  }
+  if (l->freeing)
+    listener_maybe_done(l);
+}
+
+static void conn_log(mcp__conn_t *c)
+{
+  mcp_listener_t *l = c->l;
+  if (!l->cfg.on_conn_end)
+    return;
+  char client[INET6_ADDRSTRLEN + 8];
+  format_sockaddr((struct sockaddr *)&c->client_addr, client, sizeof(client));
+  mcp_conn_record_t rec = {
+      .listener = l->addr_text,
+      .client = client,
+      .sni = c->sni[0] ? c->sni : "-",
+      .backend = c->backend_text[0] ? c->backend_text : "-",
+      .outcome = (mcp_outcome_t)c->outcome,
+      .bytes_in = c->bytes_in,
+      .bytes_out = c->bytes_out,
+      .duration_ms = uv_now(l->loop) - c->started_ms,
+  };
+  l->cfg.on_conn_end(l->cfg.data, &rec);
+}
+
+static void on_conn_handle_closed(uv_handle_t *h)
+{
+  mcp__conn_t *c = h->data;
+  if (--c->handles_open > 0)
+    return;
+  conn_log(c);
+  conn_release(c);
+}
+
+void mcp__conn_close(mcp__conn_t *c, mcp_outcome_t outcome)
+{
+  if (c->closing)
+    return;
+  c->closing = 1;
+  c->outcome = (uint8_t)outcome;
+  mcp__timeout_clear(c);
+  if (c->counted) {
+    c->l->active--;
+    c->counted = 0;
+  }
+  if (c->hello) {
+    mcp__chunk_put(c->l, c->hello);
+    c->hello = NULL;
+  }
+  if (c->gai) {
+    /* The DNS callback still runs (cancelled or not); it sees no connection and frees itself. */
+    c->gai->conn = NULL;
+    uv_cancel((uv_req_t *)&c->gai->req);
+    c->gai = NULL;
+  }
+
+  /* Write and connect requests are cancelled by uv_close and their callbacks run (and return
+   * their chunks) before the close callbacks. */
+  c->handles_open = 1;
+  if (outcome == MCP_OUTCOME_BLOCKED)
+    uv_tcp_close_reset(&c->client, on_conn_handle_closed);
+  else
+    uv_close((uv_handle_t *)&c->client, on_conn_handle_closed);
+  if (c->backend_inited) {
+    c->handles_open++;
+    uv_close((uv_handle_t *)&c->backend, on_conn_handle_closed);
+  }
+}
+
+/* ---- the ClientHello ---- */
+
+static void on_hello_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+  mcp__conn_t *c = h->data;
+  if (!c->hello)
+    c->hello = mcp__chunk_get(c->l);
+  if (!c->hello) {
+    *buf = uv_buf_init(NULL, 0);
+    return;
+  }
+  *buf = uv_buf_init(c->hello + c->hello_len, MCP__CHUNK_SIZE - c->hello_len);
+}
+
+static void unrouted(mcp__conn_t *c)
+{
+  c->l->unrouted_total++;
+  mcp__conn_close(c, MCP_OUTCOME_UNROUTED);
+}
+
+static void on_hello_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+  mcp__conn_t *c = s->data;
+  if (nread == 0)
+    return;
+  if (nread < 0) {
+    /* EOF or an error (ENOBUFS when no chunk could be had) before a complete ClientHello. */
+    unrouted(c);
+    return;
+  }
+  c->hello_len += (uint32_t)nread;
+  c->bytes_in += (uint64_t)nread;
+
+  int rc = mcp_sni_parse(&c->sni_state, (const uint8_t *)c->hello, c->hello_len, c->sni);
+  if (rc == MCP_SNI_NEED_MORE) {
+    if (c->hello_len < MCP__CHUNK_SIZE)
+      return;
+    rc = MCP_SNI_ETOOBIG;
+  }
+  if (rc < 0) {
+    c->sni[0] = '\0';
+    unrouted(c);
+    return;
+  }
+
+  const mcp_backend_t *backend = mcp_routes_lookup(c->l->routes, c->sni, (size_t)rc);
+  if (!backend) {
+    unrouted(c);
+    return;
+  }
+  uv_read_stop(s);
+  mcp__relay_connect(c, backend);
+}
+
+/* ---- accept ---- */
+
+static int client_blocked(mcp__conn_t *c)
+{
+  mcp_listener_t *l = c->l;
+  return l->firewall && mcp_firewall_check(l->firewall, (struct sockaddr *)&c->client_addr);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+  mcp_listener_t *l = server->data;
+  if (status < 0)
+    return; /* EMFILE and friends: libuv has already shed the pending connection */
+
+  mcp__conn_t *c = conn_alloc(l);
+  if (!c)
+    return; /* out of memory: the kernel queue holds the connection until we can take it */
+  uv_tcp_init(l->loop, &c->client);
+  c->client.data = c;
+  c->backend.data = c;
+  if (uv_accept(server, (uv_stream_t *)&c->client) != 0) {
+    c->handles_open = 1;
+    c->closing = 1;
+    uv_close((uv_handle_t *)&c->client, on_conn_handle_closed);
+    return;
+  }
+  l->accepted_total++;
+  int alen = sizeof(c->client_addr);
+  uv_tcp_getpeername(&c->client, (struct sockaddr *)&c->client_addr, &alen);
+
+  if (l->max_connections > 0 && l->active >= l->max_connections) {
+    l->rejected_limit_total++;
+    mcp__conn_close(c, MCP_OUTCOME_LIMIT);
+    return;
+  }
+  if (client_blocked(c)) {
+    l->blocked_total++;
+    mcp__conn_close(c, MCP_OUTCOME_BLOCKED);
+    return;
+  }
+
+  l->active++;
+  c->counted = 1;
+  uv_tcp_nodelay(&c->client, 1);
+  mcp__timeout_set(c, MCP__T_HANDSHAKE);
+  if (uv_read_start((uv_stream_t *)&c->client, on_hello_alloc, on_hello_read) != 0)
+    unrouted(c);
+}
+
+int mcp_listener_start(mcp_listener_t *l)
+{
+  if (l->listening || l->freeing)
+    return UV_EINVAL;
+  int err = uv_tcp_bind(&l->server, (const struct sockaddr *)&l->addr, 0);
+  if (!err)
+    err = uv_listen((uv_stream_t *)&l->server, LISTEN_BACKLOG, on_connection);
+  if (err)
+    return err;
+  l->listening = 1;
+  return 0;
+}
+
+static void on_listener_handle_closed(uv_handle_t *h);
+
+void mcp_listener_stop(mcp_listener_t *l)
+{
+  if (!l->listening)
+    return;
+  l->listening = 0;
+  /* Closing the handle closes the listening socket; the memory goes with l. */
+  uv_close((uv_handle_t *)&l->server, on_listener_handle_closed);
+}
+
+void mcp_listener_close_connections(mcp_listener_t *l)
+{
+  for (int i = 0; i < MCP__T_COUNT; i++) {
+    while (l->tlists[i].head)
+      mcp__conn_close(l->tlists[i].head, MCP_OUTCOME_TIMEOUT);
+  }
+}
+
+/* ---- freeing ---- */
+
+static void listener_finish(mcp_listener_t *l)
+{
+  while (l->pool) {
+    mcp__chunk_t *ch = l->pool;
+    l->pool = ch->next;
+    free(ch);
+  }
+  while (l->conn_free) {
+    mcp__conn_t *c = l->conn_free;
+    l->conn_free = c->tnext;
+    free(c);
+  }
+  mcp_routes_unref(l->routes);
+  mcp_firewall_unref(l->firewall);
+  void (*done)(void *) = l->free_done;
+  void *data = l->free_data;
+  free(l);
+  if (done)
+    done(data);
+}
+
+static void on_listener_handle_closed(uv_handle_t *h)
+{
+  mcp_listener_t *l = h->data;
+  l->handles_open--;
+  if (l->freeing)
+    listener_maybe_done(l);
+}
+
+/* Connections still closing hold chunks and conn objects: wait for the last one too. */
+static void listener_maybe_done(mcp_listener_t *l)
+{
+  if (l->handles_open == 0 && l->conns_live == 0)
+    listener_finish(l);
+}
+
+void mcp_listener_free(mcp_listener_t *l, void (*done)(void *data), void *data)
+{
+  if (!l || l->freeing)
+    return;
+  l->freeing = 1;
+  l->free_done = done;
+  l->free_data = data;
+  mcp_listener_close_connections(l);
+  l->listening = 0;
+  if (!uv_is_closing((uv_handle_t *)&l->server))
+    uv_close((uv_handle_t *)&l->server, on_listener_handle_closed);
+  uv_timer_stop(&l->timer);
+  uv_close((uv_handle_t *)&l->timer, on_listener_handle_closed);
+}

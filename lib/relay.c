@@ -1,1 +1,383 @@
-/* placeholder */
+/*
+ * relay: connect to the backend, forward the buffered ClientHello, then copy bytes both ways.
+ *
+ * Memory per connection is bounded: each direction holds at most one pool chunk, and only while
+ * a write to the other side is pending. A read is first written with uv_try_write; whatever the
+ * kernel does not take at once is queued with uv_write, and the source side stops reading until
+ * that write completes. An idle connection holds no chunk at all (libuv asks for a buffer only
+ * when the socket is readable, and an EAGAIN read gives it straight back).
+ *
+ * Also here: the buffer pool and the per-listener timeout lists (one uv_timer_t per listener).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "listener_internal.h"
+
+/* ---- buffer pool ---- */
+
+char *mcp__chunk_get(mcp_listener_t *l)
+{
+  mcp__chunk_t *ch = l->pool;
+  if (ch) {
+    l->pool = ch->next;
+    l->pool_len--;
+    return (char *)ch;
+  }
+  return malloc(MCP__CHUNK_SIZE);
+}
+
+void mcp__chunk_put(mcp_listener_t *l, char *chunk)
+{
+  if (!chunk)
+    return;
+  if (l->pool_len >= MCP__POOL_KEEP) {
+    free(chunk);
+    return;
+  }
+  mcp__chunk_t *ch = (mcp__chunk_t *)chunk;
+  ch->next = l->pool;
+  l->pool = ch;
+  l->pool_len++;
+}
+
+/* ---- timeout lists ---- */
+
+static void tlist_unlink(mcp__tlist_t *t, mcp__conn_t *c)
+{
+  if (c->tprev)
+    c->tprev->tnext = c->tnext;
+  else
+    t->head = c->tnext;
+  if (c->tnext)
+    c->tnext->tprev = c->tprev;
+  else
+    t->tail = c->tprev;
+  c->tprev = c->tnext = NULL;
+}
+
+static void tlist_append(mcp__tlist_t *t, mcp__conn_t *c, uint64_t now)
+{
+  c->tkey = now;
+  c->tprev = t->tail;
+  c->tnext = NULL;
+  if (t->tail)
+    t->tail->tnext = c;
+  else
+    t->head = c;
+  t->tail = c;
+}
+
+/* Arms the listener's timer for the earliest deadline among the list heads. */
+static void timer_rearm(mcp_listener_t *l)
+{
+  uint64_t due = 0;
+  for (int i = 0; i < MCP__T_COUNT; i++) {
+    mcp__tlist_t *t = &l->tlists[i];
+    if (t->head && (!due || t->head->tkey + t->timeout_ms < due))
+      due = t->head->tkey + t->timeout_ms;
+  }
+  if (!due) {
+    uv_timer_stop(&l->timer);
+    l->timer_due = 0;
+    return;
+  }
+  if (due == l->timer_due)
+    return;
+  uint64_t now = uv_now(l->loop);
+  l->timer_due = due;
+  uv_timer_start(&l->timer, mcp__timer_cb, due > now ? due - now : 0, 0);
+}
+
+void mcp__timeout_set(mcp__conn_t *c, int tlist)
+{
+  mcp_listener_t *l = c->l;
+  if (c->tlist != MCP__T_NONE)
+    tlist_unlink(&l->tlists[c->tlist], c);
+  c->tlist = tlist;
+  tlist_append(&l->tlists[tlist], c, uv_now(l->loop));
+  /* A new tail never moves a list's own deadline earlier, but it may be the first entry. */
+  if (!l->timer_due || c->tkey + l->tlists[tlist].timeout_ms < l->timer_due)
+    timer_rearm(l);
+}
+
+void mcp__timeout_touch(mcp__conn_t *c)
+{
+  mcp_listener_t *l = c->l;
+  uint64_t now = uv_now(l->loop);
+  /* uv_now is cached per loop iteration: many reads in one iteration move the entry once. */
+  if (c->tkey == now || c->tlist == MCP__T_NONE)
+    return;
+  mcp__tlist_t *t = &l->tlists[c->tlist];
+  tlist_unlink(t, c);
+  tlist_append(t, c, now);
+}
+
+void mcp__timeout_clear(mcp__conn_t *c)
+{
+  if (c->tlist == MCP__T_NONE)
+    return;
+  tlist_unlink(&c->l->tlists[c->tlist], c);
+  c->tlist = MCP__T_NONE;
+}
+
+void mcp__timer_cb(uv_timer_t *timer)
+{
+  mcp_listener_t *l = timer->data;
+  uint64_t now = uv_now(l->loop);
+  l->timer_due = 0;
+  for (int i = 0; i < MCP__T_COUNT; i++) {
+    mcp__tlist_t *t = &l->tlists[i];
+    while (t->head && t->head->tkey + t->timeout_ms <= now) {
+      mcp__conn_t *c = t->head;
+      if (i == MCP__T_HANDSHAKE)
+        l->unrouted_total++;
+      mcp__conn_close(c, MCP_OUTCOME_TIMEOUT);
+    }
+  }
+  timer_rearm(l);
+}
+
+/* ---- relay ---- */
+
+static void relay_start(mcp__conn_t *c);
+static void pipe_read_start(mcp__conn_t *c, mcp__pipe_t *p);
+
+static uv_stream_t *pipe_src(mcp__conn_t *c, mcp__pipe_t *p)
+{
+  return p == &c->up ? (uv_stream_t *)&c->client : (uv_stream_t *)&c->backend;
+}
+
+static uv_stream_t *pipe_dst(mcp__conn_t *c, mcp__pipe_t *p)
+{
+  return p == &c->up ? (uv_stream_t *)&c->backend : (uv_stream_t *)&c->client;
+}
+
+static mcp__pipe_t *pipe_of_src(mcp__conn_t *c, uv_stream_t *src)
+{
+  return src == (uv_stream_t *)&c->client ? &c->up : &c->down;
+}
+
+/* Both directions have ended cleanly: close the pair. */
+static void maybe_finish(mcp__conn_t *c)
+{
+  if (c->up.shut_done && c->down.shut_done)
+    mcp__conn_close(c, MCP_OUTCOME_OK);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+  mcp__conn_t *c = req->data;
+  if (c->closing)
+    return;
+  mcp__pipe_t *p = req == &c->req.shutdown[0] ? &c->up : &c->down;
+  if (status < 0) {
+    mcp__conn_close(c, MCP_OUTCOME_OK);
+    return;
+  }
+  p->shut_done = 1;
+  maybe_finish(c);
+}
+
+/* src reached EOF: pass it on as a shutdown of dst's write side, after any pending write. */
+static void pipe_eof(mcp__conn_t *c, mcp__pipe_t *p)
+{
+  p->eof = 1;
+  uv_read_stop(pipe_src(c, p));
+  if (p->chunk)
+    return; /* the write callback shuts down once the pending write is done */
+  p->shut = 1;
+  uv_shutdown_t *req = &c->req.shutdown[p == &c->up ? 0 : 1];
+  req->data = c;
+  if (uv_shutdown(req, pipe_dst(c, p), on_shutdown) != 0)
+    mcp__conn_close(c, MCP_OUTCOME_OK);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+  mcp__conn_t *c = req->data;
+  mcp__pipe_t *p = req == &c->up.wreq ? &c->up : &c->down;
+  mcp__chunk_put(c->l, p->chunk);
+  p->chunk = NULL;
+  if (c->closing)
+    return;
+  if (status < 0) {
+    mcp__conn_close(c, MCP_OUTCOME_OK);
+    return;
+  }
+  mcp__timeout_touch(c);
+  if (!c->relaying) {
+    relay_start(c); /* that was the ClientHello */
+    return;
+  }
+  if (p->eof)
+    pipe_eof(c, p);
+  else
+    pipe_read_start(c, p);
+}
+
+/*
+ * Writes len bytes of chunk (starting at data) to p's destination. Returns 0 when written at
+ * once (chunk returned to the pool), 1 when a write is pending (chunk held, source must pause),
+ * or a negative error.
+ */
+static int pipe_write(mcp__conn_t *c, mcp__pipe_t *p, char *chunk, char *data, size_t len)
+{
+  uv_stream_t *dst = pipe_dst(c, p);
+  uv_buf_t buf = uv_buf_init(data, (unsigned int)len);
+  int n = uv_try_write(dst, &buf, 1);
+  if (n == (int)len) {
+    mcp__chunk_put(c->l, chunk);
+    return 0;
+  }
+  if (n < 0 && n != UV_EAGAIN) {
+    mcp__chunk_put(c->l, chunk);
+    return n;
+  }
+  if (n > 0) {
+    buf.base += n;
+    buf.len -= (unsigned int)n;
+  }
+  p->chunk = chunk;
+  p->wreq.data = c;
+  int err = uv_write(&p->wreq, dst, &buf, 1, on_write);
+  if (err) {
+    p->chunk = NULL;
+    mcp__chunk_put(c->l, chunk);
+    return err;
+  }
+  return 1;
+}
+
+static void on_relay_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+  mcp__conn_t *c = h->data;
+  char *chunk = mcp__chunk_get(c->l);
+  *buf = uv_buf_init(chunk, chunk ? MCP__CHUNK_SIZE : 0);
+}
+
+static void on_relay_read(uv_stream_t *src, ssize_t nread, const uv_buf_t *buf)
+{
+  mcp__conn_t *c = src->data;
+  mcp__pipe_t *p = pipe_of_src(c, src);
+  if (nread <= 0) {
+    mcp__chunk_put(c->l, buf->base);
+    if (nread == UV_EOF)
+      pipe_eof(c, p);
+    else if (nread < 0)
+      mcp__conn_close(c, MCP_OUTCOME_OK);
+    return;
+  }
+  if (p == &c->up)
+    c->bytes_in += (uint64_t)nread;
+  else
+    c->bytes_out += (uint64_t)nread;
+  mcp__timeout_touch(c);
+  int rc = pipe_write(c, p, buf->base, buf->base, (size_t)nread);
+  if (rc == 1)
+    uv_read_stop(src); /* backpressure: resume in on_write */
+  else if (rc < 0)
+    mcp__conn_close(c, MCP_OUTCOME_OK);
+}
+
+static void pipe_read_start(mcp__conn_t *c, mcp__pipe_t *p)
+{
+  if (uv_read_start(pipe_src(c, p), on_relay_alloc, on_relay_read) != 0)
+    mcp__conn_close(c, MCP_OUTCOME_OK);
+}
+
+static void relay_start(mcp__conn_t *c)
+{
+  c->relaying = 1;
+  mcp__timeout_set(c, MCP__T_IDLE);
+  pipe_read_start(c, &c->up);
+  if (!c->closing)
+    pipe_read_start(c, &c->down);
+}
+
+/* ---- connect ---- */
+
+static void backend_failed(mcp__conn_t *c)
+{
+  mcp__conn_close(c, MCP_OUTCOME_BACKEND_ERROR);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+  mcp__conn_t *c = req->data;
+  if (c->closing)
+    return;
+  if (status < 0) {
+    backend_failed(c);
+    return;
+  }
+  uv_tcp_nodelay(&c->backend, 1);
+  /* Forward the ClientHello exactly as received, then start relaying. */
+  char *hello = c->hello;
+  c->hello = NULL;
+  int rc = pipe_write(c, &c->up, hello, hello, c->hello_len);
+  if (rc == 0)
+    relay_start(c);
+  else if (rc < 0)
+    backend_failed(c);
+}
+
+static void connect_addr(mcp__conn_t *c, const struct sockaddr *addr)
+{
+  if (uv_tcp_init(c->l->loop, &c->backend) != 0) {
+    backend_failed(c);
+    return;
+  }
+  c->backend_inited = 1;
+  c->req.connect.data = c;
+  if (uv_tcp_connect(&c->req.connect, &c->backend, addr, on_connect) != 0)
+    backend_failed(c);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+  mcp__gai_t *g = req->data;
+  mcp__conn_t *c = g->conn;
+  if (c)
+    c->gai = NULL;
+  if (c && !c->closing) {
+    if (status < 0 || !res)
+      backend_failed(c);
+    else
+      connect_addr(c, res->ai_addr);
+  }
+  uv_freeaddrinfo(res);
+  free(g);
+}
+
+void mcp__relay_connect(mcp__conn_t *c, const mcp_backend_t *backend)
+{
+  memcpy(c->backend_text, backend->text, sizeof(c->backend_text));
+  mcp__timeout_set(c, MCP__T_CONNECT);
+  if (backend->addr.sa.sa_family != AF_UNSPEC) {
+    connect_addr(c, &backend->addr.sa);
+    return;
+  }
+
+  /* A hostname backend: resolve it now, on libuv's thread pool. */
+  mcp__gai_t *g = malloc(sizeof(*g));
+  if (!g) {
+    backend_failed(c);
+    return;
+  }
+  char host[MCP_HOSTNAME_MAX + 1];
+  char port[8];
+  memcpy(host, backend->text, backend->host_len);
+  host[backend->host_len] = '\0';
+  snprintf(port, sizeof(port), "%u", backend->port);
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+  g->conn = c;
+  g->req.data = g;
+  c->gai = g;
+  if (uv_getaddrinfo(c->l->loop, &g->req, on_resolved, host, port, &hints) != 0) {
+    c->gai = NULL;
+    free(g);
+    backend_failed(c);
+  }
+}

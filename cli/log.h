@@ -1,0 +1,21 @@
+/*
+ * log: the executable's one-line-per-event log on stderr:
+ * "2026-11-26T10:00:00.123Z info message". Main thread, plus the admin thread for warnings.
+ */
+#ifndef MCP_CLI_LOG_H
+#define MCP_CLI_LOG_H
+
+enum { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+/* Messages below level are dropped. Default LOG_INFO. */
+void log_set_level(int level);
+/* Parses "debug", "info", "warn", "error"; returns the level or -1. */
+int log_level_parse(const char *name);
+void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,154 @@
+/*
+ * Internal to the listener module (lib/listener.c and lib/relay.c): the listener and connection
+ * structs, the buffer pool and the per-listener timeout lists.
+ */
+#ifndef MCPROXY_LISTENER_INTERNAL_H
+#define MCPROXY_LISTENER_INTERNAL_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "mcproxy/listener.h"
+#include "mcproxy/sni.h"
+
+/*
+ * Every buffer the data plane uses is one pool chunk: big enough for the largest ClientHello
+ * the parser accepts, and a reasonable read size for the relay.
+ */
+#define MCP__CHUNK_SIZE MCP_SNI_MAX_INPUT
+/* Chunks kept on a listener's free list; more are returned to malloc. */
+#define MCP__POOL_KEEP 64
+/* Connection objects kept on a listener's free list. */
+#define MCP__CONN_KEEP 256
+
+typedef struct mcp__chunk_s {
+  struct mcp__chunk_s *next;
+} mcp__chunk_t;
+
+/* Which timeout list a connection is on. */
+enum {
+  MCP__T_NONE = -1,
+  MCP__T_HANDSHAKE = 0,
+  MCP__T_CONNECT = 1,
+  MCP__T_IDLE = 2,
+  MCP__T_COUNT = 3,
+};
+
+typedef struct mcp__conn_s mcp__conn_t;
+
+/* A DNS lookup in flight. Freed by its callback, which may run after the connection is gone. */
+typedef struct mcp__gai_s {
+  uv_getaddrinfo_t req;
+  mcp__conn_t *conn; /* NULL once the connection has closed */
+} mcp__gai_t;
+
+/*
+ * A list of connections that all share one timeout. Entries are appended with key = now, so the
+ * list stays ordered by deadline (key + timeout) and only its head needs checking.
+ */
+typedef struct mcp__tlist_s {
+  mcp__conn_t *head, *tail;
+  uint64_t timeout_ms;
+} mcp__tlist_t;
+
+/* One direction of the relay: bytes read from src are written to dst. */
+typedef struct mcp__pipe_s {
+  uv_write_t wreq;
+  char *chunk;       /* held while a write is pending, else NULL */
+  uint8_t eof;       /* src reached EOF */
+  uint8_t shut;      /* shutdown of dst requested */
+  uint8_t shut_done; /* that shutdown completed */
+} mcp__pipe_t;
+
+/*
+ * One accepted connection. Allocated from the listener's free list at accept, returned after
+ * both handles have closed. Loop thread only.
+ */
+struct mcp__conn_s {
+  mcp_listener_t *l;
+  mcp__conn_t *tprev, *tnext; /* timeout list links */
+  uint64_t tkey;              /* when it was (re)appended to its list */
+  int tlist;                  /* MCP__T_* */
+
+  uv_tcp_t client;
+  uv_tcp_t backend;
+  union {
+    uv_connect_t connect;
+    uv_shutdown_t shutdown[2]; /* [0] backend write side, [1] client write side */
+  } req;
+
+  char *hello;         /* ClientHello bytes (a pool chunk) until forwarded */
+  uint32_t hello_len;
+  mcp_sni_t sni_state;
+
+  mcp__pipe_t up;   /* client -> backend */
+  mcp__pipe_t down; /* backend -> client */
+
+  struct sockaddr_in6 client_addr; /* large enough for either family */
+  uint64_t started_ms;
+  uint64_t bytes_in, bytes_out;
+  mcp__gai_t *gai; /* pending DNS lookup, if any */
+
+  uint8_t closing;
+  uint8_t handles_open;   /* close callbacks still to come */
+  uint8_t backend_inited;
+  uint8_t counted;        /* counted in the listener's active connections */
+  uint8_t relaying;
+  uint8_t outcome;        /* mcp_outcome_t */
+
+  char sni[MCP_HOSTNAME_MAX + 1];
+  char backend_text[MCP_BACKEND_MAX];
+};
+
+struct mcp_listener_s {
+  uv_loop_t *loop;
+  uv_tcp_t server;
+  uv_timer_t timer;
+  uint64_t timer_due; /* 0 when not armed */
+  int listening;
+  int handles_open;   /* server + timer */
+  int freeing;
+  int64_t conns_live; /* allocated connection objects, closing ones included */
+  void (*free_done)(void *data);
+  void *free_data;
+
+  struct sockaddr_storage addr;
+  char addr_text[64];
+  mcp_listener_config_t cfg;
+
+  mcp_routes_t *routes;
+  mcp_firewall_t *firewall;
+
+  /* Every live connection is on exactly one of these lists. */
+  mcp__tlist_t tlists[MCP__T_COUNT];
+
+  mcp__chunk_t *pool;
+  int pool_len;
+  mcp__conn_t *conn_free;
+  int conn_free_len;
+
+  int64_t max_connections;
+  int64_t active;
+  int64_t accepted_total;
+  int64_t rejected_limit_total;
+  int64_t blocked_total;
+  int64_t unrouted_total;
+};
+
+/* Buffer pool (relay.c). */
+char *mcp__chunk_get(mcp_listener_t *l);
+void mcp__chunk_put(mcp_listener_t *l, char *chunk);
+
+/* Timeout lists (relay.c). */
+void mcp__timeout_set(mcp__conn_t *c, int tlist);
+void mcp__timeout_touch(mcp__conn_t *c);
+void mcp__timeout_clear(mcp__conn_t *c);
+void mcp__timer_cb(uv_timer_t *t);
+
+/* Relay (relay.c): connect to the routed backend, forward the ClientHello, relay both ways. */
+void mcp__relay_connect(mcp__conn_t *c, const mcp_backend_t *backend);
+
+/* Ends a connection with an outcome (listener.c). Safe to call more than once. */
+void mcp__conn_close(mcp__conn_t *c, mcp_outcome_t outcome);
+
+#endif
