@@ -33,28 +33,28 @@
  * databases in the field were built by it. New schema goes into a new entry.
  */
 static const char *const store_migrations[MCP_STORE_SCHEMA_VERSION] = {
-  /* 1: listeners and their routes. */
-  "CREATE TABLE listeners ("
-  "  id INTEGER PRIMARY KEY,"
-  "  addr TEXT NOT NULL UNIQUE"
-  ");"
-  "CREATE TABLE routes ("
-  "  id INTEGER PRIMARY KEY,"
-  "  listener_id INTEGER NOT NULL REFERENCES listeners(id) ON DELETE CASCADE,"
-  "  hostname TEXT NOT NULL,"
-  "  backend TEXT NOT NULL,"
-  "  UNIQUE(listener_id, hostname)"
-  ");",
-  /* 2: the global firewall. */
-  "CREATE TABLE firewall_rules ("
-  "  id INTEGER PRIMARY KEY,"
-  "  type TEXT NOT NULL CHECK (type IN ('ip','cidr','country')),"
-  "  value TEXT NOT NULL,"
-  "  UNIQUE(type, value)"
-  ");",
-  /* 3: per-listener connection limits (0 means unlimited). */
-  "ALTER TABLE listeners ADD COLUMN max_connections INTEGER NOT NULL DEFAULT 0"
-  "  CHECK (max_connections >= 0);",
+    /* 1: listeners and their routes. */
+    "CREATE TABLE listeners ("
+    "  id INTEGER PRIMARY KEY,"
+    "  addr TEXT NOT NULL UNIQUE"
+    ");"
+    "CREATE TABLE routes ("
+    "  id INTEGER PRIMARY KEY,"
+    "  listener_id INTEGER NOT NULL REFERENCES listeners(id) ON DELETE CASCADE,"
+    "  hostname TEXT NOT NULL,"
+    "  backend TEXT NOT NULL,"
+    "  UNIQUE(listener_id, hostname)"
+    ");",
+    /* 2: the global firewall. */
+    "CREATE TABLE firewall_rules ("
+    "  id INTEGER PRIMARY KEY,"
+    "  type TEXT NOT NULL CHECK (type IN ('ip','cidr','country')),"
+    "  value TEXT NOT NULL,"
+    "  UNIQUE(type, value)"
+    ");",
+    /* 3: per-listener connection limits (0 means unlimited). */
+    "ALTER TABLE listeners ADD COLUMN max_connections INTEGER NOT NULL DEFAULT 0"
+    "  CHECK (max_connections >= 0);",
 };
 
 /* The statements every handle prepares at open; the index names each one. */
@@ -79,34 +79,35 @@ enum store_stmt_e {
 };
 
 static const char *const store_stmt_sql[STMT_COUNT] = {
-  [STMT_BEGIN_IMMEDIATE] = "BEGIN IMMEDIATE",
-  [STMT_BEGIN_DEFERRED] = "BEGIN DEFERRED",
-  [STMT_COMMIT] = "COMMIT",
-  [STMT_ROLLBACK] = "ROLLBACK",
-  [STMT_SCHEMA_VERSION] = "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-  [STMT_IS_EMPTY] = "SELECT NOT EXISTS (SELECT 1 FROM listeners)"
-                    " AND NOT EXISTS (SELECT 1 FROM firewall_rules)",
-  [STMT_LISTENER_ADD] = "INSERT INTO listeners (addr, max_connections) VALUES (?1, ?2)",
-  [STMT_LISTENER_SET_MAX] = "UPDATE listeners SET max_connections = ?2 WHERE addr = ?1",
-  /*
-   * One statement resolves the listener and upserts the route, so an unknown listener shows as
-   * zero changed rows. "WHERE true" is required: without it SQLite would read ON CONFLICT as
-   * part of a join in the SELECT.
-   */
-  [STMT_ROUTE_PUT] = "INSERT INTO routes (listener_id, hostname, backend)"
-                     " SELECT id, ?2, ?3 FROM listeners WHERE addr = ?1 AND true"
-                     " ON CONFLICT (listener_id, hostname) DO UPDATE SET backend = excluded.backend",
-  [STMT_ROUTE_REMOVE] = "DELETE FROM routes WHERE hostname = ?2"
-                        " AND listener_id = (SELECT id FROM listeners WHERE addr = ?1)",
-  [STMT_FW_ADD] = "INSERT OR IGNORE INTO firewall_rules (type, value) VALUES (?1, ?2)",
-  [STMT_FW_REMOVE] = "DELETE FROM firewall_rules WHERE type = ?1 AND value = ?2",
-  [STMT_LOAD_LISTENERS] = "SELECT addr, max_connections FROM listeners ORDER BY addr",
-  [STMT_LOAD_ROUTES] = "SELECT l.addr, r.hostname, r.backend FROM routes r"
-                       " JOIN listeners l ON l.id = r.listener_id ORDER BY l.addr, r.hostname",
-  /* Rules come in the order of mcp_fw_type_t (ip, cidr, country), like mcp_firewall_foreach. */
-  [STMT_LOAD_RULES] = "SELECT type, value FROM firewall_rules ORDER BY"
-                      " CASE type WHEN 'ip' THEN 1 WHEN 'cidr' THEN 2 ELSE 3 END, value",
-  [STMT_SNAPSHOT] = "VACUUM INTO ?1",
+    [STMT_BEGIN_IMMEDIATE] = "BEGIN IMMEDIATE",
+    [STMT_BEGIN_DEFERRED] = "BEGIN DEFERRED",
+    [STMT_COMMIT] = "COMMIT",
+    [STMT_ROLLBACK] = "ROLLBACK",
+    [STMT_SCHEMA_VERSION] = "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+    [STMT_IS_EMPTY] = "SELECT NOT EXISTS (SELECT 1 FROM listeners)"
+                      " AND NOT EXISTS (SELECT 1 FROM firewall_rules)",
+    [STMT_LISTENER_ADD] = "INSERT INTO listeners (addr, max_connections) VALUES (?1, ?2)",
+    [STMT_LISTENER_SET_MAX] = "UPDATE listeners SET max_connections = ?2 WHERE addr = ?1",
+    /*
+     * One statement resolves the listener and upserts the route, so an unknown listener shows as
+     * zero changed rows. The SELECT must keep a WHERE clause: without one SQLite would read
+     * ON CONFLICT as part of a join.
+     */
+    [STMT_ROUTE_PUT] =
+        "INSERT INTO routes (listener_id, hostname, backend)"
+        " SELECT id, ?2, ?3 FROM listeners WHERE addr = ?1"
+        " ON CONFLICT (listener_id, hostname) DO UPDATE SET backend = excluded.backend",
+    [STMT_ROUTE_REMOVE] = "DELETE FROM routes WHERE hostname = ?2"
+                          " AND listener_id = (SELECT id FROM listeners WHERE addr = ?1)",
+    [STMT_FW_ADD] = "INSERT OR IGNORE INTO firewall_rules (type, value) VALUES (?1, ?2)",
+    [STMT_FW_REMOVE] = "DELETE FROM firewall_rules WHERE type = ?1 AND value = ?2",
+    [STMT_LOAD_LISTENERS] = "SELECT addr, max_connections FROM listeners ORDER BY addr",
+    [STMT_LOAD_ROUTES] = "SELECT l.addr, r.hostname, r.backend FROM routes r"
+                         " JOIN listeners l ON l.id = r.listener_id ORDER BY l.addr, r.hostname",
+    /* Rules come in the order of mcp_fw_type_t (ip, cidr, country), like mcp_firewall_foreach. */
+    [STMT_LOAD_RULES] = "SELECT type, value FROM firewall_rules ORDER BY"
+                        " CASE type WHEN 'ip' THEN 1 WHEN 'cidr' THEN 2 ELSE 3 END, value",
+    [STMT_SNAPSHOT] = "VACUUM INTO ?1",
 };
 
 /*
@@ -475,8 +476,8 @@ int mcp_store_open(const char *path, int busy_timeout_ms, mcp_store_t **out, cha
   if (st->path == NULL)
     goto fail_alloc;
 
-  rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                          SQLITE_OPEN_NOMUTEX, NULL);
+  rc = sqlite3_open_v2(path, &st->db,
+                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
   if (rc != SQLITE_OK) {
     snprintf(err, errlen, "%s: cannot open database: %s", path,
              st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
@@ -514,16 +515,15 @@ const char *mcp_store_errmsg(const mcp_store_t *st)
 int mcp_store_schema_version(mcp_store_t *st)
 {
   int64_t version = 0;
-  int code = store_query_int(st, st->stmt[STMT_SCHEMA_VERSION], "reading the schema version",
-                             &version);
+  int code =
+      store_query_int(st, st->stmt[STMT_SCHEMA_VERSION], "reading the schema version", &version);
   return code != 0 ? code : (int)version;
 }
 
 int mcp_store_is_empty(mcp_store_t *st)
 {
   int64_t empty = 0;
-  int code = store_query_int(st, st->stmt[STMT_IS_EMPTY], "checking for an empty database",
-                             &empty);
+  int code = store_query_int(st, st->stmt[STMT_IS_EMPTY], "checking for an empty database", &empty);
   return code != 0 ? code : (empty ? 1 : 0);
 }
 
@@ -581,8 +581,10 @@ int mcp_store_listener_add(mcp_store_t *st, const char *addr, int64_t max_connec
   int changes;
   int code;
 
-  if (addr == NULL)
+  if (addr == NULL) {
+    store_set_err(st, "missing argument");
     return MCP_EINVAL;
+  }
   if (max_connections < 0) {
     store_set_err(st, "listener %s: max_connections %lld is negative", addr,
                   (long long)max_connections);
@@ -603,8 +605,10 @@ int mcp_store_update_listener_max_connections(mcp_store_t *st, const char *addr,
   int changes;
   int code;
 
-  if (addr == NULL)
+  if (addr == NULL) {
+    store_set_err(st, "missing argument");
     return MCP_EINVAL;
+  }
   if (max_connections < 0) {
     store_set_err(st, "listener %s: max_connections %lld is negative", addr,
                   (long long)max_connections);
@@ -627,8 +631,10 @@ int mcp_store_route_put(mcp_store_t *st, const char *listener_addr, const char *
   int changes;
   int code;
 
-  if (listener_addr == NULL || hostname == NULL || backend == NULL)
+  if (listener_addr == NULL || hostname == NULL || backend == NULL) {
+    store_set_err(st, "missing argument");
     return MCP_EINVAL;
+  }
   sqlite3_bind_text(stmt, 1, listener_addr, -1, SQLITE_TRANSIENT);
   sqlite3_bind_text(stmt, 2, hostname, -1, SQLITE_TRANSIENT);
   sqlite3_bind_text(stmt, 3, backend, -1, SQLITE_TRANSIENT);
@@ -646,8 +652,10 @@ int mcp_store_route_remove(mcp_store_t *st, const char *listener_addr, const cha
   int changes;
   int code;
 
-  if (listener_addr == NULL || hostname == NULL)
+  if (listener_addr == NULL || hostname == NULL) {
+    store_set_err(st, "missing argument");
     return MCP_EINVAL;
+  }
   sqlite3_bind_text(stmt, 1, listener_addr, -1, SQLITE_TRANSIENT);
   sqlite3_bind_text(stmt, 2, hostname, -1, SQLITE_TRANSIENT);
   code = store_mutate(st, stmt, "removing route", MCP_EIO, &changes);

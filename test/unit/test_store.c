@@ -272,8 +272,10 @@ static void migrates_version_2_database_to_3(void **state)
 
   raw = raw_open(t->db);
   /* Old migrations untouched, only 3 added. */
-  assert_int_equal(raw_int(raw, "SELECT applied_at FROM schema_migrations WHERE version = 1"), 1000);
-  assert_int_equal(raw_int(raw, "SELECT applied_at FROM schema_migrations WHERE version = 2"), 2000);
+  assert_int_equal(raw_int(raw, "SELECT applied_at FROM schema_migrations WHERE version = 1"),
+                   1000);
+  assert_int_equal(raw_int(raw, "SELECT applied_at FROM schema_migrations WHERE version = 2"),
+                   2000);
   assert_int_equal(raw_int(raw, "SELECT COUNT(*) FROM schema_migrations WHERE version = 3"), 1);
   assert_int_equal(raw_int(raw, "SELECT max_connections FROM listeners"), 0);
   /* The new column keeps its CHECK constraint. */
