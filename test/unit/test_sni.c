@@ -30,6 +30,7 @@ static const struct vector v_nosni = {"openssl_nosni.bin", MCP_SNI_ENOSNI, NULL}
 static const struct vector v_curl = {"curl.bin", 1, "app.example.com"};
 static const struct vector v_python = {"python_ssl.bin", 1, "py.example.org"};
 static const struct vector v_wget = {"wget_gnutls.bin", 1, "localhost"};
+static const struct vector v_fragmented = {"curl_fragmented.bin", 1, "app.example.com"};
 
 static const struct vector *const all_vectors[] = {&v_openssl12, &v_openssl13, &v_nosni,
                                                    &v_curl,      &v_python,    &v_wget};
@@ -192,21 +193,27 @@ static void ext_raw(struct wr *w, unsigned type, size_t len, uint8_t fill)
  * Wraps a ClientHello around the extensions block in ext (ext == NULL: no extensions at all)
  * and frames it as one handshake record. Returns the raw length in out.
  */
-static size_t make_hello(const struct wr *ext, uint8_t *out)
+static size_t make_hello_ex(const struct wr *ext, size_t sid_len, size_t suites_len,
+                            size_t comp_len, uint8_t *out)
 {
   static struct wr body, raw;
   uint8_t random[32];
+  size_t i;
 
   memset(random, 0xAB, sizeof(random));
   body.n = 0;
   put16(&body, 0x0303);
   putmem(&body, random, sizeof(random));
-  put8(&body, 0);           /* session_id */
-  put16(&body, 4);          /* cipher_suites: a GREASE value, then TLS_AES_128_GCM_SHA256 */
-  put16(&body, 0x2a2a);
-  put16(&body, 0x1301);
-  put8(&body, 1);           /* compression_methods: null */
-  put8(&body, 0);
+  put8(&body, (unsigned)sid_len);
+  for (i = 0; i < sid_len; i++)
+    put8(&body, 0x11);
+  /* cipher_suites: a GREASE value, then TLS_AES_128_GCM_SHA256, then filler. */
+  put16(&body, (unsigned)suites_len);
+  for (i = 0; i < suites_len; i++)
+    put8(&body, i < 4 ? "\x2a\x2a\x13\x01"[i] : 0x13);
+  put8(&body, (unsigned)comp_len); /* compression_methods: null */
+  for (i = 0; i < comp_len; i++)
+    put8(&body, 0);
   if (ext != NULL) {
     put16(&body, (unsigned)ext->n);
     putmem(&body, ext->b, ext->n);
@@ -220,6 +227,11 @@ static size_t make_hello(const struct wr *ext, uint8_t *out)
   putmem(&raw, body.b, body.n);
   memcpy(out, raw.b, raw.n);
   return raw.n;
+}
+
+static size_t make_hello(const struct wr *ext, uint8_t *out)
+{
+  return make_hello_ex(ext, 0, 4, 1, out);
 }
 
 /* Builds a hello whose only extension is an SNI with name[0..len) and parses it whole. */
@@ -379,6 +391,21 @@ static void parse_again_after_result_gives_same_result(void **state)
   memset(host, 0, sizeof(host));
   assert_int_equal(mcp_sni_parse(&st, buf, len, host), 14);
   assert_string_equal(host, "py.example.org");
+}
+
+static void shrinking_buffer_is_rejected(void **state)
+{
+  uint8_t buf[8192];
+  char host[MCP_HOSTNAME_MAX + 1];
+  size_t len = load_vector(v_fragmented.file, buf, sizeof(buf));
+  mcp_sni_t st;
+
+  /* Two records (1 and 2 payload bytes) are walked; then 8 bytes cannot hold them. */
+  mcp_sni_init(&st);
+  assert_int_equal(mcp_sni_parse(&st, buf, 13, host), MCP_SNI_NEED_MORE);
+  assert_int_equal(st.scanned, 13);
+  assert_int_equal(mcp_sni_parse(&st, buf, 8, host), MCP_SNI_EMALFORMED);
+  assert_int_equal(mcp_sni_parse(&st, buf, len, host), 15);
 }
 
 static void max_size_hello_in_one_record_accepted(void **state)
@@ -718,6 +745,23 @@ static void bad_fixed_fields_are_malformed(void **state)
   memcpy(copy, raw, n);
   copy[50] = 0xff; /* compression methods overrunning */
   assert_int_equal(parse_whole(copy, n, host), MCP_SNI_EMALFORMED);
+}
+
+static void fixed_field_limits_are_enforced(void **state)
+{
+  static struct wr ext;
+  static uint8_t raw[RAW_MAX];
+  char host[MCP_HOSTNAME_MAX + 1];
+
+  ext.n = 0;
+  ext_sni(&ext, "a.example", 9);
+  /* Well-formed apart from the one rule each line breaks. */
+  assert_int_equal(parse_whole(raw, make_hello_ex(&ext, 32, 2, 1, raw), host), 9);
+  assert_int_equal(parse_whole(raw, make_hello_ex(&ext, 0, 6, 3, raw), host), 9);
+  assert_int_equal(parse_whole(raw, make_hello_ex(&ext, 33, 4, 1, raw), host), MCP_SNI_EMALFORMED);
+  assert_int_equal(parse_whole(raw, make_hello_ex(&ext, 0, 5, 1, raw), host), MCP_SNI_EMALFORMED);
+  assert_int_equal(parse_whole(raw, make_hello_ex(&ext, 0, 0, 1, raw), host), MCP_SNI_EMALFORMED);
+  assert_int_equal(parse_whole(raw, make_hello_ex(&ext, 0, 4, 0, raw), host), MCP_SNI_EMALFORMED);
 }
 
 static void empty_cipher_suites_is_malformed(void **state)
@@ -1087,12 +1131,14 @@ int main(void)
       VECTOR_TESTS(v_curl, "curl"),
       VECTOR_TESTS(v_python, "python_ssl"),
       VECTOR_TESTS(v_wget, "wget_gnutls"),
+      VECTOR_TESTS(v_fragmented, "curl_fragmented"),
       cmocka_unit_test(multi_record_hello_in_three_records_reassembles),
       cmocka_unit_test(multi_record_handshake_header_split_reassembles),
       cmocka_unit_test(multi_record_one_byte_records_reassemble),
       cmocka_unit_test(multi_record_split_inside_sni_reassembles),
       cmocka_unit_test(state_counts_complete_records_only),
       cmocka_unit_test(parse_again_after_result_gives_same_result),
+      cmocka_unit_test(shrinking_buffer_is_rejected),
       cmocka_unit_test(max_size_hello_in_one_record_accepted),
       cmocka_unit_test(max_size_hello_in_two_records_accepted),
       cmocka_unit_test(tiny_records_overhead_is_capped),
@@ -1114,6 +1160,7 @@ int main(void)
       cmocka_unit_test(server_name_list_overflowing_is_malformed),
       cmocka_unit_test(server_name_entry_overflowing_is_malformed),
       cmocka_unit_test(bad_fixed_fields_are_malformed),
+      cmocka_unit_test(fixed_field_limits_are_enforced),
       cmocka_unit_test(empty_cipher_suites_is_malformed),
       cmocka_unit_test(hello_without_extensions_has_no_sni),
       cmocka_unit_test(empty_extensions_block_has_no_sni),

@@ -123,10 +123,31 @@ CLIENTS = {
 }
 
 
+def derive_fragmented(src="curl", name="curl_fragmented", sizes=(1, 2, 1, 100, 3)):
+    """Re-frames a captured single-record hello into several records (the last one takes the
+    rest): the msg_type and the 24-bit length each end up split across records. Real stacks
+    rarely fragment a ClientHello this way, but TLS allows it and the fuzzer needs the seed."""
+    with open(os.path.join(HERE, src + ".bin"), "rb") as f:
+        raw = f.read()
+    msg = raw[5:5 + struct.unpack("!H", raw[3:5])[0]]
+    out, off = b"", 0
+    for n in list(sizes) + [len(msg)]:
+        part = msg[off:off + n]
+        if not part:
+            break
+        out += struct.pack("!BHH", 22, 0x0301, len(part)) + part
+        off += len(part)
+    with open(os.path.join(HERE, name + ".bin"), "wb") as f:
+        f.write(out)
+    print("%-24s %5d bytes (derived from %s.bin)" % (name + ".bin", len(out), src))
+
+
 def main():
     names = sys.argv[1:] or list(CLIENTS)
     for name in names:
         capture(name, CLIENTS[name])
+    if "curl" in names:
+        derive_fragmented()
 
 
 if __name__ == "__main__":
