@@ -125,8 +125,8 @@ static void fuzz_normalize(const uint8_t *data, size_t size)
   }
   check(rc > 0 && rc <= MCP_HOSTNAME_MAX && out[rc] == '\0', "normalize: bad length");
   for (i = 0; i < rc; i++)
-    check((out[i] >= 'a' && out[i] <= 'z') || (out[i] >= '0' && out[i] <= '9') ||
-              out[i] == '-' || out[i] == '.',
+    check((out[i] >= 'a' && out[i] <= 'z') || (out[i] >= '0' && out[i] <= '9') || out[i] == '-' ||
+              out[i] == '.',
           "normalize: bad output byte");
   check(mcp_hostname_normalize(out, (size_t)rc, again) == rc && strcmp(out, again) == 0,
         "normalize: not idempotent");

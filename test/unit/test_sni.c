@@ -1095,8 +1095,8 @@ static void mutated_vectors_never_crash(void **state)
 
 static void strerror_describes_every_result(void **state)
 {
-  static const int codes[] = {MCP_SNI_NEED_MORE, MCP_SNI_ENOTTLS,  MCP_SNI_ENOTHELLO,
-                              MCP_SNI_EMALFORMED, MCP_SNI_ENOSNI, MCP_SNI_EBADNAME,
+  static const int codes[] = {MCP_SNI_NEED_MORE,  MCP_SNI_ENOTTLS, MCP_SNI_ENOTHELLO,
+                              MCP_SNI_EMALFORMED, MCP_SNI_ENOSNI,  MCP_SNI_EBADNAME,
                               MCP_SNI_ETOOBIG};
   const char *unknown = mcp_sni_strerror(-1);
   size_t i, j;
@@ -1110,17 +1110,17 @@ static void strerror_describes_every_result(void **state)
   assert_string_not_equal(mcp_sni_strerror(15), unknown);
 }
 
+/* One cmocka test entry running vector_<fn> on vector v, named after both. */
+#define VECTOR_TEST(fn, v, name)                                                                   \
+  {                                                                                                \
+    "vector_" name "_" #fn, vector_##fn, NULL, NULL, (void *)&(v)                                  \
+  }
 #define VECTOR_TESTS(v, name)                                                                      \
-  {"vector_" name "_whole_gives_capture_hostname", vector_whole_gives_capture_hostname, NULL,      \
-   NULL, (void *)&v},                                                                              \
-      {"vector_" name "_byte_by_byte_gives_capture_hostname",                                      \
-       vector_byte_by_byte_gives_capture_hostname, NULL, NULL, (void *)&v},                        \
-      {"vector_" name "_every_split_gives_capture_hostname",                                       \
-       vector_every_split_gives_capture_hostname, NULL, NULL, (void *)&v},                         \
-      {"vector_" name "_every_truncation_stays_need_more",                                         \
-       vector_every_truncation_stays_need_more, NULL, NULL, (void *)&v},                           \
-      {"vector_" name "_with_trailing_records_still_parses",                                       \
-       vector_with_trailing_records_still_parses, NULL, NULL, (void *)&v}
+  VECTOR_TEST(whole_gives_capture_hostname, v, name),                                              \
+      VECTOR_TEST(byte_by_byte_gives_capture_hostname, v, name),                                   \
+      VECTOR_TEST(every_split_gives_capture_hostname, v, name),                                    \
+      VECTOR_TEST(every_truncation_stays_need_more, v, name),                                      \
+      VECTOR_TEST(with_trailing_records_still_parses, v, name)
 
 int main(void)
 {
