@@ -8,6 +8,9 @@
  *     prefix is the result for the whole input too;
  *   - a hostname returned is what mcp_hostname_normalize makes of itself (valid, lowercase,
  *     NUL-terminated at the returned length) and host is untouched on any other result;
+ *   - framing does not matter: the input minus its first 5 bytes, taken as a handshake message
+ *     and framed as one record or as many small records (sizes derived from the data), gives
+ *     the same result either way as long as the small records stay within the input cap;
  *   - mcp_hostname_normalize on the raw input is idempotent and only emits [a-z0-9.-].
  */
 #include <stdint.h>
@@ -111,6 +114,62 @@ static void fuzz_parse(const uint8_t *data, size_t size)
   check(mcp_sni_parse(&st, data, size, host) == rc, "second call differs");
 }
 
+/* Appends a handshake record carrying msg[0..n) at out + *pos. */
+static void put_record(uint8_t *out, size_t *pos, const uint8_t *msg, size_t n)
+{
+  out[*pos] = 22;
+  out[*pos + 1] = 3;
+  out[*pos + 2] = 1;
+  out[*pos + 3] = (uint8_t)(n >> 8);
+  out[*pos + 4] = (uint8_t)n;
+  memcpy(out + *pos + 5, msg, n);
+  *pos += 5 + n;
+}
+
+static void fuzz_framing(const uint8_t *data, size_t size)
+{
+  static uint8_t one[5 + MCP_SNI_MAX_HANDSHAKE], many[6 * MCP_SNI_MAX_HANDSHAKE];
+  char host_one[MCP_HOSTNAME_MAX + 1], host_many[MCP_HOSTNAME_MAX + 1];
+  const uint8_t *msg = data + 5;
+  size_t n = size > 5 ? size - 5 : 0, off = 0, pos1 = 0, pos = 0;
+  uint32_t h, max;
+  mcp_sni_t st;
+  int rc_one, rc_many;
+
+  if (n == 0 || n > MCP_SNI_MAX_HANDSHAKE)
+    return;
+  /* The bytes that would be the record header pick the record sizes: 1..max payload bytes. */
+  h = (uint32_t)data[1] << 24 | (uint32_t)data[2] << 16 | (uint32_t)data[3] << 8 | data[4];
+  max = 1 + data[0] % 64;
+  while (off < n) {
+    size_t len;
+
+    h = h * 1103515245u + 12345u;
+    len = 1 + (h >> 16) % max;
+    if (len > n - off)
+      len = n - off;
+    put_record(many, &pos, msg + off, len);
+    off += len;
+  }
+  put_record(one, &pos1, msg, n);
+
+  memset(host_one, SENTINEL, sizeof(host_one));
+  memset(host_many, SENTINEL, sizeof(host_many));
+  mcp_sni_init(&st);
+  rc_one = mcp_sni_parse(&st, one, pos1, host_one);
+  mcp_sni_init(&st);
+  rc_many = mcp_sni_parse(&st, many, pos, host_many);
+  check_result(rc_one, host_one);
+  check_result(rc_many, host_many);
+  if (pos > MCP_SNI_MAX_INPUT) {
+    check(rc_many == rc_one || rc_many == MCP_SNI_ETOOBIG, "framing: unexpected result");
+    return;
+  }
+  check(rc_one == rc_many, "framing: one record and many records differ");
+  if (rc_one > 0)
+    check(strcmp(host_one, host_many) == 0, "framing: hostnames differ");
+}
+
 static void fuzz_normalize(const uint8_t *data, size_t size)
 {
   char out[MCP_HOSTNAME_MAX + 1], again[MCP_HOSTNAME_MAX + 1];
@@ -137,6 +196,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
   fuzz_parse(data, size);
+  fuzz_framing(data, size);
   fuzz_normalize(data, size);
   return 0;
 }
