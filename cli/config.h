@@ -49,6 +49,7 @@ typedef struct mcp_config_s {
   uint64_t idle_timeout_ms;      /* default 5 min */
   uint64_t handshake_timeout_ms; /* default 10 s */
   uint64_t shutdown_timeout_ms;  /* default 30 s */
+  int workers;                   /* default 0: one per CPU */
 
   /* [grpc]; has_grpc is 0 when the section is absent. */
   int has_grpc;

@@ -1,4 +1,230 @@
-/* placeholder: check and snapshot (owned by the config work) */
+/*
+ * The commands that work on local files only, without a running server:
+ * - check: load and validate a config (and that the files it names can be read);
+ * - snapshot: a consistent online copy of the database (VACUUM INTO, safe while the server
+ *   writes), by default into <db dir>/backups/.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
 #include "cli.h"
-int cmd_check(int argc, char **argv) { return cli_usage_error("check", "not built yet"); }
-int cmd_snapshot(int argc, char **argv) { return cli_usage_error("snapshot", "not built yet"); }
+#include "config.h"
+#include "mcproxy/firewall.h"
+#include "mcproxy/store.h"
+
+static const char check_usage[] =
+    "usage: mc-proxy check -c FILE\n"
+    "\n"
+    "Validates a config without starting the proxy: every section and key, the listeners and\n"
+    "routes, the firewall rules, and that the GeoIP database and admin TLS files can be read.\n"
+    "Prints a summary and exits 0, or prints the first problem (FILE:LINE: ...) and exits 2.\n"
+    "\n"
+    "  -c, --config FILE   the INI config\n"
+    "  -h, --help          this help\n";
+
+static const char snapshot_usage[] =
+    "usage: mc-proxy snapshot -c FILE [-o OUT]\n"
+    "\n"
+    "Writes a consistent copy of the database (VACUUM INTO); safe while the server runs.\n"
+    "Prints the path of the copy. OUT must not exist.\n"
+    "\n"
+    "  -c, --config FILE   the INI config ([database] path names the database)\n"
+    "  -o, --output OUT    where to write the copy (default:\n"
+    "                      <db dir>/backups/mc-proxy-<UTC YYYYmmddTHHMMSSZ>.db)\n"
+    "  -h, --help          this help\n";
+
+/*
+ * Parses "-c FILE [-o OUT]" in any order with the positional arguments (GNU getopt permutes);
+ * none are accepted. Returns -1 to go on, or an exit status (help, usage error).
+ */
+static int parse_args(const char *cmd, const char *usage, int argc, char **argv, int want_out,
+                      const char **config, const char **out)
+{
+  static const struct option opts[] = {
+      {"config", required_argument, NULL, 'c'},
+      {"help", no_argument, NULL, 'h'},
+      {"output", required_argument, NULL, 'o'},
+      {NULL, 0, NULL, 0},
+  };
+  /* check takes no --output: end its table before that entry. */
+  static const struct option check_opts[] = {
+      {"config", required_argument, NULL, 'c'},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0},
+  };
+  int ch;
+  optind = 0; /* a full reset of GNU getopt, in case anything ran it before */
+  while ((ch = getopt_long(argc, argv, want_out ? "c:o:h" : "c:h", want_out ? opts : check_opts,
+                           NULL)) != -1) {
+    switch (ch) {
+    case 'c':
+      *config = optarg;
+      break;
+    case 'o':
+      *out = optarg;
+      break;
+    case 'h':
+      fputs(usage, stdout);
+      return EXIT_OK;
+    default:
+      /* getopt has already said what was wrong. */
+      return cli_usage_error(cmd, "bad usage");
+    }
+  }
+  if (optind < argc)
+    return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+  if (!*config)
+    return cli_usage_error(cmd, "-c FILE is required");
+  return -1;
+}
+
+/* The files the config names must be readable by this user (the server runs as it too). */
+static int check_readable(const mcp_config_t *cfg, const char *what, const char *path)
+{
+  if (!path[0])
+    return 0;
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    fprintf(stderr, "%s: %s %s: cannot read: %s\n", cfg->path, what, path, strerror(errno));
+    return -1;
+  }
+  fclose(f);
+  return 0;
+}
+
+int cmd_check(int argc, char **argv)
+{
+  const char *path = NULL, *out = NULL;
+  int rc = parse_args("check", check_usage, argc, argv, 0, &path, &out);
+  if (rc >= 0)
+    return rc;
+
+  mcp_config_t cfg;
+  char err[1024];
+  if (config_load(path, &cfg, err, sizeof(err)) != 0) {
+    fprintf(stderr, "%s\n", err);
+    return EXIT_USAGE;
+  }
+
+  int status = EXIT_OK;
+  if (check_readable(&cfg, "[grpc] tls_cert", cfg.tls_cert) ||
+      check_readable(&cfg, "[grpc] tls_key", cfg.tls_key) ||
+      check_readable(&cfg, "[grpc] client_ca", cfg.client_ca) ||
+      check_readable(&cfg, "[grpc] client_cert", cfg.client_cert) ||
+      check_readable(&cfg, "[grpc] client_key", cfg.client_key) ||
+      check_readable(&cfg, "[grpc] server_ca", cfg.server_ca))
+    status = EXIT_USAGE;
+
+  if (status == EXIT_OK && cfg.geoip_db[0]) {
+    mcp_geoip_t *g = NULL;
+    if (mcp_geoip_open(cfg.geoip_db, &g, err, sizeof(err)) != 0) {
+      fprintf(stderr, "%s: [firewall] geoip_db: %s\n", cfg.path, err);
+      status = EXIT_USAGE;
+    }
+    if (g)
+      mcp_geoip_unref(g);
+  }
+
+  if (status == EXIT_OK) {
+    size_t nroutes = 0;
+    for (size_t i = 0; i < cfg.nlisteners; i++)
+      nroutes += cfg.listeners[i].nroutes;
+    printf("%s: ok (%zu listener%s, %zu route%s, %zu firewall rule%s)\n", cfg.path,
+           cfg.nlisteners, cfg.nlisteners == 1 ? "" : "s", nroutes, nroutes == 1 ? "" : "s",
+           cfg.nrules, cfg.nrules == 1 ? "" : "s");
+  }
+  config_free(&cfg);
+  return status;
+}
+
+/* <db dir>/backups/mc-proxy-<UTC timestamp>.db, creating backups/ (0700) when needed. */
+static int default_snapshot_path(const char *db_path, char *out, size_t outlen)
+{
+  char dir[PATH_MAX];
+  const char *slash = strrchr(db_path, '/');
+  int n;
+  if (!slash)
+    n = snprintf(dir, sizeof(dir), "backups");
+  else
+    n = snprintf(dir, sizeof(dir), "%.*s/backups", (int)(slash - db_path), db_path);
+  if (n < 0 || (size_t)n >= sizeof(dir)) {
+    fprintf(stderr, "mc-proxy snapshot: %s: path too long\n", db_path);
+    return -1;
+  }
+  if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+    fprintf(stderr, "mc-proxy snapshot: cannot create %s: %s\n", dir, strerror(errno));
+    return -1;
+  }
+  struct stat st;
+  if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    fprintf(stderr, "mc-proxy snapshot: %s is not a directory\n", dir);
+    return -1;
+  }
+
+  char stamp[32];
+  time_t now = time(NULL);
+  struct tm tm;
+  if (!gmtime_r(&now, &tm) || strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm) == 0) {
+    fprintf(stderr, "mc-proxy snapshot: cannot format the time\n");
+    return -1;
+  }
+  n = snprintf(out, outlen, "%s/mc-proxy-%s.db", dir, stamp);
+  if (n < 0 || (size_t)n >= outlen) {
+    fprintf(stderr, "mc-proxy snapshot: %s: path too long\n", dir);
+    return -1;
+  }
+  return 0;
+}
+
+int cmd_snapshot(int argc, char **argv)
+{
+  const char *path = NULL, *out = NULL;
+  int rc = parse_args("snapshot", snapshot_usage, argc, argv, 1, &path, &out);
+  if (rc >= 0)
+    return rc;
+
+  mcp_config_t cfg;
+  char err[1024];
+  if (config_load(path, &cfg, err, sizeof(err)) != 0) {
+    fprintf(stderr, "%s\n", err);
+    return EXIT_USAGE;
+  }
+
+  int status = EXIT_REFUSED;
+  mcp_store_t *st = NULL;
+  char out_path[PATH_MAX];
+  if (out) {
+    snprintf(out_path, sizeof(out_path), "%s", out);
+  } else if (default_snapshot_path(cfg.db_path, out_path, sizeof(out_path)) != 0) {
+    goto done;
+  }
+
+  /* Read-write, like the server: it may be running, and WAL readers need the -shm file. */
+  if (mcp_store_open(cfg.db_path, 0, &st, err, sizeof(err)) != 0) {
+    fprintf(stderr, "mc-proxy snapshot: %s\n", err);
+    goto done;
+  }
+  rc = mcp_store_snapshot(st, out_path);
+  if (rc == MCP_EEXIST) {
+    fprintf(stderr, "mc-proxy snapshot: %s: already exists\n", out_path);
+    goto done;
+  }
+  if (rc != 0) {
+    const char *detail = mcp_store_errmsg(st);
+    fprintf(stderr, "mc-proxy snapshot: %s: %s%s%s%s\n", out_path, mcp_strerror(rc),
+            detail[0] ? " (" : "", detail, detail[0] ? ")" : "");
+    goto done;
+  }
+  printf("%s\n", out_path);
+  status = EXIT_OK;
+
+done:
+  if (st)
+    mcp_store_close(st);
+  config_free(&cfg);
+  return status;
+}
