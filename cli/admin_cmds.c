@@ -1,7 +1,655 @@
-/* placeholder: admin commands (owned by the admin API work) */
+/*
+ * The admin commands (SPEC §4): status, routes, firewall and listener talk to a running
+ * instance over gRPC (admin_client.h); certs writes a local CA and admin certificates
+ * (certs.h). Exit status per cli.h: 0 ok, 1 the server said no or could not be reached (one
+ * line "mc-proxy: STATUS: message" on stderr), 2 usage or config errors.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "admin_client.h"
+#include "certs.h"
 #include "cli.h"
-int cmd_status(int argc, char **argv) { return cli_usage_error("status", "not built yet"); }
-int cmd_routes(int argc, char **argv) { return cli_usage_error("routes", "not built yet"); }
-int cmd_firewall(int argc, char **argv) { return cli_usage_error("firewall", "not built yet"); }
-int cmd_listener(int argc, char **argv) { return cli_usage_error("listener", "not built yet"); }
-int cmd_certs(int argc, char **argv) { return cli_usage_error("certs", "not built yet"); }
+#include "config.h"
+#include "mc_proxy/v1/admin.pb-c.h"
+#include "mcproxy/mcproxy.h"
+
+/* ---- options shared by the commands that talk to the server ---- */
+
+typedef struct opts_s {
+  const char *config;
+  const char *cert, *key, *ca;
+  const char *addr;
+  int json;
+  int nargs;
+  char **args; /* positional arguments, the subcommand included */
+} opts_t;
+
+static const char conn_help[] =
+    "  -c, --config FILE   the config whose [grpc] addr names the server (required)\n"
+    "      --addr ADDR     talk to ADDR (unix:/path or host:port) instead\n"
+    "      --cert FILE     client certificate for a TCP addr ([grpc] client_cert)\n"
+    "      --key FILE      its private key ([grpc] client_key)\n"
+    "      --ca FILE       CA that signed the server's certificate ([grpc] server_ca)\n"
+    "  -h, --help          this help\n";
+
+enum { OPT_CERT = 256, OPT_KEY, OPT_CA, OPT_ADDR, OPT_JSON };
+
+/*
+ * Parses argv (argv[0] is the command name); options may come anywhere, getopt_long moves the
+ * positional arguments to the end. Returns -1 to go on, or the exit status to return at once.
+ */
+static int parse_opts(const char *cmd, const char *usage, int allow_json, int argc, char **argv,
+                      opts_t *o)
+{
+  static const struct option longopts[] = {
+      {"config", required_argument, NULL, 'c'}, {"cert", required_argument, NULL, OPT_CERT},
+      {"key", required_argument, NULL, OPT_KEY}, {"ca", required_argument, NULL, OPT_CA},
+      {"addr", required_argument, NULL, OPT_ADDR}, {"json", no_argument, NULL, OPT_JSON},
+      {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+  };
+  memset(o, 0, sizeof(*o));
+  optind = 1;
+  opterr = 0;
+  int ch;
+  while ((ch = getopt_long(argc, argv, ":c:h", longopts, NULL)) != -1) {
+    switch (ch) {
+    case 'c':
+      o->config = optarg;
+      break;
+    case OPT_CERT:
+      o->cert = optarg;
+      break;
+    case OPT_KEY:
+      o->key = optarg;
+      break;
+    case OPT_CA:
+      o->ca = optarg;
+      break;
+    case OPT_ADDR:
+      o->addr = optarg;
+      break;
+    case OPT_JSON:
+      if (!allow_json)
+        return cli_usage_error(cmd, "--json is not an option of this command");
+      o->json = 1;
+      break;
+    case 'h':
+      fputs(usage, stdout);
+      fputs(conn_help, stdout);
+      return EXIT_OK;
+    case ':':
+      return cli_usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
+    default:
+      return cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+    }
+  }
+  o->nargs = argc - optind;
+  o->args = argv + optind;
+  if (!o->config && !o->addr)
+    return cli_usage_error(cmd, "-c FILE is required");
+  return -1;
+}
+
+/* A wildcard listen address is reached through loopback, which `mc-proxy certs` names. */
+static void client_target(const char *addr, char *out, size_t outlen)
+{
+  if (!strncmp(addr, "0.0.0.0:", 8))
+    snprintf(out, outlen, "127.0.0.1:%s", addr + 8);
+  else if (!strncmp(addr, "[::]:", 5))
+    snprintf(out, outlen, "[::1]:%s", addr + 5);
+  else
+    snprintf(out, outlen, "%s", addr);
+}
+
+/* Opens a client from the options and the config. Returns 0 or the exit status. */
+static int connect_client(const char *cmd, const opts_t *o, admin_client_t **out)
+{
+  static mcp_config_t cfg;
+  static char target[PATH_MAX + 16];
+  char err[1024];
+  const char *cert = o->cert, *key = o->key, *ca = o->ca;
+
+  if (o->config) {
+    if (config_load(o->config, &cfg, err, sizeof(err)) != 0) {
+      fprintf(stderr, "mc-proxy: %s\n", err);
+      return EXIT_USAGE;
+    }
+    if (!o->addr && !cfg.has_grpc) {
+      fprintf(stderr, "mc-proxy: %s has no [grpc] section: the admin API is off\n", o->config);
+      config_free(&cfg);
+      return EXIT_USAGE;
+    }
+    client_target(o->addr ? o->addr : cfg.grpc_addr, target, sizeof(target));
+    if (!cert && cfg.client_cert[0])
+      cert = cfg.client_cert;
+    if (!key && cfg.client_key[0])
+      key = cfg.client_key;
+    if (!ca && cfg.server_ca[0])
+      ca = cfg.server_ca;
+  } else {
+    client_target(o->addr, target, sizeof(target));
+  }
+
+  int is_unix = !strncmp(target, "unix:", 5);
+  int rc = EXIT_USAGE;
+  if (!is_unix) {
+    if (!!cert != !!key) {
+      rc = cli_usage_error(cmd, "--cert and --key go together");
+      goto out;
+    }
+    if (cert && certs_check_pair(cert, key, CERTS_CLIENT, err, sizeof(err)) != 0) {
+      fprintf(stderr, "mc-proxy: %s\n", err);
+      goto out;
+    }
+    if (ca && certs_check_ca(ca, err, sizeof(err)) != 0) {
+      fprintf(stderr, "mc-proxy: %s\n", err);
+      goto out;
+    }
+  }
+  admin_client_opts_t co = {
+      .target = target,
+      .ca_path = is_unix ? NULL : ca,
+      .cert_path = is_unix ? NULL : cert,
+      .key_path = is_unix ? NULL : key,
+  };
+  if (admin_client_open(&co, out, err, sizeof(err)) != 0) {
+    fprintf(stderr, "mc-proxy: %s\n", err);
+    goto out;
+  }
+  rc = 0;
+out:
+  if (o->config)
+    config_free(&cfg);
+  return rc;
+}
+
+/* One call; on failure prints "mc-proxy: STATUS: message" and returns EXIT_REFUSED. */
+static int rpc(admin_client_t *c, const char *method, const void *req,
+               const ProtobufCMessageDescriptor *resp_desc, void *resp_out)
+{
+  char msg[1024];
+  ProtobufCMessage *resp = NULL;
+  int code = admin_client_call(c, method, req, resp_desc, &resp, msg, sizeof(msg));
+  if (code != 0) {
+    fprintf(stderr, "mc-proxy: %s: %s\n", admin_status_name(code), msg[0] ? msg : "(no message)");
+    return EXIT_REFUSED;
+  }
+  *(ProtobufCMessage **)resp_out = resp;
+  return EXIT_OK;
+}
+
+static void free_msg(void *m)
+{
+  if (m)
+    protobuf_c_message_free_unpacked(m, NULL);
+}
+
+/* ---- JSON output ---- */
+
+static void json_str(const char *s)
+{
+  putchar('"');
+  for (; *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '"' || ch == '\\')
+      printf("\\%c", ch);
+    else if (ch < 0x20 || ch == 0x7f)
+      printf("\\u%04x", ch);
+    else
+      putchar(ch);
+  }
+  putchar('"');
+}
+
+/* ---- status ---- */
+
+static const char status_usage[] =
+    "usage: mc-proxy status -c FILE [--json]\n"
+    "\n"
+    "Asks a running mc-proxy for its version, uptime and, per listener, its routes, active and\n"
+    "maximum connections and counters.\n"
+    "\n"
+    "      --json          print JSON instead of a table\n";
+
+static void format_uptime(int64_t secs, char *buf, size_t len)
+{
+  if (secs < 0)
+    secs = 0;
+  int64_t d = secs / 86400, h = secs / 3600 % 24, m = secs / 60 % 60, s = secs % 60;
+  if (d)
+    snprintf(buf, len, "%" PRId64 "d %" PRId64 "h %" PRId64 "m", d, h, m);
+  else if (h)
+    snprintf(buf, len, "%" PRId64 "h %" PRId64 "m %" PRId64 "s", h, m, s);
+  else if (m)
+    snprintf(buf, len, "%" PRId64 "m %" PRId64 "s", m, s);
+  else
+    snprintf(buf, len, "%" PRId64 "s", s);
+}
+
+static void print_status(const McProxy__V1__GetStatusResponse *st, int json)
+{
+  int64_t now = (int64_t)time(NULL);
+  if (json) {
+    printf("{\"version\":");
+    json_str(st->version);
+    printf(",\"started_at_unix\":%" PRId64 ",\"uptime_seconds\":%" PRId64
+           ",\"firewall_rule_count\":%d,\"listeners\":[",
+           st->started_at_unix, now - st->started_at_unix, st->firewall_rule_count);
+    for (size_t i = 0; i < st->n_listeners; i++) {
+      const McProxy__V1__ListenerStatus *l = st->listeners[i];
+      printf("%s{\"addr\":", i ? "," : "");
+      json_str(l->addr);
+      printf(",\"route_count\":%d,\"active_connections\":%" PRId64 ",\"max_connections\":%" PRId64
+             ",\"accepted_total\":%" PRId64 ",\"rejected_limit_total\":%" PRId64
+             ",\"blocked_total\":%" PRId64 ",\"unrouted_total\":%" PRId64 "}",
+             l->route_count, l->active_connections, l->max_connections, l->accepted_total,
+             l->rejected_limit_total, l->blocked_total, l->unrouted_total);
+    }
+    printf("]}\n");
+    return;
+  }
+  char up[64], since[32];
+  time_t started = (time_t)st->started_at_unix;
+  struct tm tm;
+  gmtime_r(&started, &tm);
+  strftime(since, sizeof(since), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  format_uptime(now - st->started_at_unix, up, sizeof(up));
+  printf("mc-proxy %s, up %s (since %s)\n", st->version, up, since);
+  printf("firewall rules: %d\n\n", st->firewall_rule_count);
+  printf("%-24s %6s %16s %10s %9s %9s %9s\n", "LISTENER", "ROUTES", "ACTIVE/MAX", "ACCEPTED",
+         "LIMITED", "BLOCKED", "UNROUTED");
+  for (size_t i = 0; i < st->n_listeners; i++) {
+    const McProxy__V1__ListenerStatus *l = st->listeners[i];
+    char am[48];
+    if (l->max_connections > 0)
+      snprintf(am, sizeof(am), "%" PRId64 "/%" PRId64, l->active_connections, l->max_connections);
+    else
+      snprintf(am, sizeof(am), "%" PRId64 "/unlimited", l->active_connections);
+    printf("%-24s %6d %16s %10" PRId64 " %9" PRId64 " %9" PRId64 " %9" PRId64 "\n", l->addr,
+           l->route_count, am, l->accepted_total, l->rejected_limit_total, l->blocked_total,
+           l->unrouted_total);
+  }
+}
+
+int cmd_status(int argc, char **argv)
+{
+  opts_t o;
+  int rc = parse_opts("status", status_usage, 1, argc, argv, &o);
+  if (rc >= 0)
+    return rc;
+  if (o.nargs > 0)
+    return cli_usage_error("status", "unexpected argument '%s'", o.args[0]);
+  admin_client_t *c;
+  if ((rc = connect_client("status", &o, &c)) != 0)
+    return rc;
+  McProxy__V1__GetStatusRequest req = MC_PROXY__V1__GET_STATUS_REQUEST__INIT;
+  McProxy__V1__GetStatusResponse *resp = NULL;
+  rc = rpc(c, "GetStatus", &req, &mc_proxy__v1__get_status_response__descriptor, &resp);
+  if (rc == EXIT_OK)
+    print_status(resp, o.json);
+  free_msg(resp);
+  admin_client_close(c);
+  return rc;
+}
+
+/* ---- routes ---- */
+
+static const char routes_usage[] =
+    "usage: mc-proxy routes list -c FILE [--json] [LISTENER]\n"
+    "       mc-proxy routes add -c FILE LISTENER HOSTNAME BACKEND\n"
+    "       mc-proxy routes remove -c FILE LISTENER HOSTNAME\n"
+    "\n"
+    "Shows or changes the routes of a running mc-proxy. 'add' adds or replaces the route for\n"
+    "HOSTNAME; BACKEND is IPv4:port, [IPv6]:port or hostname:port. Changes are saved to the\n"
+    "database before they take effect, and apply to new connections only.\n"
+    "\n"
+    "      --json          list: print JSON\n";
+
+static int list_routes_of(admin_client_t *c, const char *listener,
+                          McProxy__V1__ListRoutesResponse **out)
+{
+  McProxy__V1__ListRoutesRequest req = MC_PROXY__V1__LIST_ROUTES_REQUEST__INIT;
+  req.listener_addr = (char *)listener;
+  return rpc(c, "ListRoutes", &req, &mc_proxy__v1__list_routes_response__descriptor, out);
+}
+
+static int routes_list(admin_client_t *c, const opts_t *o)
+{
+  const char *only = o->nargs == 2 ? o->args[1] : NULL;
+  McProxy__V1__GetStatusResponse *st = NULL;
+  size_t n = 1;
+  int rc;
+  if (!only) {
+    McProxy__V1__GetStatusRequest req = MC_PROXY__V1__GET_STATUS_REQUEST__INIT;
+    if ((rc = rpc(c, "GetStatus", &req, &mc_proxy__v1__get_status_response__descriptor, &st)))
+      return rc;
+    n = st->n_listeners;
+  }
+  McProxy__V1__ListRoutesResponse **lists = calloc(n ? n : 1, sizeof(*lists));
+  if (!lists) {
+    free_msg(st);
+    fprintf(stderr, "mc-proxy: out of memory\n");
+    return EXIT_REFUSED;
+  }
+  rc = EXIT_OK;
+  for (size_t i = 0; i < n && rc == EXIT_OK; i++)
+    rc = list_routes_of(c, only ? only : st->listeners[i]->addr, &lists[i]);
+  if (rc == EXIT_OK && o->json) {
+    printf("[");
+    int first = 1;
+    for (size_t i = 0; i < n; i++)
+      for (size_t j = 0; j < lists[i]->n_routes; j++) {
+        printf("%s{\"listener\":", first ? "" : ",");
+        json_str(lists[i]->listener_addr);
+        printf(",\"hostname\":");
+        json_str(lists[i]->routes[j]->hostname);
+        printf(",\"backend\":");
+        json_str(lists[i]->routes[j]->backend);
+        printf("}");
+        first = 0;
+      }
+    printf("]\n");
+  } else if (rc == EXIT_OK) {
+    printf("%-24s %-40s %s\n", "LISTENER", "HOSTNAME", "BACKEND");
+    for (size_t i = 0; i < n; i++)
+      for (size_t j = 0; j < lists[i]->n_routes; j++)
+        printf("%-24s %-40s %s\n", lists[i]->listener_addr, lists[i]->routes[j]->hostname,
+               lists[i]->routes[j]->backend);
+  }
+  for (size_t i = 0; i < n; i++)
+    free_msg(lists[i]);
+  free(lists);
+  free_msg(st);
+  return rc;
+}
+
+int cmd_routes(int argc, char **argv)
+{
+  opts_t o;
+  int rc = parse_opts("routes", routes_usage, 1, argc, argv, &o);
+  if (rc >= 0)
+    return rc;
+  if (o.nargs < 1)
+    return cli_usage_error("routes", "say list, add or remove");
+  const char *sub = o.args[0];
+  if (!strcmp(sub, "list")) {
+    if (o.nargs > 2)
+      return cli_usage_error("routes", "list takes at most one LISTENER");
+  } else if (!strcmp(sub, "add")) {
+    if (o.nargs != 4)
+      return cli_usage_error("routes", "add takes LISTENER HOSTNAME BACKEND");
+  } else if (!strcmp(sub, "remove")) {
+    if (o.nargs != 3)
+      return cli_usage_error("routes", "remove takes LISTENER HOSTNAME");
+  } else {
+    return cli_usage_error("routes", "unknown subcommand '%s' (list, add, remove)", sub);
+  }
+  if (o.json && strcmp(sub, "list"))
+    return cli_usage_error("routes", "--json goes with list only");
+
+  admin_client_t *c;
+  if ((rc = connect_client("routes", &o, &c)) != 0)
+    return rc;
+  if (!strcmp(sub, "list")) {
+    rc = routes_list(c, &o);
+  } else if (!strcmp(sub, "add")) {
+    McProxy__V1__Route route = MC_PROXY__V1__ROUTE__INIT;
+    route.hostname = o.args[2];
+    route.backend = o.args[3];
+    McProxy__V1__AddRouteRequest req = MC_PROXY__V1__ADD_ROUTE_REQUEST__INIT;
+    req.listener_addr = o.args[1];
+    req.route = &route;
+    McProxy__V1__AddRouteResponse *resp = NULL;
+    rc = rpc(c, "AddRoute", &req, &mc_proxy__v1__add_route_response__descriptor, &resp);
+    if (rc == EXIT_OK)
+      printf("route %s -> %s on %s saved\n", o.args[2], o.args[3], o.args[1]);
+    free_msg(resp);
+  } else {
+    McProxy__V1__RemoveRouteRequest req = MC_PROXY__V1__REMOVE_ROUTE_REQUEST__INIT;
+    req.listener_addr = o.args[1];
+    req.hostname = o.args[2];
+    McProxy__V1__RemoveRouteResponse *resp = NULL;
+    rc = rpc(c, "RemoveRoute", &req, &mc_proxy__v1__remove_route_response__descriptor, &resp);
+    if (rc == EXIT_OK)
+      printf("route %s on %s removed\n", o.args[2], o.args[1]);
+    free_msg(resp);
+  }
+  admin_client_close(c);
+  return rc;
+}
+
+/* ---- firewall ---- */
+
+static const char firewall_usage[] =
+    "usage: mc-proxy firewall list -c FILE [--json]\n"
+    "       mc-proxy firewall add -c FILE ip|cidr|country VALUE\n"
+    "       mc-proxy firewall remove -c FILE ip|cidr|country VALUE\n"
+    "\n"
+    "Shows or changes the firewall of a running mc-proxy: blocked client IPs, CIDR ranges and\n"
+    "countries (ISO 3166-1 alpha-2; needs [firewall] geoip_db). A blocked client gets a TCP RST.\n"
+    "\n"
+    "      --json          list: print JSON\n";
+
+static int firewall_change(admin_client_t *c, const opts_t *o)
+{
+  mcp_fw_type_t type;
+  if (mcp_fw_type_parse(o->args[1], &type) != 0)
+    return cli_usage_error("firewall", "rule type '%s' is not ip, cidr or country", o->args[1]);
+  McProxy__V1__FirewallRule rule = MC_PROXY__V1__FIREWALL_RULE__INIT;
+  rule.type = (McProxy__V1__FirewallRuleType)type;
+  rule.value = o->args[2];
+  int add = !strcmp(o->args[0], "add"), rc;
+  ProtobufCMessage *resp = NULL;
+  if (add) {
+    McProxy__V1__AddFirewallRuleRequest req = MC_PROXY__V1__ADD_FIREWALL_RULE_REQUEST__INIT;
+    req.rule = &rule;
+    rc = rpc(c, "AddFirewallRule", &req, &mc_proxy__v1__add_firewall_rule_response__descriptor,
+             &resp);
+  } else {
+    McProxy__V1__RemoveFirewallRuleRequest req = MC_PROXY__V1__REMOVE_FIREWALL_RULE_REQUEST__INIT;
+    req.rule = &rule;
+    rc = rpc(c, "RemoveFirewallRule", &req,
+             &mc_proxy__v1__remove_firewall_rule_response__descriptor, &resp);
+  }
+  if (rc == EXIT_OK)
+    printf("firewall %s %s %s\n", o->args[1], o->args[2], add ? "added" : "removed");
+  free_msg(resp);
+  return rc;
+}
+
+static int firewall_list(admin_client_t *c, const opts_t *o)
+{
+  McProxy__V1__ListFirewallRulesRequest req = MC_PROXY__V1__LIST_FIREWALL_RULES_REQUEST__INIT;
+  McProxy__V1__ListFirewallRulesResponse *resp = NULL;
+  int rc = rpc(c, "ListFirewallRules", &req,
+               &mc_proxy__v1__list_firewall_rules_response__descriptor, &resp);
+  if (rc != EXIT_OK)
+    return rc;
+  if (o->json)
+    printf("[");
+  else
+    printf("%-8s %s\n", "TYPE", "VALUE");
+  for (size_t i = 0; i < resp->n_rules; i++) {
+    const char *t = mcp_fw_type_name((mcp_fw_type_t)resp->rules[i]->type);
+    if (o->json) {
+      printf("%s{\"type\":", i ? "," : "");
+      json_str(t ? t : "unknown");
+      printf(",\"value\":");
+      json_str(resp->rules[i]->value);
+      printf("}");
+    } else {
+      printf("%-8s %s\n", t ? t : "unknown", resp->rules[i]->value);
+    }
+  }
+  if (o->json)
+    printf("]\n");
+  free_msg(resp);
+  return EXIT_OK;
+}
+
+int cmd_firewall(int argc, char **argv)
+{
+  opts_t o;
+  int rc = parse_opts("firewall", firewall_usage, 1, argc, argv, &o);
+  if (rc >= 0)
+    return rc;
+  if (o.nargs < 1)
+    return cli_usage_error("firewall", "say list, add or remove");
+  const char *sub = o.args[0];
+  if (!strcmp(sub, "list")) {
+    if (o.nargs != 1)
+      return cli_usage_error("firewall", "list takes no arguments");
+  } else if (!strcmp(sub, "add") || !strcmp(sub, "remove")) {
+    if (o.nargs != 3)
+      return cli_usage_error("firewall", "%s takes ip|cidr|country VALUE", sub);
+    mcp_fw_type_t type;
+    if (mcp_fw_type_parse(o.args[1], &type) != 0)
+      return cli_usage_error("firewall", "rule type '%s' is not ip, cidr or country", o.args[1]);
+  } else {
+    return cli_usage_error("firewall", "unknown subcommand '%s' (list, add, remove)", sub);
+  }
+  if (o.json && strcmp(sub, "list"))
+    return cli_usage_error("firewall", "--json goes with list only");
+
+  admin_client_t *c;
+  if ((rc = connect_client("firewall", &o, &c)) != 0)
+    return rc;
+  rc = !strcmp(sub, "list") ? firewall_list(c, &o) : firewall_change(c, &o);
+  admin_client_close(c);
+  return rc;
+}
+
+/* ---- listener ---- */
+
+static const char listener_usage[] =
+    "usage: mc-proxy listener set-max-connections -c FILE ADDR N\n"
+    "\n"
+    "Sets the connection limit of listener ADDR on a running mc-proxy (0 = unlimited). Lowering\n"
+    "it closes no connection; it only refuses new ones beyond the limit.\n";
+
+int cmd_listener(int argc, char **argv)
+{
+  opts_t o;
+  int rc = parse_opts("listener", listener_usage, 0, argc, argv, &o);
+  if (rc >= 0)
+    return rc;
+  if (o.nargs < 1)
+    return cli_usage_error("listener", "say set-max-connections");
+  if (strcmp(o.args[0], "set-max-connections"))
+    return cli_usage_error("listener", "unknown subcommand '%s' (set-max-connections)", o.args[0]);
+  if (o.nargs != 3)
+    return cli_usage_error("listener", "set-max-connections takes ADDR N");
+  char *end;
+  errno = 0;
+  long long n = strtoll(o.args[2], &end, 10);
+  if (errno || end == o.args[2] || *end)
+    return cli_usage_error("listener", "N must be a whole number, not '%s'", o.args[2]);
+
+  admin_client_t *c;
+  if ((rc = connect_client("listener", &o, &c)) != 0)
+    return rc;
+  McProxy__V1__SetListenerMaxConnectionsRequest req =
+      MC_PROXY__V1__SET_LISTENER_MAX_CONNECTIONS_REQUEST__INIT;
+  req.listener_addr = o.args[1];
+  req.max_connections = n;
+  McProxy__V1__SetListenerMaxConnectionsResponse *resp = NULL;
+  rc = rpc(c, "SetListenerMaxConnections", &req,
+           &mc_proxy__v1__set_listener_max_connections_response__descriptor, &resp);
+  if (rc == EXIT_OK)
+    printf("listener %s max_connections %lld saved\n", o.args[1], n);
+  free_msg(resp);
+  admin_client_close(c);
+  return rc;
+}
+
+/* ---- certs ---- */
+
+static const char certs_usage[] =
+    "usage: mc-proxy certs --out DIR [--san NAME|IP]...\n"
+    "\n"
+    "Writes a small local CA and admin certificates signed by it to DIR: ca.pem, ca.key,\n"
+    "server.pem, server.key (subjectAltNames localhost, 127.0.0.1, ::1 and each --san),\n"
+    "client.pem and client.key (ECDSA P-256). Keys get mode 0600. Existing files are never\n"
+    "overwritten. Then, in the config:\n"
+    "\n"
+    "  [grpc]\n"
+    "  addr = 127.0.0.1:9443\n"
+    "  tls_cert = DIR/server.pem\n"
+    "  tls_key = DIR/server.key\n"
+    "  client_ca = DIR/ca.pem\n"
+    "  client_cert = DIR/client.pem\n"
+    "  client_key = DIR/client.key\n"
+    "  server_ca = DIR/ca.pem\n"
+    "\n"
+    "  -o, --out DIR       where to write (created if missing)\n"
+    "      --san NAME      another DNS name or IP address for the server certificate\n"
+    "  -h, --help          this help\n";
+
+int cmd_certs(int argc, char **argv)
+{
+  static const struct option longopts[] = {
+      {"out", required_argument, NULL, 'o'},
+      {"san", required_argument, NULL, 's'},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0},
+  };
+  const char *out = NULL;
+  const char **sans = calloc((size_t)argc + 1, sizeof(*sans));
+  size_t nsans = 0;
+  int ch, rc;
+  if (!sans) {
+    fprintf(stderr, "mc-proxy: out of memory\n");
+    return EXIT_REFUSED;
+  }
+  optind = 1;
+  opterr = 0;
+  while ((ch = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
+    switch (ch) {
+    case 'o':
+      out = optarg;
+      break;
+    case 's':
+      if (!certs_san_valid(optarg)) {
+        rc = cli_usage_error("certs", "--san %s: not a DNS name or an IP address", optarg);
+        goto done;
+      }
+      sans[nsans++] = optarg;
+      break;
+    case 'h':
+      fputs(certs_usage, stdout);
+      rc = EXIT_OK;
+      goto done;
+    case ':':
+      rc = cli_usage_error("certs", "option '%s' needs a value", argv[optind - 1]);
+      goto done;
+    default:
+      rc = cli_usage_error("certs", "unknown option '%s'", argv[optind - 1]);
+      goto done;
+    }
+  }
+  if (optind < argc) {
+    rc = cli_usage_error("certs", "unexpected argument '%s'", argv[optind]);
+    goto done;
+  }
+  if (!out) {
+    rc = cli_usage_error("certs", "--out DIR is required");
+    goto done;
+  }
+  char err[1024];
+  if (certs_generate(out, (const char *const *)sans, nsans, err, sizeof(err)) != 0) {
+    fprintf(stderr, "mc-proxy: %s\n", err);
+    rc = EXIT_REFUSED;
+    goto done;
+  }
+  printf("wrote %s/ca.pem, ca.key, server.pem, server.key, client.pem, client.key\n", out);
+  rc = EXIT_OK;
+done:
+  free(sans);
+  return rc;
+}
