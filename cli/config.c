@@ -66,7 +66,9 @@ typedef enum section_e {
 } section_t;
 
 static const char *const section_names[SEC_COUNT] = {
-    [SEC_DATABASE] = "database", [SEC_PROXY] = "proxy", [SEC_GRPC] = "grpc",
+    [SEC_DATABASE] = "database",
+    [SEC_PROXY] = "proxy",
+    [SEC_GRPC] = "grpc",
     [SEC_FIREWALL] = "firewall",
 };
 
@@ -142,8 +144,8 @@ typedef struct loader_s {
   char dir[PATH_MAX]; /* the config file's directory, absolute */
   char *err;
   size_t errlen;
-  int line;    /* the line inih is working on */
-  int failed;  /* set with the first error; the reader then ends the parse */
+  int line;   /* the line inih is working on */
+  int failed; /* set with the first error; the reader then ends the parse */
   int err_line;
 
   section_t sec;
@@ -239,8 +241,7 @@ static int grow_array(void **arr, size_t n, size_t elsize)
 }
 
 /* Records the first error as "FILE:LINE: message" (or "FILE: message" for line 0). */
-__attribute__((format(printf, 3, 4))) static int fail(loader_t *ld, int line, const char *fmt,
-                                                      ...)
+__attribute__((format(printf, 3, 4))) static int fail(loader_t *ld, int line, const char *fmt, ...)
 {
   if (ld->failed)
     return 0;
@@ -373,7 +374,7 @@ static int parse_section(loader_t *ld, char *line)
   while (len > 0 && is_blank(buf[len - 1]))
     buf[--len] = '\0';
   if (len < 2 || buf[len - 1] != ']')
-    return fail(ld, ld->line, "section header without a closing ']'");
+    return fail(ld, ld->line, "section header must end with ']'");
   buf[--len] = '\0';
 
   char *name = buf + 1;
@@ -396,8 +397,7 @@ static int parse_section(loader_t *ld, char *line)
     if (strcmp(name, section_names[s]) != 0)
       continue;
     if (ld->sec_line[s])
-      return fail(ld, ld->line, "duplicate section [%s], first on line %d", name,
-                  ld->sec_line[s]);
+      return fail(ld, ld->line, "duplicate section [%s], first on line %d", name, ld->sec_line[s]);
     ld->sec_line[s] = ld->line;
     ld->sec = (section_t)s;
     snprintf(ld->sec_label, sizeof(ld->sec_label), "[%s]", name);
@@ -552,8 +552,7 @@ static int add_rule(loader_t *ld, mcp_fw_type_t type, const char *name, const ch
       [MCP_FW_COUNTRY] = "a two-letter ISO 3166-1 country code",
   };
   if (mcp_fw_normalize(type, value, canon) != 0)
-    return fail(ld, ld->line, "[firewall] %s: \"" SHOW "\" is not %s", name, value,
-                expected[type]);
+    return fail(ld, ld->line, "[firewall] %s: \"" SHOW "\" is not %s", name, value, expected[type]);
 
   char key[MCP_FW_VALUE_MAX + 8];
   snprintf(key, sizeof(key), "F%d %s", (int)type, canon);

@@ -17,13 +17,15 @@
 #include "mcproxy/store.h"
 
 static const char check_usage[] =
-    "usage: mc-proxy check -c FILE\n"
+    "usage: mc-proxy check -c FILE [-v]\n"
     "\n"
     "Validates a config without starting the proxy: every section and key, the listeners and\n"
     "routes, the firewall rules, and that the GeoIP database and admin TLS files can be read.\n"
     "Prints a summary and exits 0, or prints the first problem (FILE:LINE: ...) and exits 2.\n"
     "\n"
     "  -c, --config FILE   the INI config\n"
+    "  -v, --verbose       also print the effective settings, defaults and resolved paths\n"
+    "                      included, one \"name = value\" per line\n"
     "  -h, --help          this help\n";
 
 static const char snapshot_usage[] =
@@ -42,7 +44,7 @@ static const char snapshot_usage[] =
  * none are accepted. Returns -1 to go on, or an exit status (help, usage error).
  */
 static int parse_args(const char *cmd, const char *usage, int argc, char **argv, int want_out,
-                      const char **config, const char **out)
+                      const char **config, const char **out, int *verbose)
 {
   static const struct option opts[] = {
       {"config", required_argument, NULL, 'c'},
@@ -50,15 +52,15 @@ static int parse_args(const char *cmd, const char *usage, int argc, char **argv,
       {"output", required_argument, NULL, 'o'},
       {NULL, 0, NULL, 0},
   };
-  /* check takes no --output: end its table before that entry. */
   static const struct option check_opts[] = {
       {"config", required_argument, NULL, 'c'},
       {"help", no_argument, NULL, 'h'},
+      {"verbose", no_argument, NULL, 'v'},
       {NULL, 0, NULL, 0},
   };
   int ch;
   optind = 0; /* a full reset of GNU getopt, in case anything ran it before */
-  while ((ch = getopt_long(argc, argv, want_out ? "c:o:h" : "c:h", want_out ? opts : check_opts,
+  while ((ch = getopt_long(argc, argv, want_out ? "c:o:h" : "c:hv", want_out ? opts : check_opts,
                            NULL)) != -1) {
     switch (ch) {
     case 'c':
@@ -66,6 +68,9 @@ static int parse_args(const char *cmd, const char *usage, int argc, char **argv,
       break;
     case 'o':
       *out = optarg;
+      break;
+    case 'v':
+      *verbose = 1;
       break;
     case 'h':
       fputs(usage, stdout);
@@ -96,10 +101,41 @@ static int check_readable(const mcp_config_t *cfg, const char *what, const char 
   return 0;
 }
 
+/* The effective settings, for operators and for tests of defaults and path resolution. */
+static void print_settings(const mcp_config_t *cfg)
+{
+  printf("database.path = %s\n", cfg->db_path);
+  printf("proxy.connect_timeout_ms = %llu\n", (unsigned long long)cfg->connect_timeout_ms);
+  printf("proxy.idle_timeout_ms = %llu\n", (unsigned long long)cfg->idle_timeout_ms);
+  printf("proxy.handshake_timeout_ms = %llu\n", (unsigned long long)cfg->handshake_timeout_ms);
+  printf("proxy.shutdown_timeout_ms = %llu\n", (unsigned long long)cfg->shutdown_timeout_ms);
+  printf("proxy.workers = %d\n", cfg->workers);
+  if (cfg->has_grpc) {
+    printf("grpc.addr = %s\n", cfg->grpc_addr);
+    printf("grpc.socket_mode = %04o\n", cfg->socket_mode);
+    printf("grpc.tls_cert = %s\n", cfg->tls_cert);
+    printf("grpc.tls_key = %s\n", cfg->tls_key);
+    printf("grpc.client_ca = %s\n", cfg->client_ca);
+    printf("grpc.client_cert = %s\n", cfg->client_cert);
+    printf("grpc.client_key = %s\n", cfg->client_key);
+    printf("grpc.server_ca = %s\n", cfg->server_ca);
+  }
+  printf("firewall.geoip_db = %s\n", cfg->geoip_db);
+  for (size_t i = 0; i < cfg->nrules; i++)
+    printf("firewall.rule = %s %s\n", mcp_fw_type_name(cfg->rules[i].type), cfg->rules[i].value);
+  for (size_t i = 0; i < cfg->nlisteners; i++) {
+    const config_listener_t *l = &cfg->listeners[i];
+    printf("listener = %s max_connections=%lld\n", l->addr, (long long)l->max_connections);
+    for (size_t r = 0; r < l->nroutes; r++)
+      printf("route = %s %s %s\n", l->addr, l->routes[r].hostname, l->routes[r].backend);
+  }
+}
+
 int cmd_check(int argc, char **argv)
 {
   const char *path = NULL, *out = NULL;
-  int rc = parse_args("check", check_usage, argc, argv, 0, &path, &out);
+  int verbose = 0;
+  int rc = parse_args("check", check_usage, argc, argv, 0, &path, &out, &verbose);
   if (rc >= 0)
     return rc;
 
@@ -133,9 +169,10 @@ int cmd_check(int argc, char **argv)
     size_t nroutes = 0;
     for (size_t i = 0; i < cfg.nlisteners; i++)
       nroutes += cfg.listeners[i].nroutes;
-    printf("%s: ok (%zu listener%s, %zu route%s, %zu firewall rule%s)\n", cfg.path,
-           cfg.nlisteners, cfg.nlisteners == 1 ? "" : "s", nroutes, nroutes == 1 ? "" : "s",
-           cfg.nrules, cfg.nrules == 1 ? "" : "s");
+    printf("%s: ok (%zu listeners, %zu routes, %zu firewall rules)\n", cfg.path, cfg.nlisteners,
+           nroutes, cfg.nrules);
+    if (verbose)
+      print_settings(&cfg);
   }
   config_free(&cfg);
   return status;
@@ -183,7 +220,8 @@ static int default_snapshot_path(const char *db_path, char *out, size_t outlen)
 int cmd_snapshot(int argc, char **argv)
 {
   const char *path = NULL, *out = NULL;
-  int rc = parse_args("snapshot", snapshot_usage, argc, argv, 1, &path, &out);
+  int verbose = 0;
+  int rc = parse_args("snapshot", snapshot_usage, argc, argv, 1, &path, &out, &verbose);
   if (rc >= 0)
     return rc;
 
