@@ -173,7 +173,8 @@ static void on_client_connect(uv_connect_t *req, int status)
   c->connected = status == 0 ? 1 : -1;
 }
 
-static void client_connect(fixture_t *f, client_t *c)
+/* Connects to the listener; returns 1 when connected, -1 when the connect failed. */
+static int client_try_connect(fixture_t *f, client_t *c)
 {
   memset(c, 0, sizeof(*c));
   struct sockaddr_storage ss;
@@ -185,8 +186,14 @@ static void client_connect(fixture_t *f, client_t *c)
                                   on_client_connect),
                    0);
   assert_true(run_until(f, &c->connected));
-  assert_int_equal(c->connected, 1);
-  uv_read_start((uv_stream_t *)&c->side.tcp, on_alloc, on_side_read);
+  if (c->connected == 1)
+    uv_read_start((uv_stream_t *)&c->side.tcp, on_alloc, on_side_read);
+  return c->connected;
+}
+
+static void client_connect(fixture_t *f, client_t *c)
+{
+  assert_int_equal(client_try_connect(f, c), 1);
 }
 
 static void client_send(client_t *c, const void *data, size_t len)
@@ -232,16 +239,18 @@ static void relays_hello_byte_for_byte_then_both_ways(void **state)
   assert_true(four);
   assert_memory_equal(c.side.got, "PONG", 4);
 
-  /* Closing the client ends the backend side too, and the connection is logged as ok. */
+  /* The client's close reaches the backend as EOF; once the backend closes too, the connection
+   * ends and is logged as ok. */
   client_close(&c);
   assert_true(run_until(f, &f->backend_conn.eof));
+  assert_int_equal(f->records, 0);
+  uv_close((uv_handle_t *)&f->backend_conn.tcp, on_closed);
   assert_true(run_until(f, &f->records));
   assert_string_equal(f->last_outcome, "ok");
   mcp_listener_stats_t st;
   mcp_listener_get_stats(f->l, &st);
   assert_int_equal(st.accepted_total, 1);
   assert_int_equal(st.active_connections, 0);
-  uv_close((uv_handle_t *)&f->backend_conn.tcp, on_closed);
 }
 
 static void unknown_sni_is_closed_without_reaching_a_backend(void **state)
@@ -275,11 +284,13 @@ static void blocked_client_is_reset(void **state)
   assert_int_equal(mcp_listener_set_firewall(f->l, fw), 0);
   mcp_firewall_unref(fw);
 
+  /* Client and proxy share this loop, so the reset may beat the connect callback. Either way
+   * the client gets a reset and no bytes. */
   client_t c;
-  client_connect(f, &c);
-  client_send(&c, f->hello, f->hello_len);
-  assert_true(run_until(f, &c.side.eof));
-  assert_int_equal(c.side.eof, -1); /* ECONNRESET */
+  if (client_try_connect(f, &c) == 1) {
+    assert_true(run_until(f, &c.side.eof));
+    assert_int_equal(c.side.eof, -1); /* ECONNRESET */
+  }
   assert_int_equal(c.side.len, 0);
   assert_int_equal(f->backend_accepts, 0);
   mcp_listener_stats_t st;
