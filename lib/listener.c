@@ -324,7 +324,7 @@ static void on_hello_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(NULL, 0);
     return;
   }
-  *buf = uv_buf_init(c->hello + c->hello_len, MCP__CHUNK_SIZE - c->hello_len);
+  *buf = uv_buf_init(c->hello->data + c->hello_len, MCP__CHUNK_SIZE - c->hello_len);
 }
 
 static void unrouted(mcp__conn_t *c)
@@ -346,7 +346,7 @@ static void on_hello_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
   c->hello_len += (uint32_t)nread;
   c->bytes_in += (uint64_t)nread;
 
-  int rc = mcp_sni_parse(&c->sni_state, (const uint8_t *)c->hello, c->hello_len, c->sni);
+  int rc = mcp_sni_parse(&c->sni_state, (const uint8_t *)c->hello->data, c->hello_len, c->sni);
   if (rc == MCP_SNI_NEED_MORE) {
     if (c->hello_len < MCP__CHUNK_SIZE)
       return;
@@ -454,7 +454,7 @@ static void listener_finish(mcp_listener_t *l)
 {
   while (l->pool) {
     mcp__chunk_t *ch = l->pool;
-    l->pool = ch->next;
+    l->pool = ch->u.next;
     free(ch);
   }
   while (l->conn_free) {

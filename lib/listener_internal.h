@@ -5,6 +5,7 @@
 #ifndef MCPROXY_LISTENER_INTERNAL_H
 #define MCPROXY_LISTENER_INTERNAL_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -21,9 +22,20 @@
 /* Connection objects kept on a listener's free list. */
 #define MCP__CONN_KEEP 256
 
+/*
+ * A pool chunk. Its header is the free-list link while pooled and the write request while its
+ * bytes are being written, so a connection carries no write request of its own: an idle
+ * connection costs neither a buffer nor a request.
+ */
 typedef struct mcp__chunk_s {
-  struct mcp__chunk_s *next;
+  union {
+    struct mcp__chunk_s *next;
+    uv_write_t wreq;
+  } u;
+  char data[MCP__CHUNK_SIZE];
 } mcp__chunk_t;
+
+#define MCP__CHUNK_OF(ptr) ((mcp__chunk_t *)((char *)(ptr) - offsetof(mcp__chunk_t, data)))
 
 /* Which timeout list a connection is on. */
 enum {
@@ -53,8 +65,7 @@ typedef struct mcp__tlist_s {
 
 /* One direction of the relay: bytes read from src are written to dst. */
 typedef struct mcp__pipe_s {
-  uv_write_t wreq;
-  char *chunk;       /* held while a write is pending, else NULL */
+  mcp__chunk_t *pending; /* the chunk being written to dst, else NULL */
   uint8_t eof;       /* src reached EOF */
   uint8_t shut;      /* shutdown of dst requested */
   uint8_t shut_done; /* that shutdown completed */
@@ -77,7 +88,7 @@ struct mcp__conn_s {
     uv_shutdown_t shutdown[2]; /* [0] backend write side, [1] client write side */
   } req;
 
-  char *hello;         /* ClientHello bytes (a pool chunk) until forwarded */
+  mcp__chunk_t *hello; /* the ClientHello bytes until forwarded */
   uint32_t hello_len;
   mcp_sni_t sni_state;
 
@@ -136,8 +147,8 @@ struct mcp_listener_s {
 };
 
 /* Buffer pool (relay.c). */
-char *mcp__chunk_get(mcp_listener_t *l);
-void mcp__chunk_put(mcp_listener_t *l, char *chunk);
+mcp__chunk_t *mcp__chunk_get(mcp_listener_t *l);
+void mcp__chunk_put(mcp_listener_t *l, mcp__chunk_t *chunk);
 
 /* Timeout lists (relay.c). */
 void mcp__timeout_set(mcp__conn_t *c, int tlist);

@@ -17,27 +17,26 @@
 
 /* ---- buffer pool ---- */
 
-char *mcp__chunk_get(mcp_listener_t *l)
+mcp__chunk_t *mcp__chunk_get(mcp_listener_t *l)
 {
   mcp__chunk_t *ch = l->pool;
   if (ch) {
-    l->pool = ch->next;
+    l->pool = ch->u.next;
     l->pool_len--;
-    return (char *)ch;
+    return ch;
   }
-  return malloc(MCP__CHUNK_SIZE);
+  return malloc(sizeof(mcp__chunk_t));
 }
 
-void mcp__chunk_put(mcp_listener_t *l, char *chunk)
+void mcp__chunk_put(mcp_listener_t *l, mcp__chunk_t *ch)
 {
-  if (!chunk)
+  if (!ch)
     return;
   if (l->pool_len >= MCP__POOL_KEEP) {
-    free(chunk);
+    free(ch);
     return;
   }
-  mcp__chunk_t *ch = (mcp__chunk_t *)chunk;
-  ch->next = l->pool;
+  ch->u.next = l->pool;
   l->pool = ch;
   l->pool_len++;
 }
@@ -185,7 +184,7 @@ static void pipe_eof(mcp__conn_t *c, mcp__pipe_t *p)
 {
   p->eof = 1;
   uv_read_stop(pipe_src(c, p));
-  if (p->chunk)
+  if (p->pending)
     return; /* the write callback shuts down once the pending write is done */
   p->shut = 1;
   uv_shutdown_t *req = &c->req.shutdown[p == &c->up ? 0 : 1];
@@ -197,9 +196,10 @@ static void pipe_eof(mcp__conn_t *c, mcp__pipe_t *p)
 static void on_write(uv_write_t *req, int status)
 {
   mcp__conn_t *c = req->data;
-  mcp__pipe_t *p = req == &c->up.wreq ? &c->up : &c->down;
-  mcp__chunk_put(c->l, p->chunk);
-  p->chunk = NULL;
+  mcp__chunk_t *ch = (mcp__chunk_t *)req;
+  mcp__pipe_t *p = c->up.pending == ch ? &c->up : &c->down;
+  mcp__chunk_put(c->l, ch);
+  p->pending = NULL;
   if (c->closing)
     return;
   if (status < 0) {
@@ -218,33 +218,33 @@ static void on_write(uv_write_t *req, int status)
 }
 
 /*
- * Writes len bytes of chunk (starting at data) to p's destination. Returns 0 when written at
- * once (chunk returned to the pool), 1 when a write is pending (chunk held, source must pause),
- * or a negative error.
+ * Writes the first len bytes of ch to p's destination. Returns 0 when written at once (ch is
+ * back in the pool), 1 when a write is pending (ch is held and the source must pause), or a
+ * negative error (ch is back in the pool).
  */
-static int pipe_write(mcp__conn_t *c, mcp__pipe_t *p, char *chunk, char *data, size_t len)
+static int pipe_write(mcp__conn_t *c, mcp__pipe_t *p, mcp__chunk_t *ch, size_t len)
 {
   uv_stream_t *dst = pipe_dst(c, p);
-  uv_buf_t buf = uv_buf_init(data, (unsigned int)len);
+  uv_buf_t buf = uv_buf_init(ch->data, (unsigned int)len);
   int n = uv_try_write(dst, &buf, 1);
   if (n == (int)len) {
-    mcp__chunk_put(c->l, chunk);
+    mcp__chunk_put(c->l, ch);
     return 0;
   }
   if (n < 0 && n != UV_EAGAIN) {
-    mcp__chunk_put(c->l, chunk);
+    mcp__chunk_put(c->l, ch);
     return n;
   }
   if (n > 0) {
     buf.base += n;
     buf.len -= (unsigned int)n;
   }
-  p->chunk = chunk;
-  p->wreq.data = c;
-  int err = uv_write(&p->wreq, dst, &buf, 1, on_write);
+  p->pending = ch;
+  ch->u.wreq.data = c;
+  int err = uv_write(&ch->u.wreq, dst, &buf, 1, on_write);
   if (err) {
-    p->chunk = NULL;
-    mcp__chunk_put(c->l, chunk);
+    p->pending = NULL;
+    mcp__chunk_put(c->l, ch);
     return err;
   }
   return 1;
@@ -253,16 +253,17 @@ static int pipe_write(mcp__conn_t *c, mcp__pipe_t *p, char *chunk, char *data, s
 static void on_relay_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
   mcp__conn_t *c = h->data;
-  char *chunk = mcp__chunk_get(c->l);
-  *buf = uv_buf_init(chunk, chunk ? MCP__CHUNK_SIZE : 0);
+  mcp__chunk_t *ch = mcp__chunk_get(c->l);
+  *buf = ch ? uv_buf_init(ch->data, MCP__CHUNK_SIZE) : uv_buf_init(NULL, 0);
 }
 
 static void on_relay_read(uv_stream_t *src, ssize_t nread, const uv_buf_t *buf)
 {
   mcp__conn_t *c = src->data;
   mcp__pipe_t *p = pipe_of_src(c, src);
+  mcp__chunk_t *ch = buf->base ? MCP__CHUNK_OF(buf->base) : NULL;
   if (nread <= 0) {
-    mcp__chunk_put(c->l, buf->base);
+    mcp__chunk_put(c->l, ch);
     if (nread == UV_EOF)
       pipe_eof(c, p);
     else if (nread < 0)
@@ -274,7 +275,7 @@ static void on_relay_read(uv_stream_t *src, ssize_t nread, const uv_buf_t *buf)
   else
     c->bytes_out += (uint64_t)nread;
   mcp__timeout_touch(c);
-  int rc = pipe_write(c, p, buf->base, buf->base, (size_t)nread);
+  int rc = pipe_write(c, p, ch, (size_t)nread);
   if (rc == 1)
     uv_read_stop(src); /* backpressure: resume in on_write */
   else if (rc < 0)
@@ -314,9 +315,9 @@ static void on_connect(uv_connect_t *req, int status)
   }
   uv_tcp_nodelay(&c->backend, 1);
   /* Forward the ClientHello exactly as received, then start relaying. */
-  char *hello = c->hello;
+  mcp__chunk_t *hello = c->hello;
   c->hello = NULL;
-  int rc = pipe_write(c, &c->up, hello, hello, c->hello_len);
+  int rc = pipe_write(c, &c->up, hello, c->hello_len);
   if (rc == 0)
     relay_start(c);
   else if (rc < 0)
