@@ -3,6 +3,8 @@
  * forward, both directions, timeouts) is in relay.c.
  */
 #include <arpa/inet.h>
+#include <errno.h>
+#include <sys/socket.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,10 +146,29 @@ int mcp_listener_new(uv_loop_t *loop, const mcp_listener_config_t *cfg, mcp_list
     l->cfg.connect_timeout_ms = DEFAULT_CONNECT_MS;
   if (!l->cfg.idle_timeout_ms)
     l->cfg.idle_timeout_ms = DEFAULT_IDLE_MS;
-  l->max_connections = cfg->max_connections;
+  if (cfg->share_with) {
+    l->counters = cfg->share_with->counters;
+    atomic_fetch_add(&l->counters->refs, 1);
+  } else {
+    l->counters = calloc(1, sizeof(*l->counters));
+    if (!l->counters) {
+      mcp_routes_unref(l->routes);
+      free(l);
+      return MCP_ENOMEM;
+    }
+    atomic_store(&l->counters->refs, 1);
+    atomic_store(&l->counters->max_connections, cfg->max_connections);
+  }
   tlists_init(l);
 
-  uv_tcp_init(loop, &l->server);
+  int err = uv_tcp_init_ex(loop, &l->server, l->addr.ss_family);
+  if (err) {
+    if (atomic_fetch_sub(&l->counters->refs, 1) == 1)
+      free(l->counters);
+    mcp_routes_unref(l->routes);
+    free(l);
+    return err;
+  }
   l->server.data = l;
   uv_timer_init(loop, &l->timer);
   l->timer.data = l;
@@ -195,17 +216,18 @@ int mcp_listener_set_firewall(mcp_listener_t *l, mcp_firewall_t *fw)
 void mcp_listener_set_max_connections(mcp_listener_t *l, int64_t max_connections)
 {
   if (max_connections >= 0)
-    l->max_connections = max_connections;
+    atomic_store(&l->counters->max_connections, max_connections);
 }
 
 void mcp_listener_get_stats(const mcp_listener_t *l, mcp_listener_stats_t *out)
 {
-  out->active_connections = l->active;
-  out->max_connections = l->max_connections;
-  out->accepted_total = l->accepted_total;
-  out->rejected_limit_total = l->rejected_limit_total;
-  out->blocked_total = l->blocked_total;
-  out->unrouted_total = l->unrouted_total;
+  mcp__counters_t *k = l->counters;
+  out->active_connections = atomic_load(&k->active);
+  out->max_connections = atomic_load(&k->max_connections);
+  out->accepted_total = atomic_load(&k->accepted_total);
+  out->rejected_limit_total = atomic_load(&k->rejected_limit_total);
+  out->blocked_total = atomic_load(&k->blocked_total);
+  out->unrouted_total = atomic_load(&k->unrouted_total);
   out->route_count = (int64_t)mcp_routes_count(l->routes);
 }
 
@@ -286,7 +308,7 @@ void mcp__conn_close(mcp__conn_t *c, mcp_outcome_t outcome)
   c->outcome = (uint8_t)outcome;
   mcp__timeout_clear(c);
   if (c->counted) {
-    c->l->active--;
+    MCP__COUNT(c->l, active, -1);
     c->counted = 0;
   }
   if (c->hello) {
@@ -329,7 +351,7 @@ static void on_hello_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static void unrouted(mcp__conn_t *c)
 {
-  c->l->unrouted_total++;
+  MCP__COUNT(c->l, unrouted_total, 1);
   mcp__conn_close(c, MCP_OUTCOME_UNROUTED);
 }
 
@@ -375,6 +397,21 @@ static int client_blocked(mcp__conn_t *c)
   return l->firewall && mcp_firewall_check(l->firewall, (struct sockaddr *)&c->client_addr);
 }
 
+/*
+ * Counts the connection as active unless the listener is at its limit. Increment first, then
+ * compare, so that loops sharing the counters can never together exceed the limit.
+ */
+static int take_slot(mcp_listener_t *l)
+{
+  int64_t max = atomic_load_explicit(&l->counters->max_connections, memory_order_relaxed);
+  int64_t before = MCP__COUNT(l, active, 1);
+  if (max > 0 && before >= max) {
+    MCP__COUNT(l, active, -1);
+    return 0;
+  }
+  return 1;
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
   mcp_listener_t *l = server->data;
@@ -393,23 +430,22 @@ static void on_connection(uv_stream_t *server, int status)
     uv_close((uv_handle_t *)&c->client, on_conn_handle_closed);
     return;
   }
-  l->accepted_total++;
+  MCP__COUNT(l, accepted_total, 1);
   int alen = sizeof(c->client_addr);
   uv_tcp_getpeername(&c->client, (struct sockaddr *)&c->client_addr, &alen);
 
-  if (l->max_connections > 0 && l->active >= l->max_connections) {
-    l->rejected_limit_total++;
+  if (!take_slot(l)) {
+    MCP__COUNT(l, rejected_limit_total, 1);
     mcp__conn_close(c, MCP_OUTCOME_LIMIT);
     return;
   }
+  c->counted = 1;
   if (client_blocked(c)) {
-    l->blocked_total++;
+    MCP__COUNT(l, blocked_total, 1);
     mcp__conn_close(c, MCP_OUTCOME_BLOCKED);
     return;
   }
 
-  l->active++;
-  c->counted = 1;
   uv_tcp_nodelay(&c->client, 1);
   mcp__timeout_set(c, MCP__T_HANDSHAKE);
   if (uv_read_start((uv_stream_t *)&c->client, on_hello_alloc, on_hello_read) != 0)
@@ -420,7 +456,15 @@ int mcp_listener_start(mcp_listener_t *l)
 {
   if (l->listening || l->freeing)
     return UV_EINVAL;
-  int err = uv_tcp_bind(&l->server, (const struct sockaddr *)&l->addr, 0);
+  int err = 0;
+  if (l->cfg.reuseport) {
+    uv_os_fd_t fd;
+    int one = 1;
+    uv_fileno((uv_handle_t *)&l->server, &fd);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+      return uv_translate_sys_error(errno);
+  }
+  err = uv_tcp_bind(&l->server, (const struct sockaddr *)&l->addr, 0);
   if (!err)
     err = uv_listen((uv_stream_t *)&l->server, LISTEN_BACKLOG, on_connection);
   if (err)
@@ -464,6 +508,8 @@ static void listener_finish(mcp_listener_t *l)
   }
   mcp_routes_unref(l->routes);
   mcp_firewall_unref(l->firewall);
+  if (atomic_fetch_sub(&l->counters->refs, 1) == 1)
+    free(l->counters);
   void (*done)(void *) = l->free_done;
   void *data = l->free_data;
   free(l);

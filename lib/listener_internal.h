@@ -5,6 +5,7 @@
 #ifndef MCPROXY_LISTENER_INTERNAL_H
 #define MCPROXY_LISTENER_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -47,6 +48,23 @@ enum {
 };
 
 typedef struct mcp__conn_s mcp__conn_t;
+
+/*
+ * The limit and counters of one listen address. Listeners on the same address in several worker
+ * loops (SO_REUSEPORT) share one, so max_connections holds exactly across loops and status
+ * shows totals; hence atomics. Freed with its last listener.
+ */
+typedef struct mcp__counters_s {
+  atomic_int_fast64_t refs;
+  atomic_int_fast64_t max_connections;
+  atomic_int_fast64_t active;
+  atomic_int_fast64_t accepted_total;
+  atomic_int_fast64_t rejected_limit_total;
+  atomic_int_fast64_t blocked_total;
+  atomic_int_fast64_t unrouted_total;
+} mcp__counters_t;
+
+#define MCP__COUNT(l, field, n) atomic_fetch_add_explicit(&(l)->counters->field, (n), memory_order_relaxed)
 
 /* A DNS lookup in flight. Freed by its callback, which may run after the connection is gone. */
 typedef struct mcp__gai_s {
@@ -138,12 +156,7 @@ struct mcp_listener_s {
   mcp__conn_t *conn_free;
   int conn_free_len;
 
-  int64_t max_connections;
-  int64_t active;
-  int64_t accepted_total;
-  int64_t rejected_limit_total;
-  int64_t blocked_total;
-  int64_t unrouted_total;
+  mcp__counters_t *counters; /* shared with the listeners on the same address, if any */
 };
 
 /* Buffer pool (relay.c). */

@@ -131,7 +131,7 @@ void mcp__timer_cb(uv_timer_t *timer)
     while (t->head && t->head->tkey + t->timeout_ms <= now) {
       mcp__conn_t *c = t->head;
       if (i == MCP__T_HANDSHAKE)
-        l->unrouted_total++;
+        MCP__COUNT(l, unrouted_total, 1);
       mcp__conn_close(c, MCP_OUTCOME_TIMEOUT);
     }
   }

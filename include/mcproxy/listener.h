@@ -8,7 +8,7 @@
  * timeout. See docs/ARCHITECTURE.md.
  *
  * Threading: a listener lives on the uv_loop_t it was created with. Every function here must be
- * called on that loop's thread. Route tables and firewalls are immutable snapshots shared by
+ * called on that loop's thread, except where its comment says otherwise. Route tables and firewalls are immutable snapshots shared by
  * reference count (see router.h, firewall.h); publishing a new one never disturbs established
  * connections.
  */
@@ -54,12 +54,23 @@ typedef struct mcp_conn_record_s {
  */
 int mcp_conn_record_format(const mcp_conn_record_t *rec, char *buf, size_t len);
 
+typedef struct mcp_listener_s mcp_listener_t;
+
 typedef struct mcp_listener_config_s {
   const char *addr;               /* "0.0.0.0:443", "[::]:443", "127.0.0.1:8443" */
   uint64_t handshake_timeout_ms;  /* 0 picks 10 s */
   uint64_t connect_timeout_ms;    /* 0 picks 5 s */
   uint64_t idle_timeout_ms;       /* 0 picks 5 min */
   int64_t max_connections;        /* 0 = unlimited */
+  /*
+   * Several loops may serve one address: give each its own listener with reuseport set (each
+   * gets its own SO_REUSEPORT socket and the kernel spreads connections over them), and pass the
+   * first listener as share_with when creating the others. Listeners sharing an address share
+   * one connection count and one set of counters, so max_connections holds exactly across loops
+   * and mcp_listener_get_stats() shows totals. Create them all before any of their loops runs.
+   */
+  int reuseport;
+  mcp_listener_t *share_with;
   /* Called on the loop thread when a connection ends; may be NULL. */
   void (*on_conn_end)(void *data, const mcp_conn_record_t *rec);
   void *data;
@@ -74,8 +85,6 @@ typedef struct mcp_listener_stats_s {
   int64_t unrouted_total;
   int64_t route_count;
 } mcp_listener_stats_t;
-
-typedef struct mcp_listener_s mcp_listener_t;
 
 /*
  * Parses a listener address ("IPv4:port" or "[IPv6]:port", port 1-65535) into out and writes
@@ -111,6 +120,11 @@ int mcp_listener_set_firewall(mcp_listener_t *l, mcp_firewall_t *fw);
 /* Changes the connection limit; existing connections are never closed by a lower limit. */
 void mcp_listener_set_max_connections(mcp_listener_t *l, int64_t max_connections);
 
+/*
+ * Counters (totals across listeners sharing an address). route_count is this listener's table.
+ * The counters are atomics: any thread may read them, and set_max_connections may be called
+ * from any thread.
+ */
 void mcp_listener_get_stats(const mcp_listener_t *l, mcp_listener_stats_t *out);
 
 /* Stops accepting (closes the listening socket); active connections go on. */
