@@ -27,6 +27,9 @@
 
 typedef unsigned __int128 u128;
 
+/* A client address as a set key: 16 bytes, IPv4 stored IPv4-mapped. */
+typedef uint8_t ipkey_t[16];
+
 /* One rule; key holds the address bytes (4 or 16) for IP and CIDR rules. */
 typedef struct fw_rule_s {
   uint64_t hash; /* of (type, value), for the rule index */
@@ -65,7 +68,7 @@ struct mcp_firewall_s {
 
   /* The lookup index, valid when sealed. */
   int sealed;
-  uint8_t (*ips)[16];
+  ipkey_t *ips;
   size_t nips;
   uint32_t *ipslots; /* index + 1 into ips, 0 = empty */
   size_t ipslots_cap;
@@ -560,7 +563,7 @@ static uint64_t key_hash(const uint8_t k[16])
 }
 
 /* The IP slot holding key, or the empty slot where it would go. */
-static size_t ip_slot(const uint32_t *slots, size_t cap, uint8_t (*ips)[16], const uint8_t k[16])
+static size_t ip_slot(const uint32_t *slots, size_t cap, const ipkey_t *ips, const uint8_t k[16])
 {
   size_t mask = cap - 1;
   size_t i = (size_t)key_hash(k) & mask;
@@ -648,7 +651,7 @@ int mcp_firewall_seal(mcp_firewall_t *fw)
   /* The IPv4-mapped block ::ffff:0:0/96 as a 128-bit range. */
   const u128 mapped_lo = (u128)0xffff << 32, mapped_hi = mapped_lo | 0xffffffffu;
   size_t nip = 0, n4 = 0, n6 = 0, ipcap = 16;
-  uint8_t (*ips)[16] = NULL;
+  ipkey_t *ips = NULL;
   uint32_t *ipslots = NULL;
   range4_t *r4 = NULL;
   range6_t *r6 = NULL;

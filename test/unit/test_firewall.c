@@ -474,10 +474,10 @@ static void cidr_v4_mapped_v6_range_blocks_ipv4_clients(void **state)
 
 static void cidr_overlapping_nested_and_adjacent(void **state)
 {
-  static const char *const cidrs[] = {"10.0.0.0/9",       "10.0.0.0/8",       "10.1.0.0/16",
-                                      "10.1.2.0/24",      "192.168.0.0/24",   "192.168.1.0/24",
-                                      "255.255.255.0/24", "255.255.255.255/32", "2001:db8::/33",
-                                      "2001:db8:8000::/33", "2001:db8::/48", NULL};
+  static const char *const cidrs[] = {"10.0.0.0/9",         "10.0.0.0/8",         "10.1.0.0/16",
+                                      "10.1.2.0/24",        "192.168.0.0/24",     "192.168.1.0/24",
+                                      "255.255.255.0/24",   "255.255.255.255/32", "2001:db8::/33",
+                                      "2001:db8:8000::/33", "2001:db8::/48",      NULL};
   mcp_firewall_t *fw = firewall_of(NULL, cidrs);
 
   assert_int_equal(blocked(fw, "10.200.0.1"), 1);
@@ -645,8 +645,8 @@ static void check_against_brute_force(mcp_firewall_t *fw, const struct cidr4 *c4
     want = brute6(c6, n6, b);
     ss = sa6(b);
     if (mcp_firewall_check(fw, (struct sockaddr *)&ss) != want)
-      fail_msg("IPv6 %016llx%016llx: want %d", (unsigned long long)(b >> 64),
-               (unsigned long long)b, want);
+      fail_msg("IPv6 %016llx%016llx: want %d", (unsigned long long)(b >> 64), (unsigned long long)b,
+               want);
     want ? hits++ : misses++;
   }
   /* Both outcomes must be well represented, or the test proves little. */

@@ -523,11 +523,11 @@ static int collect_cb(void *data, const char *hostname, const mcp_backend_t *bac
 
 static void routes_foreach_visits_in_hostname_order(void **state)
 {
-  static const char *const names[] = {"zeta.com",   "Alpha.com", "m.example.org", "a.com",
-                                      "b-1.net",    "b.net",     "alpha.co",      "0.example",
-                                      "zz.top.",    "mid.dle"};
-  static const char *const sorted[] = {"0.example", "a.com",   "alpha.co", "alpha.com",
-                                       "b-1.net",   "b.net",   "m.example.org", "mid.dle",
+  static const char *const names[] = {"zeta.com", "Alpha.com", "m.example.org", "a.com",
+                                      "b-1.net",  "b.net",     "alpha.co",      "0.example",
+                                      "zz.top.",  "mid.dle"};
+  static const char *const sorted[] = {"0.example", "a.com", "alpha.co",      "alpha.com",
+                                       "b-1.net",   "b.net", "m.example.org", "mid.dle",
                                        "zeta.com",  "zz.top"};
   const size_t n = sizeof(names) / sizeof(names[0]);
   mcp_routes_t *rt = mcp_routes_new();
