@@ -266,8 +266,8 @@ def cert_der(cert_path):
 class _Backend:
     """A threaded TCP server on one or more loopback addresses sharing one port."""
 
-    def __init__(self, hosts=("127.0.0.1",), port=None):
-        self.port = port or free_port(hosts[0])
+    def __init__(self, hosts=("127.0.0.1",)):
+        self.port = 0  # the first bind picks a free port; the other hosts share it
         self.accepts = 0
         self.received = []          # bytearray of what each connection sent, in accept order
         self.ended = {}             # connection index -> "eof" | "reset" | "error" | "closed"
@@ -281,6 +281,7 @@ class _Backend:
             s = socket.socket(fam, socket.SOCK_STREAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((h, self.port))
+            self.port = s.getsockname()[1]
             s.listen(256)
             s.settimeout(0.1)
             self._socks.append(s)
@@ -617,12 +618,17 @@ class ProxyTestCase(unittest.TestCase):
             self.fail("\n".join(problems) + "\n(files kept in %s)" % keep)
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def start_proxy(self, listeners, proxy=None, firewall=(), nofile=None, wait=True, extra=""):
-        """Writes a config (see config_text), starts the proxy and waits until it listens."""
-        path = os.path.join(self.dir, "mc-proxy.ini")
+    def start_proxy(self, listeners, proxy=None, firewall=(), nofile=None, wait=True, extra="",
+                    db=None):
+        """
+        Writes a config (see config_text; the first proxy of a test uses mc-proxy.ini and
+        self.db), starts the proxy and waits until it listens.
+        """
+        n = len(self.proxies)
+        path = os.path.join(self.dir, "mc-proxy.ini" if n == 0 else "mc-proxy-%d.ini" % n)
         with open(path, "w") as f:
-            f.write(config_text(self.db, proxy=proxy, firewall=firewall, listeners=listeners,
-                                extra=extra))
+            f.write(config_text(db or self.db, proxy=proxy, firewall=firewall,
+                                listeners=listeners, extra=extra))
         p = Proxy(path, os.path.join(self.dir, "proxy-%d.log" % len(self.proxies)),
                   nofile=nofile)
         self.proxies.append(p)

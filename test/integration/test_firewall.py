@@ -94,5 +94,27 @@ class Firewall(ProxyTestCase):
         self.assert_passes("127.0.0.4")
 
 
+
+class MappedListener(ProxyTestCase):
+
+    def test_ipv4_mapped_client_is_checked_as_its_ipv4_address(self):
+        # A listener on an IPv4-mapped IPv6 address sees IPv4 clients as ::ffff:a.b.c.d; the
+        # firewall must still match them against the IPv4 rules.
+        self.app = self.tls_backend(APP)
+        port = mcp.free_port()
+        proxy = self.start_proxy([("[::ffff:127.0.0.1]:%d" % port, None,
+                                   [(APP, self.app.addr())])],
+                                 firewall=[("block_ip", "127.0.0.2"),
+                                           ("block_cidr", "127.0.0.16/28")])
+        for source in ("127.0.0.2", "127.0.0.17"):
+            self.assertEqual(mcp.probe("127.0.0.1", port, source=source, timeout=5),
+                             ("reset", b""), source)
+        t = self.tls_client("127.0.0.1", port, APP, self.app.cert, source="127.0.0.4")
+        self.assertEqual(mcp.tls_roundtrip(t, b"m"), APP.encode() + b":m")
+        blocked = proxy.wait_conn(outcome="blocked", count=2)
+        # The proxy saw IPv6 (mapped) client addresses, so the IPv4 rules matched mapped ones.
+        self.assertEqual(sorted(c["client"].rsplit(":", 1)[0] for c in blocked),
+                         ["[::ffff:127.0.0.17]", "[::ffff:127.0.0.2]"])
+
 if __name__ == "__main__":
     unittest.main()
