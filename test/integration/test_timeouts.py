@@ -127,7 +127,7 @@ class Timeouts(ProxyTestCase):
         self.assertEqual(data, b"")
         self.assertGreaterEqual(took, CONNECT - SLACK)
         self.assertLess(took, CONNECT * 3)
-        c = self.proxy.conns()[-1]
+        c = self.proxy.wait_conn(sni=APP)[0]
         # SPEC §6 names no outcome for a connect timeout; either is an honest description.
         self.assertIn(c["outcome"], ("timeout", "backend_error"), c)
         self.assertEqual(c["sni"], APP)
