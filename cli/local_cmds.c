@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "certs.h"
 #include "cli.h"
 #include "config.h"
 #include "mcproxy/firewall.h"
@@ -154,6 +155,20 @@ int cmd_check(int argc, char **argv)
       check_readable(&cfg, "[grpc] client_key", cfg.client_key) ||
       check_readable(&cfg, "[grpc] server_ca", cfg.server_ca))
     status = EXIT_USAGE;
+
+  /* The admin certificates, checked as the server and the admin commands check them. */
+  if (status == EXIT_OK) {
+    char warn[1024];
+    if (certs_check_config(&cfg, err, sizeof(err), warn, sizeof(warn)) != 0 ||
+        (cfg.client_cert[0] &&
+         certs_check_pair(cfg.client_cert, cfg.client_key, CERTS_CLIENT, err, sizeof(err)) != 0) ||
+        (cfg.server_ca[0] && certs_check_ca(cfg.server_ca, err, sizeof(err)) != 0)) {
+      fprintf(stderr, "%s: %s\n", cfg.path, err);
+      status = EXIT_USAGE;
+    } else if (warn[0]) {
+      fprintf(stderr, "%s: warning: %s\n", cfg.path, warn);
+    }
+  }
 
   if (status == EXIT_OK && cfg.geoip_db[0]) {
     mcp_geoip_t *g = NULL;

@@ -207,6 +207,11 @@ class CertificateChecks(TLSCase):
                     f.write(mcp.config_text(self.db, listeners=[(self.laddr, None, [])])
                             + "\n[grpc]\naddr = %s\ntls_cert = %s\ntls_key = %s\nclient_ca = %s\n"
                             % (self.target, cert, key, ca))
+                # `mc-proxy check` finds the same problem without starting anything.
+                r = self.cli("check", config=cfg)
+                self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+                self.assertIn(message, r.stderr)
+                self.assertIn(named, r.stderr)
                 p = mcp.Proxy(cfg, os.path.join(self.dir, "bad-%d.log" % len(self.proxies)))
                 self.proxies.append(p)
                 rc = p.wait_exit(mcp.READY_TIMEOUT)
@@ -216,6 +221,15 @@ class CertificateChecks(TLSCase):
                 self.assertIn(message, log)
                 self.assertIn(named, log)
                 self.assertEqual(p.sanitizer_reports(), [])
+
+    def test_check_accepts_good_admin_certificates(self):
+        cfg = os.path.join(self.dir, "good.ini")
+        with open(cfg, "w") as f:
+            f.write(mcp.config_text(self.db, listeners=[(self.laddr, None, [])])
+                    + self.grpc_section("client_ca = %s/ca.pem\n" % self.certs))
+        r = self.cli("check", config=cfg)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stderr, "")
 
     def test_client_side_files_are_checked_before_connecting(self):
         self.start_mtls()
