@@ -8,6 +8,7 @@
 
 #include "control.h"
 #include "log.h"
+#include "workers.h"
 
 /* gRPC status codes (grpc/impl/codegen/status.h), restated so control.c needs no gRPC header. */
 enum {
@@ -197,6 +198,16 @@ static void finish(server_t *srv, control_req_t *req)
   req->done(req, req->status, req->status ? req->msg : "");
 }
 
+/* Every worker loop has the change too: reply, and start the next request. */
+static void on_published(void *data)
+{
+  control_req_t *req = data;
+  server_t *srv = req->srv;
+  srv->ctl_busy = 0;
+  finish(srv, req);
+  start_next(srv);
+}
+
 static void after_work_cb(uv_work_t *w, int status)
 {
   server_t *srv = w->data;
@@ -204,7 +215,6 @@ static void after_work_cb(uv_work_t *w, int status)
   srv->ctl_head = req->next;
   if (!srv->ctl_head)
     srv->ctl_tail = NULL;
-  srv->ctl_busy = 0;
 
   if (req->status == 0) {
     int rc = apply(srv, req);
@@ -214,8 +224,13 @@ static void after_work_cb(uv_work_t *w, int status)
       snprintf(req->msg, sizeof(req->msg), "saved, but not applied in memory: %s",
                mcp_strerror(rc));
       log_error("control: %s", req->msg);
+    } else {
+      req->srv = srv;
+      workers_publish(srv, on_published, req);
+      return;
     }
   }
+  srv->ctl_busy = 0;
   finish(srv, req);
   start_next(srv);
 }

@@ -42,6 +42,7 @@ struct control_req_s {
   void *data;
 
   /* Private to control.c. */
+  server_t *srv;
   int status;
   char msg[512];
   control_req_t *next;

@@ -4,7 +4,11 @@
  * until SIGTERM/SIGINT. Shutdown: stop accepting, stop the admin server, let connections drain
  * for up to shutdown_timeout, close the rest, exit 0. A second signal exits at once with 1.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
+#include <sys/file.h>
 #include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,13 +22,15 @@
 #include "config.h"
 #include "log.h"
 #include "server.h"
+#include "workers.h"
 
 typedef struct run_s {
   server_t srv;
   uv_signal_t sigterm, sigint, sighup;
-  uv_timer_t drain_timer;
+  uv_timer_t drain_poll;
+  uint64_t drain_deadline;
   int stopping;
-  size_t listeners_freed;
+  int lock_fd;
 } run_t;
 
 mcp_listener_t *server_find_listener(server_t *srv, const char *addr)
@@ -52,16 +58,12 @@ static int64_t total_active(server_t *srv)
   return active;
 }
 
-
+/* Runs on whichever loop the connection lived on; log_msg writes each line at once. */
 static void on_conn_end(void *data, const mcp_conn_record_t *rec)
 {
-  run_t *run = data;
   char line[1024];
   mcp_conn_record_format(rec, line, sizeof(line));
   log_info("conn %s", line);
-  /* Draining: the last connection to end lets the loop stop. */
-  if (run->stopping && total_active(&run->srv) == 0)
-    uv_stop(run->srv.loop);
 }
 
 /* ---- seeding and loading ---- */
@@ -169,15 +171,9 @@ static int load_listener(void *data, const char *addr, int64_t max_connections)
   if (!v)
     return MCP_ENOMEM;
   srv->listeners = v;
-  mcp_listener_config_t lc = {
-      .addr = addr,
-      .handshake_timeout_ms = srv->cfg->handshake_timeout_ms,
-      .connect_timeout_ms = srv->cfg->connect_timeout_ms,
-      .idle_timeout_ms = srv->cfg->idle_timeout_ms,
-      .max_connections = max_connections,
-      .on_conn_end = on_conn_end,
-      .data = ld->run,
-  };
+  mcp_listener_config_t lc = srv->listener_config;
+  lc.addr = addr;
+  lc.max_connections = max_connections;
   int err = mcp_listener_new(srv->loop, &lc, &srv->listeners[srv->nlisteners]);
   if (err) {
     snprintf(ld->err, sizeof(ld->err), "database listener \"%s\": %s", addr, mcp_strerror(err));
@@ -275,19 +271,25 @@ static int load_state(run_t *run, char *err, size_t errlen)
 
 /* ---- signals and shutdown ---- */
 
-static void on_listener_freed(void *data)
+static void nothing_to_do(void *data)
 {
-  run_t *run = data;
-  run->listeners_freed++;
 }
 
 static void begin_shutdown(run_t *run);
 
-static void on_drain_timeout(uv_timer_t *t)
+/* Draining: polls the (atomic, all-loops) active counts until they reach zero or time is up. */
+static void on_drain_poll(uv_timer_t *t)
 {
   run_t *run = t->data;
-  log_warn("shutdown_timeout reached; closing the remaining connections");
-  uv_stop(run->srv.loop);
+  if (total_active(&run->srv) == 0) {
+    uv_stop(run->srv.loop);
+    return;
+  }
+  if (uv_now(run->srv.loop) >= run->drain_deadline) {
+    log_warn("shutdown_timeout reached; closing %lld remaining connections",
+             (long long)total_active(&run->srv));
+    uv_stop(run->srv.loop);
+  }
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -318,6 +320,7 @@ static void on_signal(uv_signal_t *h, int signum)
     srv->firewall = fw;
     mcp_geoip_unref(srv->geoip);
     srv->geoip = g;
+    workers_publish(srv, nothing_to_do, NULL);
     log_info("SIGHUP: reopened %s", srv->cfg->geoip_db);
     return;
   }
@@ -336,12 +339,10 @@ static void begin_shutdown(run_t *run)
   run->stopping = 1;
   for (size_t i = 0; i < srv->nlisteners; i++)
     mcp_listener_stop(srv->listeners[i]);
+  workers_stop_accepting(srv);
   admin_server_stop(srv);
-  if (total_active(srv) == 0) {
-    uv_stop(srv->loop);
-    return;
-  }
-  uv_timer_start(&run->drain_timer, on_drain_timeout, srv->cfg->shutdown_timeout_ms, 0);
+  run->drain_deadline = uv_now(srv->loop) + srv->cfg->shutdown_timeout_ms;
+  uv_timer_start(&run->drain_poll, on_drain_poll, 0, 50);
 }
 
 static void close_walk_cb(uv_handle_t *h, void *arg)
@@ -355,9 +356,10 @@ static void teardown(run_t *run)
 {
   server_t *srv = &run->srv;
   admin_server_stop(srv);
+  workers_stop(srv);
   for (size_t i = 0; i < srv->nlisteners; i++)
-    mcp_listener_free(srv->listeners[i], on_listener_freed, run);
-  uv_run(srv->loop, UV_RUN_DEFAULT);
+    mcp_listener_free(srv->listeners[i], NULL, NULL);
+  /* Every listener handle is closing now; close the signal handlers and timers too. */
   uv_walk(srv->loop, close_walk_cb, NULL);
   uv_run(srv->loop, UV_RUN_DEFAULT);
   free(srv->listeners);
@@ -368,6 +370,29 @@ static void teardown(run_t *run)
   if (srv->store)
     mcp_store_close(srv->store);
   uv_loop_close(srv->loop);
+}
+
+/*
+ * One server per database: an exclusive lock on "<db>.lock", held for the life of the process.
+ * Without it two instances would interleave writes and, with SO_REUSEPORT, silently share ports.
+ */
+static int lock_database(run_t *run, char *err, size_t errlen)
+{
+  char path[PATH_MAX + 8];
+  snprintf(path, sizeof(path), "%s.lock", run->srv.cfg->db_path);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    return -1;
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    snprintf(err, errlen, "%s is locked: another mc-proxy server is using %s", path,
+             run->srv.cfg->db_path);
+    close(fd);
+    return -1;
+  }
+  run->lock_fd = fd;
+  return 0;
 }
 
 /* ---- the command ---- */
@@ -387,6 +412,19 @@ static int start(run_t *run, uv_loop_t *loop, mcp_config_t *cfg)
   srv->loop = loop;
   srv->cfg = cfg;
   srv->started_at_unix = (int64_t)time(NULL);
+  srv->nworkers = cfg->workers > 0 ? cfg->workers : (int)uv_available_parallelism();
+  srv->listener_config = (mcp_listener_config_t){
+      .handshake_timeout_ms = cfg->handshake_timeout_ms,
+      .connect_timeout_ms = cfg->connect_timeout_ms,
+      .idle_timeout_ms = cfg->idle_timeout_ms,
+      .reuseport = srv->nworkers > 1,
+      .on_conn_end = on_conn_end,
+      .data = run,
+  };
+  if (lock_database(run, err, sizeof(err)) != 0) {
+    log_error("%s", err);
+    return EXIT_REFUSED;
+  }
 
   if (cfg->geoip_db[0] && mcp_geoip_open(cfg->geoip_db, &srv->geoip, err, sizeof(err)) != 0) {
     log_error("%s", err);
@@ -414,14 +452,19 @@ static int start(run_t *run, uv_loop_t *loop, mcp_config_t *cfg)
     }
   }
 
+  if (workers_start(srv, srv->nworkers, err, sizeof(err)) != 0) {
+    log_error("%s", err);
+    return EXIT_REFUSED;
+  }
   if (cfg->has_grpc && admin_server_start(srv, err, sizeof(err)) != 0) {
     log_error("admin API: %s", err);
     return EXIT_REFUSED;
   }
 
-  log_info("mc-proxy %s started: %zu listeners, %zu routes, %zu firewall rules, admin %s",
+  log_info("mc-proxy %s started: %zu listeners, %zu routes, %zu firewall rules, %d workers, "
+           "admin %s",
            mcp_version(), srv->nlisteners, nroutes, mcp_firewall_count(srv->firewall),
-           cfg->has_grpc ? cfg->grpc_addr : "off");
+           srv->nworkers, cfg->has_grpc ? cfg->grpc_addr : "off");
   for (size_t i = 0; i < srv->nlisteners; i++) {
     mcp_listener_stats_t st;
     mcp_listener_get_stats(srv->listeners[i], &st);
@@ -476,8 +519,8 @@ int cmd_server(int argc, char **argv)
   uv_signal_init(&loop, &run.sigterm);
   uv_signal_init(&loop, &run.sigint);
   uv_signal_init(&loop, &run.sighup);
-  uv_timer_init(&loop, &run.drain_timer);
-  run.sigterm.data = run.sigint.data = run.sighup.data = run.drain_timer.data = &run;
+  uv_timer_init(&loop, &run.drain_poll);
+  run.sigterm.data = run.sigint.data = run.sighup.data = run.drain_poll.data = &run;
   uv_signal_start(&run.sigterm, on_signal, SIGTERM);
   uv_signal_start(&run.sigint, on_signal, SIGINT);
   uv_signal_start(&run.sighup, on_signal, SIGHUP);
@@ -488,6 +531,8 @@ int cmd_server(int argc, char **argv)
     log_info("stopped");
   }
   teardown(&run);
+  if (run.lock_fd > 0)
+    close(run.lock_fd);
   config_free(&cfg);
   return status;
 }

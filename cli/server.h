@@ -26,6 +26,9 @@ typedef struct server_s {
   mcp_geoip_t *geoip;       /* NULL without [firewall] geoip_db */
   int64_t started_at_unix;
   admin_server_t *admin;    /* NULL without [grpc] */
+  mcp_listener_config_t listener_config; /* timeouts and log callback shared by all listeners */
+  int nworkers;                          /* data-plane loops, the main loop included */
+  struct workers_s *workers;             /* see workers.h */
 
   /* Write-through mutations run one at a time (control.c). */
   control_req_t *ctl_head, *ctl_tail;

@@ -1,0 +1,319 @@
+/* workers: extra data-plane loops on threads of their own. See workers.h. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "workers.h"
+
+typedef enum msg_op_e {
+  MSG_PUBLISH,
+  MSG_STOP_ACCEPTING,
+  MSG_CLOSE_CONNECTIONS,
+  MSG_EXIT,
+} msg_op_t;
+
+/*
+ * One publication, shared by every worker: its own references to the route table of each
+ * address and to the firewall. The last worker to apply it hands it back to the main loop.
+ */
+typedef struct publish_s {
+  atomic_int pending;
+  mcp_routes_t **routes; /* one per address, in srv->listeners order */
+  size_t n;
+  mcp_firewall_t *firewall;
+  void (*done)(void *data);
+  void *data;
+  struct publish_s *next;
+} publish_t;
+
+typedef struct msg_s {
+  msg_op_t op;
+  publish_t *pub;
+  struct msg_s *next;
+} msg_t;
+
+typedef struct worker_s {
+  struct workers_s *all;
+  int index;
+  uv_thread_t thread;
+  int started;
+  uv_loop_t loop;
+  uv_async_t async;
+  uv_mutex_t mu;
+  msg_t *head, *tail; /* guarded by mu */
+  mcp_listener_t **listeners;
+  size_t nlisteners;
+  size_t freed;
+} worker_t;
+
+struct workers_s {
+  server_t *srv;
+  worker_t *w;
+  int n;
+  uv_async_t done_async; /* main loop: publications every worker has applied */
+  uv_mutex_t mu;
+  publish_t *done_head; /* guarded by mu */
+};
+
+/* ---- on a worker's thread ---- */
+
+static void on_worker_listener_freed(void *data)
+{
+  worker_t *w = data;
+  if (++w->freed == w->nlisteners)
+    uv_close((uv_handle_t *)&w->async, NULL);
+}
+
+static void worker_publish(worker_t *w, publish_t *pub)
+{
+  for (size_t i = 0; i < w->nlisteners && i < pub->n; i++) {
+    mcp_listener_set_routes(w->listeners[i], pub->routes[i]);
+    mcp_listener_set_firewall(w->listeners[i], pub->firewall);
+  }
+  if (atomic_fetch_sub(&pub->pending, 1) == 1) {
+    struct workers_s *all = w->all;
+    uv_mutex_lock(&all->mu);
+    pub->next = all->done_head;
+    all->done_head = pub;
+    uv_mutex_unlock(&all->mu);
+    uv_async_send(&all->done_async);
+  }
+}
+
+static void on_worker_async(uv_async_t *h)
+{
+  worker_t *w = h->data;
+  uv_mutex_lock(&w->mu);
+  msg_t *m = w->head;
+  w->head = w->tail = NULL;
+  uv_mutex_unlock(&w->mu);
+
+  while (m) {
+    msg_t *next = m->next;
+    switch (m->op) {
+    case MSG_PUBLISH:
+      worker_publish(w, m->pub);
+      break;
+    case MSG_STOP_ACCEPTING:
+      for (size_t i = 0; i < w->nlisteners; i++)
+        mcp_listener_stop(w->listeners[i]);
+      break;
+    case MSG_CLOSE_CONNECTIONS:
+      for (size_t i = 0; i < w->nlisteners; i++)
+        mcp_listener_close_connections(w->listeners[i]);
+      break;
+    case MSG_EXIT:
+      if (w->nlisteners == 0)
+        uv_close((uv_handle_t *)&w->async, NULL);
+      for (size_t i = 0; i < w->nlisteners; i++)
+        mcp_listener_free(w->listeners[i], on_worker_listener_freed, w);
+      break;
+    }
+    free(m);
+    m = next;
+  }
+}
+
+static void worker_main(void *arg)
+{
+  worker_t *w = arg;
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+}
+
+/* ---- on the main loop ---- */
+
+static void post(worker_t *w, msg_op_t op, publish_t *pub)
+{
+  msg_t *m = calloc(1, sizeof(*m));
+  if (!m) {
+    log_error("worker %d: out of memory; message dropped", w->index);
+    return;
+  }
+  m->op = op;
+  m->pub = pub;
+  uv_mutex_lock(&w->mu);
+  if (w->tail)
+    w->tail->next = m;
+  else
+    w->head = m;
+  w->tail = m;
+  uv_mutex_unlock(&w->mu);
+  uv_async_send(&w->async);
+}
+
+static void publish_free(publish_t *pub)
+{
+  for (size_t i = 0; i < pub->n; i++)
+    mcp_routes_unref(pub->routes[i]);
+  free(pub->routes);
+  mcp_firewall_unref(pub->firewall);
+  free(pub);
+}
+
+static void on_published(uv_async_t *h)
+{
+  struct workers_s *all = h->data;
+  uv_mutex_lock(&all->mu);
+  publish_t *pub = all->done_head;
+  all->done_head = NULL;
+  uv_mutex_unlock(&all->mu);
+  while (pub) {
+    publish_t *next = pub->next;
+    pub->done(pub->data);
+    publish_free(pub);
+    pub = next;
+  }
+}
+
+static int worker_init(struct workers_s *all, worker_t *w, int index, char *err, size_t errlen)
+{
+  server_t *srv = all->srv;
+  w->all = all;
+  w->index = index;
+  uv_loop_init(&w->loop);
+  uv_mutex_init(&w->mu);
+  uv_async_init(&w->loop, &w->async, on_worker_async);
+  w->async.data = w;
+  w->listeners = calloc(srv->nlisteners ? srv->nlisteners : 1, sizeof(*w->listeners));
+  if (!w->listeners) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  for (size_t i = 0; i < srv->nlisteners; i++) {
+    mcp_listener_t *main_l = srv->listeners[i];
+    mcp_listener_config_t lc = srv->listener_config;
+    lc.addr = mcp_listener_addr(main_l);
+    lc.reuseport = 1;
+    lc.share_with = main_l;
+    int rc = mcp_listener_new(&w->loop, &lc, &w->listeners[i]);
+    if (!rc) {
+      w->nlisteners++;
+      /* The loop does not run yet, so its listeners may be set up from here. */
+      mcp_listener_set_routes(w->listeners[i], mcp_listener_routes(main_l));
+      rc = mcp_listener_set_firewall(w->listeners[i], srv->firewall);
+    }
+    if (!rc)
+      rc = mcp_listener_start(w->listeners[i]);
+    if (rc) {
+      snprintf(err, errlen, "worker %d: listener %s: %s", index, lc.addr, mcp_strerror(rc));
+      return -1;
+    }
+  }
+  return 0;
+}
+
+int workers_start(server_t *srv, int n, char *err, size_t errlen)
+{
+  struct workers_s *all = calloc(1, sizeof(*all));
+  if (!all) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  all->srv = srv;
+  srv->workers = all;
+  uv_mutex_init(&all->mu);
+  uv_async_init(srv->loop, &all->done_async, on_published);
+  all->done_async.data = all;
+  if (n <= 1)
+    return 0;
+
+  all->w = calloc((size_t)n - 1, sizeof(*all->w));
+  if (!all->w) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  for (int i = 0; i < n - 1; i++) {
+    worker_t *w = &all->w[i];
+    all->n++;
+    if (worker_init(all, w, i + 1, err, errlen) != 0)
+      return -1;
+    if (uv_thread_create(&w->thread, worker_main, w) != 0) {
+      snprintf(err, errlen, "worker %d: cannot start its thread", i + 1);
+      return -1;
+    }
+    w->started = 1;
+  }
+  return 0;
+}
+
+void workers_publish(server_t *srv, void (*done)(void *data), void *data)
+{
+  struct workers_s *all = srv->workers;
+  if (!all || all->n == 0) {
+    done(data);
+    return;
+  }
+  publish_t *pub = calloc(1, sizeof(*pub));
+  mcp_routes_t **routes = calloc(srv->nlisteners ? srv->nlisteners : 1, sizeof(*routes));
+  if (!pub || !routes) {
+    free(pub);
+    free(routes);
+    log_error("workers: out of memory; change not sent to the worker loops");
+    done(data);
+    return;
+  }
+  for (size_t i = 0; i < srv->nlisteners; i++)
+    routes[i] = mcp_routes_ref(mcp_listener_routes(srv->listeners[i]));
+  pub->routes = routes;
+  pub->n = srv->nlisteners;
+  pub->firewall = mcp_firewall_ref(srv->firewall);
+  pub->done = done;
+  pub->data = data;
+  atomic_store(&pub->pending, all->n);
+  for (int i = 0; i < all->n; i++)
+    post(&all->w[i], MSG_PUBLISH, pub);
+}
+
+static void broadcast(server_t *srv, msg_op_t op)
+{
+  struct workers_s *all = srv->workers;
+  for (int i = 0; all && i < all->n; i++)
+    post(&all->w[i], op, NULL);
+}
+
+void workers_stop_accepting(server_t *srv)
+{
+  broadcast(srv, MSG_STOP_ACCEPTING);
+}
+
+void workers_close_connections(server_t *srv)
+{
+  broadcast(srv, MSG_CLOSE_CONNECTIONS);
+}
+
+void workers_stop(server_t *srv)
+{
+  struct workers_s *all = srv->workers;
+  if (!all)
+    return;
+  for (int i = 0; i < all->n; i++) {
+    worker_t *w = &all->w[i];
+    if (w->started) {
+      post(w, MSG_EXIT, NULL);
+      uv_thread_join(&w->thread);
+    } else {
+      /* Never started: its loop holds only what worker_init made. */
+      for (size_t j = 0; j < w->nlisteners; j++)
+        mcp_listener_free(w->listeners[j], NULL, NULL);
+      uv_close((uv_handle_t *)&w->async, NULL);
+      uv_run(&w->loop, UV_RUN_DEFAULT);
+    }
+    uv_loop_close(&w->loop);
+    uv_mutex_destroy(&w->mu);
+    free(w->listeners);
+    while (w->head) {
+      msg_t *m = w->head;
+      w->head = m->next;
+      free(m);
+    }
+  }
+  /* Publications still in flight were applied by threads that have now exited. */
+  on_published(&all->done_async);
+  uv_close((uv_handle_t *)&all->done_async, NULL);
+  uv_mutex_destroy(&all->mu);
+  free(all->w);
+  free(all);
+  srv->workers = NULL;
+}

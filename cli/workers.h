@@ -1,0 +1,42 @@
+/*
+ * workers: extra data-plane threads for `[proxy] workers = N`.
+ *
+ * The main loop is worker 0: it owns srv->listeners and all control state. Workers 1..N-1 each
+ * run a uv loop of their own on a thread of their own, with one listener per address bound with
+ * SO_REUSEPORT next to the main loop's (the kernel spreads new connections over them) and
+ * sharing its counters, so max_connections holds exactly across all loops.
+ *
+ * Workers never read the main loop's state. The main loop sends them messages (a mutex-guarded
+ * queue and a uv_async): "publish these route tables and this firewall", "stop accepting",
+ * "close every connection", "exit". Each message carries its own references to the snapshots it
+ * publishes. All functions here are called on the main loop thread.
+ */
+#ifndef MCP_CLI_WORKERS_H
+#define MCP_CLI_WORKERS_H
+
+#include <stddef.h>
+
+#include "server.h"
+
+/*
+ * Starts n - 1 worker threads (nothing when n <= 1). srv->listeners must exist, have been created
+ * with reuseport when n > 1, and be listening. Returns 0 or -1 with a message in err.
+ */
+int workers_start(server_t *srv, int n, char *err, size_t errlen);
+
+/*
+ * Sends every worker the main loop's current route tables and firewall; done(data) runs on the
+ * main loop once every worker has applied them (at once when there are no workers).
+ */
+void workers_publish(server_t *srv, void (*done)(void *data), void *data);
+
+/* Tells every worker to stop accepting (active connections go on). */
+void workers_stop_accepting(server_t *srv);
+
+/* Tells every worker to close all its connections now. */
+void workers_close_connections(server_t *srv);
+
+/* Frees the workers' listeners, ends their loops and joins their threads. */
+void workers_stop(server_t *srv);
+
+#endif
