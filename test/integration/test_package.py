@@ -180,6 +180,11 @@ class PackageTest(unittest.TestCase):
         for f in ("/usr/include/mcproxy/listener.h", "/libmcproxy.a", "/libmcproxy.so ->",
                   "/pkgconfig/mcproxy.pc", "/cmake/mcproxy/mcproxyConfig.cmake"):
             self.assertIn(f, contents)
+        # The installed .pc names the real prefix, not the build machine's staging directory.
+        pcs = glob.glob(self.path("/usr/lib/*/pkgconfig/mcproxy.pc"))
+        self.assertEqual(len(pcs), 1, pcs)
+        with open(pcs[0]) as f:
+            self.assertIn("prefix=/usr\n", f.read())
 
     def test_lintian_reports_no_errors(self):
         if not shutil.which("lintian"):
