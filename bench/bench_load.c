@@ -337,6 +337,21 @@ static double ticks_to_ms(long long ticks)
   return ticks < 0 ? NAN : (double)ticks * 1000.0 / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* Runs the loop until no slot is connecting or reading, or the deadline passes. */
+static void drain_inflight(uint64_t deadline)
+{
+  for (;;) {
+    int busy = 0;
+    for (int i = 0; i < g_nslots; i++)
+      if (g_slots[i].st == S_CONNECTING || g_slots[i].st == S_READING)
+        busy = 1;
+    if (!busy || bench_now_ns() >= deadline)
+      return;
+    poll_once(5);
+    expire_slots(bench_now_ns());
+  }
+}
+
 static int run_rate(void)
 {
   uint64_t t_start = bench_now_ns();
@@ -359,6 +374,9 @@ static int run_rate(void)
   now = bench_now_ns();
   long long cpu1 = watch_cpu_ticks();
   g_measuring = 0;
+  /* Let the connections in flight finish (uncounted) instead of abandoning them half-way, so
+   * the backend sees no cut-short hello that would look like a proxy error. */
+  drain_inflight(now + 3000000000u);
   double win = t_win_real ? (double)(now - t_win_real) / 1e9 : 0;
   qsort(g_lat, g_nlat, sizeof(*g_lat), cmp_u64);
   double cpu_ms = cpu0 >= 0 && cpu1 >= 0 ? ticks_to_ms(cpu1 - cpu0) : NAN;
@@ -411,21 +429,6 @@ static int run_stream(void)
   for (int i = 0; i < g_nslots; i++)
     slot_close(&g_slots[i], 1);
   return errors_total() == 0 && alive == cfg.conns && st.bytes > 0 ? 0 : 1;
-}
-
-/* Runs the loop until no slot is connecting or reading, or the deadline passes. */
-static void drain_inflight(uint64_t deadline)
-{
-  for (;;) {
-    int busy = 0;
-    for (int i = 0; i < g_nslots; i++)
-      if (g_slots[i].st == S_CONNECTING || g_slots[i].st == S_READING)
-        busy = 1;
-    if (!busy || bench_now_ns() >= deadline)
-      return;
-    poll_once(5);
-    expire_slots(bench_now_ns());
-  }
 }
 
 static slot_t *free_slot(void)
