@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -452,11 +453,38 @@ static void on_connection(uv_stream_t *server, int status)
     unrouted(c);
 }
 
+/*
+ * SO_REUSEPORT lets every socket with the option (and the same owner) share a port, so a second
+ * mc-proxy started by mistake would silently take half the traffic. The first listener of an
+ * address therefore checks with a plain socket that nobody is bound there yet.
+ */
+static int address_taken(const struct sockaddr_storage *addr)
+{
+  int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return uv_translate_sys_error(errno);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  socklen_t len = addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                               : sizeof(struct sockaddr_in);
+  int err = bind(fd, (const struct sockaddr *)addr, len) == 0 ? 0 : uv_translate_sys_error(errno);
+  close(fd);
+  return err;
+}
+
 int mcp_listener_start(mcp_listener_t *l)
 {
   if (l->listening || l->freeing)
     return UV_EINVAL;
   int err = 0;
+  if (l->cfg.reuseport && !l->cfg.share_with) {
+    uint16_t port = l->addr.ss_family == AF_INET6
+                        ? ((struct sockaddr_in6 *)&l->addr)->sin6_port
+                        : ((struct sockaddr_in *)&l->addr)->sin_port;
+    /* Port 0 asks the kernel for a free port; there is nothing to collide with. */
+    if (port != 0 && (err = address_taken(&l->addr)) != 0)
+      return err;
+  }
   if (l->cfg.reuseport) {
     uv_os_fd_t fd;
     int one = 1;

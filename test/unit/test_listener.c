@@ -328,6 +328,74 @@ static void limit_closes_the_connection_over_the_limit(void **state)
   uv_close((uv_handle_t *)&f->backend_conn.tcp, on_closed);
 }
 
+/* A second listener of the same address: reuseport, sharing the first one's counters. */
+static mcp_listener_t *sibling(fixture_t *f, int share)
+{
+  struct sockaddr_storage ss;
+  assert_int_equal(mcp_listener_sockname(f->l, &ss), 0);
+  char addr[64];
+  snprintf(addr, sizeof(addr), "127.0.0.1:%u", ntohs(((struct sockaddr_in *)&ss)->sin_port));
+  mcp_listener_config_t cfg = {.addr = addr, .reuseport = 1, .share_with = share ? f->l : NULL};
+  mcp_listener_t *l;
+  assert_int_equal(mcp_listener_new(&f->loop, &cfg, &l), 0);
+  mcp_listener_set_routes(l, mcp_listener_routes(f->l));
+  return l;
+}
+
+static int setup_reuseport(void **state)
+{
+  fixture_t *f = calloc(1, sizeof(*f));
+  load_hello(f);
+  uv_loop_init(&f->loop);
+  mcp_listener_config_t cfg = {.addr = "127.0.0.1:0", .reuseport = 1};
+  assert_int_equal(mcp_listener_new(&f->loop, &cfg, &f->l), 0);
+  assert_int_equal(mcp_listener_start(f->l), 0);
+  *state = f;
+  return 0;
+}
+
+static void a_second_proxy_cannot_join_a_reuseport_address(void **state)
+{
+  fixture_t *f = *state;
+  mcp_listener_t *stranger = sibling(f, 0);
+  assert_int_equal(mcp_listener_start(stranger), UV_EADDRINUSE);
+  mcp_listener_t *worker = sibling(f, 1);
+  assert_int_equal(mcp_listener_start(worker), 0);
+  int freed = 0;
+  mcp_listener_free(stranger, NULL, NULL);
+  mcp_listener_free(worker, on_freed, &freed);
+  assert_true(run_until(f, &freed));
+}
+
+static void listeners_of_one_address_share_the_limit_and_counters(void **state)
+{
+  fixture_t *f = *state;
+  mcp_listener_t *worker = sibling(f, 1);
+  assert_int_equal(mcp_listener_start(worker), 0);
+  mcp_listener_set_max_connections(f->l, 1);
+
+  /* Whichever socket the kernel picks, the second connection is over the shared limit. */
+  client_t a, b;
+  client_connect(f, &a);
+  client_connect(f, &b);
+  mcp_listener_stats_t st;
+  uint64_t deadline = uv_now(&f->loop) + 5000;
+  do {
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    uv_update_time(&f->loop);
+    mcp_listener_get_stats(worker, &st);
+  } while (st.rejected_limit_total < 1 && uv_now(&f->loop) < deadline);
+  assert_int_equal(st.max_connections, 1);
+  assert_int_equal(st.accepted_total, 2);
+  assert_int_equal(st.rejected_limit_total, 1);
+  assert_int_equal(st.active_connections, 1);
+  client_close(&a);
+  client_close(&b);
+  int freed = 0;
+  mcp_listener_free(worker, on_freed, &freed);
+  assert_true(run_until(f, &freed));
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -336,6 +404,10 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(blocked_client_is_reset, setup, teardown),
       cmocka_unit_test_setup_teardown(limit_closes_the_connection_over_the_limit, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_second_proxy_cannot_join_a_reuseport_address,
+                                      setup_reuseport, teardown),
+      cmocka_unit_test_setup_teardown(listeners_of_one_address_share_the_limit_and_counters,
+                                      setup_reuseport, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
