@@ -4,6 +4,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <stddef.h>
@@ -17,6 +18,8 @@
 #define DEFAULT_CONNECT_MS 5000
 #define DEFAULT_IDLE_MS 300000
 #define LISTEN_BACKLOG 4096
+#define ACCEPT_BATCH 64
+#define ACCEPT_PAUSE_MS 100
 
 static const char *const outcome_names[] = {
     [MCP_OUTCOME_OK] = "ok",
@@ -162,17 +165,11 @@ int mcp_listener_new(uv_loop_t *loop, const mcp_listener_config_t *cfg, mcp_list
   }
   tlists_init(l);
 
-  int err = uv_tcp_init_ex(loop, &l->server, l->addr.ss_family);
-  if (err) {
-    if (atomic_fetch_sub(&l->counters->refs, 1) == 1)
-      free(l->counters);
-    mcp_routes_unref(l->routes);
-    free(l);
-    return err;
-  }
-  l->server.data = l;
+  l->fd = -1;
   uv_timer_init(loop, &l->timer);
   l->timer.data = l;
+  uv_timer_init(loop, &l->accept_pause);
+  l->accept_pause.data = l;
   l->handles_open = 2;
   *out = l;
   return 0;
@@ -185,8 +182,10 @@ const char *mcp_listener_addr(const mcp_listener_t *l)
 
 int mcp_listener_sockname(const mcp_listener_t *l, struct sockaddr_storage *out)
 {
-  int len = sizeof(*out);
-  return uv_tcp_getsockname(&l->server, (struct sockaddr *)out, &len);
+  socklen_t len = sizeof(*out);
+  if (l->fd < 0)
+    return UV_EBADF;
+  return getsockname(l->fd, (struct sockaddr *)out, &len) == 0 ? 0 : uv_translate_sys_error(errno);
 }
 
 void mcp_listener_set_routes(mcp_listener_t *l, mcp_routes_t *routes)
@@ -338,6 +337,9 @@ void mcp__conn_close(mcp__conn_t *c, mcp_outcome_t outcome)
 
 /* ---- the ClientHello ---- */
 
+static void on_hello_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_acceptable(uv_poll_t *h, int status, int events);
+
 static void on_hello_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
   mcp__conn_t *c = h->data;
@@ -356,23 +358,20 @@ static void unrouted(mcp__conn_t *c)
   mcp__conn_close(c, MCP_OUTCOME_UNROUTED);
 }
 
-static void on_hello_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+/* nread more bytes arrived in the hello chunk: route once the ClientHello is complete. */
+static void hello_received(mcp__conn_t *c, size_t nread)
 {
-  mcp__conn_t *c = s->data;
-  if (nread == 0)
-    return;
-  if (nread < 0) {
-    /* EOF or an error (ENOBUFS when no chunk could be had) before a complete ClientHello. */
-    unrouted(c);
-    return;
-  }
   c->hello_len += (uint32_t)nread;
-  c->bytes_in += (uint64_t)nread;
+  c->bytes_in += nread;
 
   int rc = mcp_sni_parse(&c->sni_state, (const uint8_t *)c->hello->data, c->hello_len, c->sni);
   if (rc == MCP_SNI_NEED_MORE) {
-    if (c->hello_len < MCP__CHUNK_SIZE)
+    if (c->hello_len < MCP__CHUNK_SIZE) {
+      if (!uv_is_active((uv_handle_t *)&c->client) &&
+          uv_read_start((uv_stream_t *)&c->client, on_hello_alloc, on_hello_read) != 0)
+        unrouted(c);
       return;
+    }
     rc = MCP_SNI_ETOOBIG;
   }
   if (rc < 0) {
@@ -386,8 +385,52 @@ static void on_hello_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     unrouted(c);
     return;
   }
-  uv_read_stop(s);
+  uv_read_stop((uv_stream_t *)&c->client);
   mcp__relay_connect(c, backend);
+}
+
+static void on_hello_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+  mcp__conn_t *c = s->data;
+  if (nread == 0)
+    return;
+  if (nread < 0) {
+    /* EOF or an error (ENOBUFS when no chunk could be had) before a complete ClientHello. */
+    unrouted(c);
+    return;
+  }
+  hello_received(c, (size_t)nread);
+}
+
+/*
+ * Reads once straight after accept: a client usually sends its ClientHello together with the
+ * end of the TCP handshake, so it is often already here and can be routed without first
+ * registering the socket for reading and waiting for the loop to come round.
+ */
+static void hello_first_read(mcp__conn_t *c, int fd)
+{
+  c->hello = mcp__chunk_get(c->l);
+  if (!c->hello) {
+    unrouted(c);
+    return;
+  }
+  ssize_t n;
+  do
+    n = read(fd, c->hello->data, MCP__CHUNK_SIZE);
+  while (n < 0 && errno == EINTR);
+  if (n > 0) {
+    hello_received(c, (size_t)n);
+    return;
+  }
+  if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+    unrouted(c);
+    return;
+  }
+  /* Nothing yet: hold no buffer while waiting. */
+  mcp__chunk_put(c->l, c->hello);
+  c->hello = NULL;
+  if (uv_read_start((uv_stream_t *)&c->client, on_hello_alloc, on_hello_read) != 0)
+    unrouted(c);
 }
 
 /* ---- accept ---- */
@@ -413,27 +456,26 @@ static int take_slot(mcp_listener_t *l)
   return 1;
 }
 
-static void on_connection(uv_stream_t *server, int status)
+/* A connection accepted on fd, from the client at sa. */
+static void accepted(mcp_listener_t *l, int fd, const struct sockaddr_in6 *sa, socklen_t salen)
 {
-  mcp_listener_t *l = server->data;
-  if (status < 0)
-    return; /* EMFILE and friends: libuv has already shed the pending connection */
-
   mcp__conn_t *c = conn_alloc(l);
-  if (!c)
-    return; /* out of memory: the kernel queue holds the connection until we can take it */
+  if (!c) {
+    close(fd);
+    return;
+  }
   uv_tcp_init(l->loop, &c->client);
   c->client.data = c;
   c->backend.data = c;
-  if (uv_accept(server, (uv_stream_t *)&c->client) != 0) {
+  if (uv_tcp_open(&c->client, fd) != 0) {
+    close(fd);
     c->handles_open = 1;
     c->closing = 1;
     uv_close((uv_handle_t *)&c->client, on_conn_handle_closed);
     return;
   }
   MCP__COUNT(l, accepted_total, 1);
-  int alen = sizeof(c->client_addr);
-  uv_tcp_getpeername(&c->client, (struct sockaddr *)&c->client_addr, &alen);
+  memcpy(&c->client_addr, sa, salen < sizeof(c->client_addr) ? salen : sizeof(c->client_addr));
 
   if (!take_slot(l)) {
     MCP__COUNT(l, rejected_limit_total, 1);
@@ -446,11 +488,42 @@ static void on_connection(uv_stream_t *server, int status)
     mcp__conn_close(c, MCP_OUTCOME_BLOCKED);
     return;
   }
-
-  uv_tcp_nodelay(&c->client, 1);
   mcp__timeout_set(c, MCP__T_HANDSHAKE);
-  if (uv_read_start((uv_stream_t *)&c->client, on_hello_alloc, on_hello_read) != 0)
-    unrouted(c);
+  hello_first_read(c, fd);
+}
+
+static void on_accept_resume(uv_timer_t *t)
+{
+  mcp_listener_t *l = t->data;
+  if (l->listening)
+    uv_poll_start(&l->accept_poll, UV_READABLE, on_acceptable);
+}
+
+/*
+ * Accepts what is waiting, a bounded batch per wake-up so one busy listener cannot starve the
+ * loop. Out of descriptors (EMFILE, ENFILE) or kernel memory, accepting pauses for
+ * ACCEPT_PAUSE_MS instead of spinning on a listening socket that stays readable; the waiting
+ * connections stay queued in the kernel until then.
+ */
+static void on_acceptable(uv_poll_t *h, int status, int events)
+{
+  mcp_listener_t *l = h->data;
+  for (int i = 0; i < ACCEPT_BATCH && l->listening; i++) {
+    struct sockaddr_in6 sa;
+    socklen_t salen = sizeof(sa);
+    int fd = accept4(l->fd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      accepted(l, fd, &sa, salen);
+      continue;
+    }
+    if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+      continue;
+    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+      uv_poll_stop(&l->accept_poll);
+      uv_timer_start(&l->accept_pause, on_accept_resume, ACCEPT_PAUSE_MS, 0);
+    }
+    return; /* EAGAIN, or an error the next wake-up may not have */
+  }
 }
 
 /*
@@ -485,31 +558,54 @@ int mcp_listener_start(mcp_listener_t *l)
     if (port != 0 && (err = address_taken(&l->addr)) != 0)
       return err;
   }
-  if (l->cfg.reuseport) {
-    uv_os_fd_t fd;
-    int one = 1;
-    uv_fileno((uv_handle_t *)&l->server, &fd);
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
-      return uv_translate_sys_error(errno);
-  }
-  err = uv_tcp_bind(&l->server, (const struct sockaddr *)&l->addr, 0);
-  if (!err)
-    err = uv_listen((uv_stream_t *)&l->server, LISTEN_BACKLOG, on_connection);
-  if (err)
+  int fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return uv_translate_sys_error(errno);
+  int one = 1, zero = 0;
+  socklen_t len = l->addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                 : sizeof(struct sockaddr_in);
+  /* Accepted sockets inherit TCP_NODELAY, which saves a setsockopt per connection. */
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0 ||
+      (l->addr.ss_family == AF_INET6 &&
+       setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)) != 0) ||
+      (l->cfg.reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
+      bind(fd, (const struct sockaddr *)&l->addr, len) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+    err = uv_translate_sys_error(errno);
+    close(fd);
     return err;
+  }
+  err = uv_poll_init_socket(l->loop, &l->accept_poll, fd);
+  if (err) {
+    close(fd);
+    return err;
+  }
+  l->fd = fd;
+  l->accept_poll.data = l;
+  l->handles_open++;
   l->listening = 1;
+  uv_poll_start(&l->accept_poll, UV_READABLE, on_acceptable);
   return 0;
 }
 
 static void on_listener_handle_closed(uv_handle_t *h);
+
+static void on_accept_poll_closed(uv_handle_t *h)
+{
+  mcp_listener_t *l = h->data;
+  close(l->fd);
+  l->fd = -1;
+  on_listener_handle_closed(h);
+}
 
 void mcp_listener_stop(mcp_listener_t *l)
 {
   if (!l->listening)
     return;
   l->listening = 0;
-  /* Closing the handle closes the listening socket; the memory goes with l. */
-  uv_close((uv_handle_t *)&l->server, on_listener_handle_closed);
+  uv_timer_stop(&l->accept_pause);
+  /* The socket is closed once libuv has stopped watching it. */
+  uv_close((uv_handle_t *)&l->accept_poll, on_accept_poll_closed);
 }
 
 void mcp_listener_close_connections(mcp_listener_t *l)
@@ -568,9 +664,7 @@ void mcp_listener_free(mcp_listener_t *l, void (*done)(void *data), void *data)
   l->free_done = done;
   l->free_data = data;
   mcp_listener_close_connections(l);
-  l->listening = 0;
-  if (!uv_is_closing((uv_handle_t *)&l->server))
-    uv_close((uv_handle_t *)&l->server, on_listener_handle_closed);
-  uv_timer_stop(&l->timer);
+  mcp_listener_stop(l);
   uv_close((uv_handle_t *)&l->timer, on_listener_handle_closed);
+  uv_close((uv_handle_t *)&l->accept_pause, on_listener_handle_closed);
 }

@@ -131,11 +131,13 @@ struct mcp__conn_s {
 
 struct mcp_listener_s {
   uv_loop_t *loop;
-  uv_tcp_t server;
-  uv_timer_t timer;
-  uint64_t timer_due; /* 0 when not armed */
+  int fd;                   /* the listening socket; -1 until started and after stop */
+  uv_poll_t accept_poll;    /* readable: connections are waiting to be accepted */
+  uv_timer_t accept_pause;  /* accepting paused while out of descriptors */
+  uv_timer_t timer;         /* the timeout lists */
+  uint64_t timer_due;       /* 0 when not armed */
   int listening;
-  int handles_open;   /* server + timer */
+  int handles_open;         /* handles whose close callback is still to come */
   int freeing;
   int64_t conns_live; /* allocated connection objects, closing ones included */
   void (*free_done)(void *data);
