@@ -6,6 +6,7 @@ temporary directory and real TLS; every wait is bounded by a deadline. The API i
 
   ProxyTestCase          unittest.TestCase base: a temp dir per test (self.dir), and
                          self.start_proxy(), self.tls_backend(), self.raw_backend(),
+                         self.openssl_backend(),
                          self.connect(), self.tls_client(); everything started through these is
                          stopped in tearDown, which also asserts the proxy exited 0 (unless the
                          test checked the exit itself) and that its stderr holds no sanitizer
@@ -28,6 +29,7 @@ Log lines of ended connections look like
 and parse_conn() turns one into a dict (numbers as int).
 """
 
+import ctypes
 import os
 import re
 import resource
@@ -49,7 +51,7 @@ MMDB_SCRIPT = os.path.join(SOURCE_DIR, "test", "mmdb", "make-mmdb.pl")
 
 # Generous bounds: the suite runs under ASan on 2 cores, often two test files at once.
 READY_TIMEOUT = 20.0
-STOP_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
 IO_TIMEOUT = 10.0
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
@@ -124,6 +126,12 @@ def config_text(db, proxy=None, firewall=(), listeners=(), extra=""):
 
 # ---- the proxy process ----
 
+PR_SET_PDEATHSIG = 1
+try:
+    _libc = ctypes.CDLL(None, use_errno=True)
+except OSError:
+    _libc = None
+
 CONN_RE = re.compile(r"\bconn (listener=.*)$")
 
 
@@ -152,6 +160,10 @@ class Proxy:
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
 
         def preexec():
+            # If the test runner dies (a ctest timeout kills it), the proxy dies with it
+            # instead of lingering as an orphan.
+            if _libc is not None:
+                _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             if nofile is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
@@ -581,6 +593,16 @@ def build_mmdb(path, mapping):
 
 # ---- the test base class ----
 
+def _stop_child(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
 class ProxyTestCase(unittest.TestCase):
     """Temp dir per test; everything started through the helpers is cleaned up in tearDown."""
 
@@ -640,6 +662,30 @@ class ProxyTestCase(unittest.TestCase):
         b = TLSBackend(self.dir, name, hosts)
         self.backends.append(b)
         return b
+
+    def openssl_backend(self, name):
+        """
+        `openssl s_server -www` for NAME on 127.0.0.1 with its own self-signed cert: answers
+        an HTTP GET with a status page. Returns (addr, cert_path); stopped in tearDown.
+        """
+        cert, key = make_cert(self.dir, name)
+        port = free_port()
+        proc = subprocess.Popen(["openssl", "s_server", "-accept", "127.0.0.1:%d" % port,
+                                 "-cert", cert, "-key", key, "-www", "-naccept", "1000"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        self.addCleanup(_stop_child, proc)
+
+        def up():
+            if proc.poll() is not None:
+                raise AssertionError("openssl s_server exited with %s" % proc.returncode)
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_for(up, READY_TIMEOUT, interval=0.05, what="openssl s_server to listen")
+        return "127.0.0.1:%d" % port, cert
 
     def raw_backend(self, mode="echo", reply=b"", hosts=("127.0.0.1",)):
         b = RawBackend(mode, reply, hosts)

@@ -94,6 +94,20 @@ class EndToEnd(ProxyTestCase):
         self.assertGreaterEqual(self.app.accepts, 1)
         self.assertTrue(self.app.received[0].startswith(b"GET / HTTP/1.1\r\n"))
 
+    def test_openssl_s_server_backend_answers_through_the_proxy(self):
+        addr, cert = self.openssl_backend(APP)
+        port = mcp.free_port()
+        proxy = self.start_proxy([("127.0.0.1:%d" % port, None, [(APP, addr)])])
+        t = self.tls_client("127.0.0.1", port, APP, cert)
+        self.assertEqual(t.getpeercert(binary_form=True), mcp.cert_der(cert))
+        t.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        how, data = mcp.read_until_closed(t)
+        self.assertEqual(how, "eof")
+        self.assertTrue(data.startswith(b"HTTP/1.0 200 ok"), data[:100])
+        self.assertIn(b"s_server", data)
+        t.close()
+        proxy.wait_conn(outcome="ok", backend=addr)
+
     # ---- unrouted: closed promptly, never reaching a backend ----
 
     def assert_unrouted(self, payload, sni="-"):
