@@ -73,6 +73,17 @@ class ConnectionLimit(ProxyTestCase):
         self.assertEqual(mcp.tls_roundtrip(b, b"still"), APP.encode() + b":still")
         self.assertEqual(self.app.accepts, 3)
 
+    def test_limit_is_exact_across_worker_loops(self):
+        # With several data-plane loops accepting on one address (SO_REUSEPORT), the limit is
+        # still per listener, not per loop.
+        self.proxy = self.start_proxy(
+            [("127.0.0.1:%d" % self.port, 2, [(APP, self.app.addr())])],
+            proxy={"workers": "2"})
+        self.established(2)
+        for i in range(6):
+            self.assert_refused_by_limit(i + 1)
+        self.assertEqual(self.app.accepts, 2)
+
     def test_zero_means_unlimited(self):
         self.start(0)
         self.established(6)

@@ -13,12 +13,14 @@ APP = "app.example.com"
 
 class Shutdown(ProxyTestCase):
 
-    def start(self, shutdown_timeout):
+    def start(self, shutdown_timeout, workers=None):
         self.app = self.tls_backend(APP)
         self.port = mcp.free_port()
+        proxy = {"shutdown_timeout": shutdown_timeout}
+        if workers:
+            proxy["workers"] = str(workers)
         self.proxy = self.start_proxy(
-            [("127.0.0.1:%d" % self.port, None, [(APP, self.app.addr())])],
-            proxy={"shutdown_timeout": shutdown_timeout})
+            [("127.0.0.1:%d" % self.port, None, [(APP, self.app.addr())])], proxy=proxy)
         self.t = self.tls_client("127.0.0.1", self.port, APP, self.app.cert)
         self.assertEqual(mcp.tls_roundtrip(self.t, b"before"), APP.encode() + b":before")
 
@@ -47,6 +49,18 @@ class Shutdown(ProxyTestCase):
         took = self.assert_exit(self.proxy, 0, timeout=10)
         self.assertLess(took, 8)
         self.assertEqual(self.proxy.conns()[-1]["outcome"], "ok")
+
+    def test_sigterm_drains_connections_on_every_worker_loop(self):
+        self.start("20s", workers=2)
+        more = [self.tls_client("127.0.0.1", self.port, APP, self.app.cert) for _ in range(5)]
+        self.proxy.signal(signal.SIGTERM)
+        self.proxy.wait_log(r"shutting down")
+        mcp.wait_for(self.refused, 5, what="the listener to close")
+        for i, t in enumerate([self.t] + more):
+            self.assertEqual(mcp.tls_roundtrip(t, b"w%d" % i), APP.encode() + b":w%d" % i)
+            t.close()
+        self.assertLess(self.assert_exit(self.proxy, 0, timeout=10), 8)
+        self.assertEqual(len(self.proxy.conns()), 6)
 
     def test_sigterm_with_no_connections_exits_0_at_once(self):
         self.start("20s")
