@@ -154,6 +154,7 @@ class Proxy:
         self.config_path = config_path
         self.stderr_path = stderr_path
         self.exit_checked = False
+        self.stopping = False
         env = dict(os.environ)
         # Sanitizer reports go to stderr (checked at teardown); leaks are reported at exit.
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
@@ -214,6 +215,8 @@ class Proxy:
 
     def signal(self, sig):
         if self.proc.poll() is None:
+            if sig in (signal.SIGTERM, signal.SIGINT):
+                self.stopping = True
             os.kill(self.pid, sig)
 
     def wait_exit(self, timeout):
@@ -226,7 +229,9 @@ class Proxy:
     def stop(self, timeout=STOP_TIMEOUT):
         """SIGTERM, then SIGKILL after TIMEOUT. Returns the exit status (negative if killed)."""
         if self.proc.poll() is None:
-            self.signal(signal.SIGTERM)
+            # A second SIGTERM would mean "exit now with 1": send one only if none was sent.
+            if not self.stopping:
+                self.signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
