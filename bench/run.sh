@@ -245,7 +245,8 @@ machine() {
   command -v haproxy > /dev/null && echo "- $(haproxy -v 2> /dev/null | head -1 | cut -d' ' -f1-3)"
   command -v nginx > /dev/null && echo "- $(nginx -v 2>&1 | sed 's/^nginx version: //') (stream, ssl_preread)"
   command -v sniproxy > /dev/null && echo "- $(sniproxy -V 2>&1 | head -1)"
-  [ -x "$MCP" ] && echo "- $("$MCP" version 2> /dev/null | head -1) ($(git -C "$SRC" log -1 --format=%h 2> /dev/null || echo '?')${WORKERS_LINE:+, $WORKERS_LINE})"
+  # The binary may be older than the checkout: say when it was built, and what HEAD is now.
+  [ -x "$MCP" ] && echo "- $("$MCP" version 2> /dev/null | head -1) (binary built $(date -u -r "$MCP" +%Y-%m-%dT%H:%MZ), checkout at $(git -C "$SRC" log -1 --format=%h 2> /dev/null || echo '?')${WORKERS_LINE:+; $WORKERS_LINE})"
 }
 
 HEADER=$(
