@@ -236,8 +236,7 @@ int main(int argc, char **argv)
   int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   int one = 1;
   setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (lfd < 0 || bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) != 0 ||
-      listen(lfd, 4096) != 0) {
+  if (lfd < 0 || bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) != 0 || listen(lfd, 4096) != 0) {
     fprintf(stderr, "mcp-bench-backend: listen on %s: %s\n", listen_s, strerror(errno));
     return 1;
   }

@@ -34,9 +34,9 @@ enum sstate { S_FREE, S_CONNECTING, S_READING, S_IDLE, S_STREAM };
 typedef struct {
   int fd;
   enum sstate st;
-  uint64_t t0;      /* when connect() was called */
-  size_t got;       /* reply bytes received */
-  uint64_t offset;  /* stream bytes received (pattern offset) */
+  uint64_t t0;     /* when connect() was called */
+  size_t got;      /* reply bytes received */
+  uint64_t offset; /* stream bytes received (pattern offset) */
 } slot_t;
 
 static struct {
@@ -327,9 +327,10 @@ static double percentile_us(double p)
 
 static void print_errors(FILE *out)
 {
-  fprintf(out, " errors=%lld err_refused=%lld err_reset=%lld err_eof=%lld err_bad_reply=%lld "
-         "err_timeout=%lld err_other=%lld",
-         errors_total(), st.refused, st.reset, st.short_eof, st.bad, st.timeout, st.other);
+  fprintf(out,
+          " errors=%lld err_refused=%lld err_reset=%lld err_eof=%lld err_bad_reply=%lld "
+          "err_timeout=%lld err_other=%lld",
+          errors_total(), st.refused, st.reset, st.short_eof, st.bad, st.timeout, st.other);
 }
 
 static double ticks_to_ms(long long ticks)
