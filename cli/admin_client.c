@@ -33,10 +33,22 @@ struct admin_client_s {
 };
 
 static const char *const status_names[] = {
-    "OK",        "CANCELLED",         "UNKNOWN",          "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",   "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-    "UNIMPLEMENTED", "INTERNAL",      "UNAVAILABLE",      "DATA_LOSS",
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
     "UNAUTHENTICATED",
 };
 
@@ -105,7 +117,8 @@ int admin_client_open(const admin_client_opts_t *opts, admin_client_t **out, cha
   /* Fail fast instead of retrying: the command reports the first failure. */
   grpc_arg args[] = {
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ENABLE_RETRIES, .value.integer = 0},
-      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+      {.type = GRPC_ARG_INTEGER,
+       .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
        .value.integer = REPLY_MAX},
   };
   grpc_channel_args cargs = {.num_args = sizeof(args) / sizeof(args[0]), .args = args};
@@ -144,11 +157,11 @@ int admin_client_call(admin_client_t *c, const char *method, const ProtobufCMess
   msg[0] = '\0';
   snprintf(path, sizeof(path), "/mc_proxy.v1.ProxyAdminService/%s", method);
 
-  gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                       gpr_time_from_millis(c->timeout_ms, GPR_TIMESPAN));
-  grpc_call *call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq,
-                                             grpc_slice_from_static_string(path), NULL, deadline,
-                                             NULL);
+  gpr_timespec deadline =
+      gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(c->timeout_ms, GPR_TIMESPAN));
+  grpc_call *call =
+      grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq,
+                               grpc_slice_from_static_string(path), NULL, deadline, NULL);
   if (!call) {
     snprintf(msg, msglen, "cannot create the call");
     return GRPC_STATUS_INTERNAL;
@@ -219,8 +232,8 @@ int admin_client_call(admin_client_t *c, const char *method, const ProtobufCMess
   }
   grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
   grpc_byte_buffer_reader_destroy(&reader);
-  *resp = protobuf_c_message_unpack(resp_desc, NULL, GRPC_SLICE_LENGTH(all),
-                                    GRPC_SLICE_START_PTR(all));
+  *resp =
+      protobuf_c_message_unpack(resp_desc, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
   grpc_slice_unref(all);
   if (!*resp) {
     snprintf(msg, msglen, "the reply does not parse as %s", resp_desc->name);

@@ -17,12 +17,12 @@
 #define ADMIN_CLIENT_TIMEOUT_MS 5000
 
 typedef struct admin_client_opts_s {
-  const char *target;   /* "unix:/path" or "host:port" */
+  const char *target; /* "unix:/path" or "host:port" */
   /* TCP only. ca NULL: the system's roots. cert/key both set or both NULL. */
   const char *ca_path;
   const char *cert_path;
   const char *key_path;
-  int timeout_ms;       /* 0 picks ADMIN_CLIENT_TIMEOUT_MS */
+  int timeout_ms; /* 0 picks ADMIN_CLIENT_TIMEOUT_MS */
 } admin_client_opts_t;
 
 typedef struct admin_client_s admin_client_t;

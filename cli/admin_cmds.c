@@ -48,10 +48,14 @@ static int parse_opts(const char *cmd, const char *usage, int allow_json, int ar
                       opts_t *o)
 {
   static const struct option longopts[] = {
-      {"config", required_argument, NULL, 'c'}, {"cert", required_argument, NULL, OPT_CERT},
-      {"key", required_argument, NULL, OPT_KEY}, {"ca", required_argument, NULL, OPT_CA},
-      {"addr", required_argument, NULL, OPT_ADDR}, {"json", no_argument, NULL, OPT_JSON},
-      {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+      {"config", required_argument, NULL, 'c'},
+      {"cert", required_argument, NULL, OPT_CERT},
+      {"key", required_argument, NULL, OPT_KEY},
+      {"ca", required_argument, NULL, OPT_CA},
+      {"addr", required_argument, NULL, OPT_ADDR},
+      {"json", no_argument, NULL, OPT_JSON},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0},
   };
   memset(o, 0, sizeof(*o));
   optind = 1;

@@ -80,9 +80,9 @@ struct admin_call_s {
   grpc_byte_buffer *recv_bb;
 
   /* Filled by the CQ thread when the request arrives. */
-  int method;             /* index into methods[], or -1 */
-  ProtobufCMessage *req;  /* unpacked request, or NULL */
-  int early_status;       /* non-zero: answer with this status and early_msg */
+  int method;            /* index into methods[], or -1 */
+  ProtobufCMessage *req; /* unpacked request, or NULL */
+  int early_status;      /* non-zero: answer with this status and early_msg */
   const char *early_msg;
 
   /* The reply. */
@@ -134,8 +134,7 @@ static const struct {
     {METHOD_PREFIX "GetStatus", &mc_proxy__v1__get_status_request__descriptor, do_get_status},
     {METHOD_PREFIX "ListRoutes", &mc_proxy__v1__list_routes_request__descriptor, do_list_routes},
     {METHOD_PREFIX "AddRoute", &mc_proxy__v1__add_route_request__descriptor, do_add_route},
-    {METHOD_PREFIX "RemoveRoute", &mc_proxy__v1__remove_route_request__descriptor,
-     do_remove_route},
+    {METHOD_PREFIX "RemoveRoute", &mc_proxy__v1__remove_route_request__descriptor, do_remove_route},
     {METHOD_PREFIX "ListFirewallRules", &mc_proxy__v1__list_firewall_rules_request__descriptor,
      do_list_rules},
     {METHOD_PREFIX "AddFirewallRule", &mc_proxy__v1__add_firewall_rule_request__descriptor,
@@ -215,8 +214,9 @@ static int has_nul_in_string(const ProtobufCMessageDescriptor *desc, const uint8
       if (read_varint(p, len, &i, &v) != 0 || v > len - i)
         return 1;
       const ProtobufCFieldDescriptor *f =
-          key >> 3 <= UINT32_MAX ? protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3))
-                                 : NULL;
+          key >> 3 <= UINT32_MAX
+              ? protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3))
+              : NULL;
       if (f && f->type == PROTOBUF_C_TYPE_STRING && memchr(p + i, 0, (size_t)v))
         return 1;
       if (f && f->type == PROTOBUF_C_TYPE_MESSAGE &&
@@ -855,8 +855,7 @@ static int claim_socket_path(admin_server_t *a, const char *path, char *err, siz
   return 0;
 }
 
-static grpc_server_credentials *make_credentials(const mcp_config_t *cfg, char *err,
-                                                 size_t errlen)
+static grpc_server_credentials *make_credentials(const mcp_config_t *cfg, char *err, size_t errlen)
 {
   if (cfg->grpc_is_unix)
     return grpc_insecure_server_credentials_create();
@@ -1032,7 +1031,8 @@ int admin_server_start(server_t *srv, char *err, size_t errlen)
   gpr_set_log_verbosity(GPR_LOG_SEVERITY_ERROR);
   grpc_init();
   grpc_arg args[] = {
-      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+      {.type = GRPC_ARG_INTEGER,
+       .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
        .value.integer = ADMIN_MAX_REQUEST},
       /* Otherwise a second instance silently shares the TCP port. */
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
@@ -1082,8 +1082,9 @@ int admin_server_start(server_t *srv, char *err, size_t errlen)
   a->thread_started = 1;
   srv->admin = a;
   log_info("admin API listening on %s%s", cfg->grpc_addr,
-           cfg->grpc_is_unix ? "" : (cfg->client_ca[0] ? " (TLS, client certificates required)"
-                                                       : " (TLS)"));
+           cfg->grpc_is_unix
+               ? ""
+               : (cfg->client_ca[0] ? " (TLS, client certificates required)" : " (TLS)"));
   return 0;
 
 fail_started:

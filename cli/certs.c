@@ -83,8 +83,8 @@ static void fmt_time(const mbedtls_x509_time *t, char *buf, size_t len)
            t->sec);
 }
 
-static int check_dates(const char *what, const char *path, const mbedtls_x509_crt *crt,
-                       char *err, size_t errlen)
+static int check_dates(const char *what, const char *path, const mbedtls_x509_crt *crt, char *err,
+                       size_t errlen)
 {
   char when[32];
   if (mbedtls_x509_time_is_past(&crt->valid_to)) {
@@ -339,8 +339,8 @@ static int set_eku(mbedtls_x509write_cert *crt, certs_role_t role)
   if (total < 0)
     return total;
   return mbedtls_x509write_crt_set_extension(crt, MBEDTLS_OID_EXTENDED_KEY_USAGE,
-                                             MBEDTLS_OID_SIZE(MBEDTLS_OID_EXTENDED_KEY_USAGE), 0,
-                                             p, (size_t)total);
+                                             MBEDTLS_OID_SIZE(MBEDTLS_OID_EXTENDED_KEY_USAGE), 0, p,
+                                             (size_t)total);
 }
 
 typedef struct pem_s {
@@ -471,8 +471,7 @@ static size_t add_unique(const char **list, size_t n, size_t cap, const char *na
 
 #define SAN_MAX 64
 
-int certs_generate(const char *dir, const char *const *sans, size_t nsans, char *err,
-                   size_t errlen)
+int certs_generate(const char *dir, const char *const *sans, size_t nsans, char *err, size_t errlen)
 {
   char paths[6][4096];
   const char *all_sans[SAN_MAX];
