@@ -700,6 +700,21 @@ static int check_grpc(loader_t *ld)
     return 1;
   if (!cfg->grpc_addr[0])
     return fail(ld, ld->sec_line[SEC_GRPC], "[grpc] addr is required in a [grpc] section");
+  if (cfg->grpc_is_unix) {
+    /* The unix socket is protected by its file mode; TLS files there would be silently unused. */
+    static const key_id_t tls_keys[] = {K_TLS_CERT, K_TLS_KEY, K_CLIENT_CA};
+    int first = 0;
+    const char *name = NULL;
+    for (size_t i = 0; i < sizeof(tls_keys) / sizeof(tls_keys[0]); i++) {
+      int line = ld->key_line[tls_keys[i]];
+      if (line && (!first || line < first)) {
+        first = line;
+        name = key_defs[tls_keys[i]].name;
+      }
+    }
+    if (first)
+      return fail(ld, first, "[grpc] %s: applies to a TCP addr only, not %s", name, cfg->grpc_addr);
+  }
   if (cfg->tls_cert[0] && !cfg->tls_key[0])
     return fail(ld, ld->key_line[K_TLS_CERT], "[grpc] tls_cert needs tls_key");
   if (cfg->tls_key[0] && !cfg->tls_cert[0])

@@ -136,6 +136,15 @@ ERRORS = [
     ("tls_cert without tls_key",
      DB + "[grpc]\naddr = 127.0.0.1:9000\ntls_cert = c.pem\n", "tls_cert",
      "tls_cert needs tls_key"),
+    ("tls_key without tls_cert",
+     DB + "[grpc]\naddr = 127.0.0.1:9000\ntls_key = k.pem\n", "tls_key",
+     "tls_key needs tls_cert"),
+    ("TLS files with a unix addr",
+     DB + "[grpc]\naddr = unix:a.sock\n\nclient_ca = ca.pem\ntls_cert = c.pem\ntls_key = k.pem\n",
+     "client_ca", "TCP addr only"),
+    ("client_cert without client_key",
+     DB + "[grpc]\naddr = unix:a.sock\nclient_cert = c.pem\n", "client_cert",
+     "client_cert needs client_key"),
     ("grpc section without addr", DB + "[grpc]\nsocket_mode = 0600\n", "[grpc]",
      "addr is required"),
     ("country rule without geoip_db", DB + "[firewall]\nblock_country = KP\n",
@@ -299,13 +308,17 @@ class ConfigAccepted(unittest.TestCase):
                 self.assertIn("%s:4: [proxy] connect_timeout: bad duration" % path, p.stderr)
 
     def test_everything_set(self):
-        for name in ("c.pem", "k.pem", "ca.pem"):
-            self.write("x", name)
+        # check also validates the admin certificates: use real ones.
+        certs = os.path.join(self.dir, "certs")
+        p = run(["certs", "--out", certs])
+        self.assertEqual(p.returncode, 0, p.stderr)
         text = DB + (
             "[proxy]\nconnect_timeout = 250ms\nidle_timeout = 1m\nhandshake_timeout = 3\n"
             "shutdown_timeout = 1h\nworkers = 4\n"
-            "[grpc]\naddr = 127.0.0.1:9000\ntls_cert = c.pem\ntls_key = k.pem\n"
-            "client_ca = /dev/null\nsocket_mode = 660\n"
+            "[grpc]\naddr = 127.0.0.1:9000\ntls_cert = certs/server.pem\n"
+            "tls_key = certs/server.key\nclient_ca = %s/ca.pem\nsocket_mode = 660\n"
+            "client_cert = certs/client.pem\nclient_key = certs/client.key\n"
+            "server_ca = certs/ca.pem\n" % certs +
             "[firewall]\nblock_ip = 2001:DB8::1\nblock_cidr = 10.1.2.3/8\n"
             "block_cidr = 2001:db8:bad::/48\n"
             '[listener "0.0.0.0:8443"]\nmax_connections = 100\n'
@@ -323,8 +336,12 @@ class ConfigAccepted(unittest.TestCase):
         self.assertEqual(s["proxy.workers"], "4")
         self.assertEqual(s["grpc.addr"], "127.0.0.1:9000")
         self.assertEqual(s["grpc.socket_mode"], "0660")
-        self.assertEqual(s["grpc.tls_cert"], os.path.join(self.dir, "c.pem"))
-        self.assertEqual(s["grpc.client_ca"], "/dev/null")
+        self.assertEqual(s["grpc.tls_cert"], os.path.join(certs, "server.pem"))
+        self.assertEqual(s["grpc.tls_key"], os.path.join(certs, "server.key"))
+        self.assertEqual(s["grpc.client_ca"], os.path.join(certs, "ca.pem"))
+        self.assertEqual(s["grpc.client_cert"], os.path.join(certs, "client.pem"))
+        self.assertEqual(s["grpc.client_key"], os.path.join(certs, "client.key"))
+        self.assertEqual(s["grpc.server_ca"], os.path.join(certs, "ca.pem"))
         self.assertEqual(s["rules"], ["ip 2001:db8::1", "cidr 10.0.0.0/8",
                                       "cidr 2001:db8:bad::/48"])
         self.assertEqual(s["listeners"], ["0.0.0.0:8443 max_connections=100",
