@@ -420,13 +420,13 @@ static char *read_line(char *buf, int num, void *stream)
   if (ld->failed || num < 4)
     return NULL;
 
+  if (ld->line == INT_MAX) {
+    fail(ld, 0, "too many lines");
+    return NULL;
+  }
   size_t n = 0;
   int c = EOF;
   while ((c = getc(ld->f)) != EOF) {
-    if (n == 0 && ld->line >= INT32_MAX - 1) {
-      fail(ld, 0, "too many lines");
-      return NULL;
-    }
     if (c == '\0') {
       fail(ld, ld->line + 1, "NUL byte in line");
       return NULL;
