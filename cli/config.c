@@ -27,6 +27,7 @@
 #include <sys/un.h>
 
 #include "config.h"
+#include "log.h"
 #include "mcproxy/listener.h"
 #include "mcproxy/sni.h"
 
@@ -72,7 +73,15 @@ static const char *const section_names[SEC_COUNT] = {
     [SEC_FIREWALL] = "firewall",
 };
 
-typedef enum kind_e { KIND_PATH, KIND_DURATION, KIND_WORKERS, KIND_GRPC_ADDR, KIND_MODE } kind_t;
+typedef enum kind_e {
+  KIND_PATH,
+  KIND_DURATION,
+  KIND_WORKERS,
+  KIND_RELAY,
+  KIND_LOG_LEVEL,
+  KIND_GRPC_ADDR,
+  KIND_MODE
+} kind_t;
 
 /* The single-valued keys, each of which may appear once in the file. */
 typedef enum key_id_e {
@@ -82,6 +91,8 @@ typedef enum key_id_e {
   K_HANDSHAKE_TIMEOUT,
   K_SHUTDOWN_TIMEOUT,
   K_WORKERS,
+  K_RELAY,
+  K_LOG_LEVEL,
   K_GRPC_ADDR,
   K_SOCKET_MODE,
   K_TLS_CERT,
@@ -110,6 +121,8 @@ static const struct key_def_s {
     [K_SHUTDOWN_TIMEOUT] = {SEC_PROXY, "shutdown_timeout", KIND_DURATION,
                             FIELD(shutdown_timeout_ms)},
     [K_WORKERS] = {SEC_PROXY, "workers", KIND_WORKERS, FIELD(workers)},
+    [K_RELAY] = {SEC_PROXY, "relay", KIND_RELAY, FIELD(copy_relay)},
+    [K_LOG_LEVEL] = {SEC_PROXY, "log_level", KIND_LOG_LEVEL, FIELD(log_level)},
     [K_GRPC_ADDR] = {SEC_GRPC, "addr", KIND_GRPC_ADDR, FIELD(grpc_addr)},
     [K_SOCKET_MODE] = {SEC_GRPC, "socket_mode", KIND_MODE, FIELD(socket_mode)},
     [K_TLS_CERT] = {SEC_GRPC, "tls_cert", KIND_PATH, FIELD(tls_cert)},
@@ -497,6 +510,22 @@ static int set_single(loader_t *ld, key_id_t id, const char *value)
     *(int *)field = (int)n;
     return 1;
 
+  case KIND_RELAY:
+    if (strcmp(value, "splice") && strcmp(value, "copy"))
+      return fail(ld, ld->line, "%s %s: expected splice or copy, got \"" SHOW "\"", ld->sec_label,
+                  def->name, value);
+    *(int *)field = !strcmp(value, "copy");
+    return 1;
+
+  case KIND_LOG_LEVEL: {
+    int level = log_level_parse(value);
+    if (level < 0)
+      return fail(ld, ld->line, "%s %s: expected debug, info, warn or error, got \"" SHOW "\"",
+                  ld->sec_label, def->name, value);
+    *(int *)field = level;
+    return 1;
+  }
+
   case KIND_MODE: {
     size_t len = strlen(value);
     unsigned mode = 0;
@@ -819,6 +848,7 @@ int config_load(const char *path, mcp_config_t *cfg, char *err, size_t errlen)
   cfg->idle_timeout_ms = 5 * 60 * 1000;
   cfg->handshake_timeout_ms = 10 * 1000;
   cfg->shutdown_timeout_ms = 30 * 1000;
+  cfg->log_level = LOG_INFO;
   cfg->socket_mode = 0600;
   if (strlen(path) >= sizeof(cfg->path)) {
     snprintf(err, errlen, "%.64s...: config path too long", path);

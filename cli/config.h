@@ -50,6 +50,8 @@ typedef struct mcp_config_s {
   uint64_t handshake_timeout_ms; /* default 10 s */
   uint64_t shutdown_timeout_ms;  /* default 30 s */
   int workers;                   /* default 0: one per CPU */
+  int copy_relay;                /* relay = copy (1) or splice (0, the default) */
+  int log_level;                 /* log.h LOG_*; default LOG_INFO */
 
   /* [grpc]; has_grpc is 0 when the section is absent. */
   int has_grpc;

@@ -111,6 +111,8 @@ static void print_settings(const mcp_config_t *cfg)
   printf("proxy.handshake_timeout_ms = %llu\n", (unsigned long long)cfg->handshake_timeout_ms);
   printf("proxy.shutdown_timeout_ms = %llu\n", (unsigned long long)cfg->shutdown_timeout_ms);
   printf("proxy.workers = %d\n", cfg->workers);
+  printf("proxy.relay = %s\n", cfg->copy_relay ? "copy" : "splice");
+  printf("proxy.log_level = %d\n", cfg->log_level);
   if (cfg->has_grpc) {
     printf("grpc.addr = %s\n", cfg->grpc_addr);
     printf("grpc.socket_mode = %04o\n", cfg->socket_mode);

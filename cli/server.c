@@ -412,12 +412,14 @@ static int start(run_t *run, uv_loop_t *loop, mcp_config_t *cfg)
   srv->loop = loop;
   srv->cfg = cfg;
   srv->started_at_unix = (int64_t)time(NULL);
+  log_set_level(cfg->log_level);
   srv->nworkers = cfg->workers > 0 ? cfg->workers : (int)uv_available_parallelism();
   srv->listener_config = (mcp_listener_config_t){
       .handshake_timeout_ms = cfg->handshake_timeout_ms,
       .connect_timeout_ms = cfg->connect_timeout_ms,
       .idle_timeout_ms = cfg->idle_timeout_ms,
       .reuseport = srv->nworkers > 1,
+      .copy_relay = cfg->copy_relay,
       .on_conn_end = on_conn_end,
       .data = run,
   };

@@ -4,6 +4,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -166,6 +167,14 @@ int mcp_listener_new(uv_loop_t *loop, const mcp_listener_config_t *cfg, mcp_list
   tlists_init(l);
 
   l->fd = -1;
+  l->hello_pool.size = MCP__HELLO_CHUNK;
+  l->relay_pool.size = MCP__RELAY_CHUNK;
+  l->splice_r = l->splice_w = -1;
+  int pfd[2];
+  if (!cfg->copy_relay && pipe2(pfd, O_NONBLOCK | O_CLOEXEC) == 0) {
+    l->splice_r = pfd[0];
+    l->splice_w = pfd[1];
+  }
   uv_timer_init(loop, &l->timer);
   l->timer.data = l;
   uv_timer_init(loop, &l->accept_pause);
@@ -312,7 +321,7 @@ void mcp__conn_close(mcp__conn_t *c, mcp_outcome_t outcome)
     c->counted = 0;
   }
   if (c->hello) {
-    mcp__chunk_put(c->l, c->hello);
+    mcp__chunk_put(c->hello);
     c->hello = NULL;
   }
   if (c->gai) {
@@ -344,12 +353,12 @@ static void on_hello_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
   mcp__conn_t *c = h->data;
   if (!c->hello)
-    c->hello = mcp__chunk_get(c->l);
+    c->hello = mcp__chunk_get(&c->l->hello_pool);
   if (!c->hello) {
     *buf = uv_buf_init(NULL, 0);
     return;
   }
-  *buf = uv_buf_init(c->hello->data + c->hello_len, MCP__CHUNK_SIZE - c->hello_len);
+  *buf = uv_buf_init(c->hello->data + c->hello_len, MCP__HELLO_CHUNK - c->hello_len);
 }
 
 static void unrouted(mcp__conn_t *c)
@@ -366,7 +375,7 @@ static void hello_received(mcp__conn_t *c, size_t nread)
 
   int rc = mcp_sni_parse(&c->sni_state, (const uint8_t *)c->hello->data, c->hello_len, c->sni);
   if (rc == MCP_SNI_NEED_MORE) {
-    if (c->hello_len < MCP__CHUNK_SIZE) {
+    if (c->hello_len < MCP__HELLO_CHUNK) {
       if (!uv_is_active((uv_handle_t *)&c->client) &&
           uv_read_start((uv_stream_t *)&c->client, on_hello_alloc, on_hello_read) != 0)
         unrouted(c);
@@ -409,14 +418,14 @@ static void on_hello_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
  */
 static void hello_first_read(mcp__conn_t *c, int fd)
 {
-  c->hello = mcp__chunk_get(c->l);
+  c->hello = mcp__chunk_get(&c->l->hello_pool);
   if (!c->hello) {
     unrouted(c);
     return;
   }
   ssize_t n;
   do
-    n = read(fd, c->hello->data, MCP__CHUNK_SIZE);
+    n = read(fd, c->hello->data, MCP__HELLO_CHUNK);
   while (n < 0 && errno == EINTR);
   if (n > 0) {
     hello_received(c, (size_t)n);
@@ -427,7 +436,7 @@ static void hello_first_read(mcp__conn_t *c, int fd)
     return;
   }
   /* Nothing yet: hold no buffer while waiting. */
-  mcp__chunk_put(c->l, c->hello);
+  mcp__chunk_put(c->hello);
   c->hello = NULL;
   if (uv_read_start((uv_stream_t *)&c->client, on_hello_alloc, on_hello_read) != 0)
     unrouted(c);
@@ -620,10 +629,11 @@ void mcp_listener_close_connections(mcp_listener_t *l)
 
 static void listener_finish(mcp_listener_t *l)
 {
-  while (l->pool) {
-    mcp__chunk_t *ch = l->pool;
-    l->pool = ch->u.next;
-    free(ch);
+  mcp__pool_drain(&l->hello_pool);
+  mcp__pool_drain(&l->relay_pool);
+  if (l->splice_r >= 0) {
+    close(l->splice_r);
+    close(l->splice_w);
   }
   while (l->conn_free) {
     mcp__conn_t *c = l->conn_free;

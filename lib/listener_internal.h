@@ -14,14 +14,18 @@
 #include "mcproxy/sni.h"
 
 /*
- * Every buffer the data plane uses is one pool chunk: big enough for the largest ClientHello
- * the parser accepts, and a reasonable read size for the relay.
+ * Buffers come from two pools of fixed-size chunks: hello chunks hold the largest ClientHello
+ * the parser accepts; relay chunks hold what one relay read or one splice moves (64 KiB, the
+ * default capacity of a Linux pipe).
  */
-#define MCP__CHUNK_SIZE MCP_SNI_MAX_INPUT
-/* Chunks kept on a listener's free list; more are returned to malloc. */
+#define MCP__HELLO_CHUNK MCP_SNI_MAX_INPUT
+#define MCP__RELAY_CHUNK 65536
+/* Chunks kept on a pool's free list; more are returned to malloc. */
 #define MCP__POOL_KEEP 64
 /* Connection objects kept on a listener's free list. */
 #define MCP__CONN_KEEP 256
+
+typedef struct mcp__pool_s mcp__pool_t;
 
 /*
  * A pool chunk. Its header is the free-list link while pooled and the write request while its
@@ -33,8 +37,15 @@ typedef struct mcp__chunk_s {
     struct mcp__chunk_s *next;
     uv_write_t wreq;
   } u;
-  char data[MCP__CHUNK_SIZE];
+  mcp__pool_t *pool;
+  char data[];
 } mcp__chunk_t;
+
+struct mcp__pool_s {
+  mcp__chunk_t *free;
+  int len;
+  size_t size; /* bytes of data per chunk */
+};
 
 #define MCP__CHUNK_OF(ptr) ((mcp__chunk_t *)((char *)(ptr) - offsetof(mcp__chunk_t, data)))
 
@@ -153,17 +164,24 @@ struct mcp_listener_s {
   /* Every live connection is on exactly one of these lists. */
   mcp__tlist_t tlists[MCP__T_COUNT];
 
-  mcp__chunk_t *pool;
-  int pool_len;
+  mcp__pool_t hello_pool;
+  mcp__pool_t relay_pool;
+  /*
+   * The loop's splice pipe, or -1 when the relay copies through user space. It is empty
+   * whenever control is back in the loop: whatever a splice puts in is spliced out or read
+   * back out before the callback returns, so every connection on the loop can share it.
+   */
+  int splice_r, splice_w;
   mcp__conn_t *conn_free;
   int conn_free_len;
 
   mcp__counters_t *counters; /* shared with the listeners on the same address, if any */
 };
 
-/* Buffer pool (relay.c). */
-mcp__chunk_t *mcp__chunk_get(mcp_listener_t *l);
-void mcp__chunk_put(mcp_listener_t *l, mcp__chunk_t *chunk);
+/* Buffer pools (relay.c). */
+mcp__chunk_t *mcp__chunk_get(mcp__pool_t *pool);
+void mcp__chunk_put(mcp__chunk_t *chunk);
+void mcp__pool_drain(mcp__pool_t *pool);
 
 /* Timeout lists (relay.c). */
 void mcp__timeout_set(mcp__conn_t *c, int tlist);

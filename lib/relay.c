@@ -9,36 +9,54 @@
  *
  * Also here: the buffer pool and the per-listener timeout lists (one uv_timer_t per listener).
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <unistd.h>
 
 #include "listener_internal.h"
 
 /* ---- buffer pool ---- */
 
-mcp__chunk_t *mcp__chunk_get(mcp_listener_t *l)
+mcp__chunk_t *mcp__chunk_get(mcp__pool_t *pool)
 {
-  mcp__chunk_t *ch = l->pool;
+  mcp__chunk_t *ch = pool->free;
   if (ch) {
-    l->pool = ch->u.next;
-    l->pool_len--;
+    pool->free = ch->u.next;
+    pool->len--;
     return ch;
   }
-  return malloc(sizeof(mcp__chunk_t));
+  ch = malloc(sizeof(mcp__chunk_t) + pool->size);
+  if (ch)
+    ch->pool = pool;
+  return ch;
 }
 
-void mcp__chunk_put(mcp_listener_t *l, mcp__chunk_t *ch)
+void mcp__chunk_put(mcp__chunk_t *ch)
 {
   if (!ch)
     return;
-  if (l->pool_len >= MCP__POOL_KEEP) {
+  mcp__pool_t *pool = ch->pool;
+  if (pool->len >= MCP__POOL_KEEP) {
     free(ch);
     return;
   }
-  ch->u.next = l->pool;
-  l->pool = ch;
-  l->pool_len++;
+  ch->u.next = pool->free;
+  pool->free = ch;
+  pool->len++;
+}
+
+void mcp__pool_drain(mcp__pool_t *pool)
+{
+  while (pool->free) {
+    mcp__chunk_t *ch = pool->free;
+    pool->free = ch->u.next;
+    free(ch);
+  }
+  pool->len = 0;
 }
 
 /* ---- timeout lists ---- */
@@ -198,7 +216,7 @@ static void on_write(uv_write_t *req, int status)
   mcp__conn_t *c = req->data;
   mcp__chunk_t *ch = (mcp__chunk_t *)req;
   mcp__pipe_t *p = c->up.pending == ch ? &c->up : &c->down;
-  mcp__chunk_put(c->l, ch);
+  mcp__chunk_put(ch);
   p->pending = NULL;
   if (c->closing)
     return;
@@ -228,11 +246,11 @@ static int pipe_write(mcp__conn_t *c, mcp__pipe_t *p, mcp__chunk_t *ch, size_t l
   uv_buf_t buf = uv_buf_init(ch->data, (unsigned int)len);
   int n = uv_try_write(dst, &buf, 1);
   if (n == (int)len) {
-    mcp__chunk_put(c->l, ch);
+    mcp__chunk_put(ch);
     return 0;
   }
   if (n < 0 && n != UV_EAGAIN) {
-    mcp__chunk_put(c->l, ch);
+    mcp__chunk_put(ch);
     return n;
   }
   if (n > 0) {
@@ -244,37 +262,137 @@ static int pipe_write(mcp__conn_t *c, mcp__pipe_t *p, mcp__chunk_t *ch, size_t l
   int err = uv_write(&ch->u.wreq, dst, &buf, 1, on_write);
   if (err) {
     p->pending = NULL;
-    mcp__chunk_put(c->l, ch);
+    mcp__chunk_put(ch);
     return err;
   }
   return 1;
 }
 
+static void relayed(mcp__conn_t *c, mcp__pipe_t *p, size_t n)
+{
+  if (p == &c->up)
+    c->bytes_in += n;
+  else
+    c->bytes_out += n;
+  mcp__timeout_touch(c);
+}
+
+/*
+ * Reads exactly len bytes out of the loop's splice pipe into ch, or throws them away when ch is
+ * NULL. The bytes are in the pipe already, so this never waits.
+ */
+static int splice_pipe_take(mcp_listener_t *l, mcp__chunk_t *ch, size_t len)
+{
+  char scrap[4096];
+  size_t off = 0;
+  while (off < len) {
+    char *dst = ch ? ch->data + off : scrap;
+    size_t want = ch ? len - off : (len - off < sizeof(scrap) ? len - off : sizeof(scrap));
+    ssize_t n = read(l->splice_r, dst, want);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return -1; /* cannot happen with the bytes already in the pipe */
+    off += (size_t)n;
+  }
+  return 0;
+}
+
+/*
+ * Moves what src has to dst through the loop's pipe with splice(2): the bytes go from one
+ * socket's receive queue to the other's send queue without being copied into user space. Up to
+ * SPLICE_ROUNDS pipe-fulls per wake-up; the rest waits for the next one (epoll is level
+ * triggered, so it comes). When dst cannot take everything, the rest is read out of the pipe
+ * into a chunk and written by libuv, and src pauses as in the copying relay.
+ */
+#define SPLICE_ROUNDS 4
+#define SPLICE_FLAGS (SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
+
+static void splice_relay(mcp__conn_t *c, mcp__pipe_t *p)
+{
+  mcp_listener_t *l = c->l;
+  uv_stream_t *src = pipe_src(c, p);
+  uv_os_fd_t sfd, dfd;
+  uv_fileno((uv_handle_t *)src, &sfd);
+  uv_fileno((uv_handle_t *)pipe_dst(c, p), &dfd);
+
+  for (int round = 0; round < SPLICE_ROUNDS; round++) {
+    ssize_t n = splice(sfd, NULL, l->splice_w, NULL, MCP__RELAY_CHUNK, SPLICE_FLAGS);
+    if (n == 0) {
+      pipe_eof(c, p);
+      return;
+    }
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno != EAGAIN)
+        mcp__conn_close(c, MCP_OUTCOME_OK);
+      return;
+    }
+    relayed(c, p, (size_t)n);
+
+    size_t left = (size_t)n;
+    int failed = 0;
+    while (left > 0) {
+      ssize_t m = splice(l->splice_r, NULL, dfd, NULL, left, SPLICE_FLAGS);
+      if (m > 0)
+        left -= (size_t)m;
+      else if (m < 0 && errno == EINTR)
+        continue;
+      else {
+        failed = m < 0 && errno != EAGAIN;
+        break;
+      }
+    }
+    if (left == 0)
+      continue;
+
+    /* dst is full, or broken: empty the pipe either way. */
+    mcp__chunk_t *ch = failed ? NULL : mcp__chunk_get(&l->relay_pool);
+    if (splice_pipe_take(l, ch, left) != 0 || !ch) {
+      mcp__chunk_put(ch);
+      mcp__conn_close(c, MCP_OUTCOME_OK);
+      return;
+    }
+    int rc = pipe_write(c, p, ch, left);
+    if (rc == 1)
+      uv_read_stop(src); /* backpressure: resume in on_write */
+    else if (rc < 0)
+      mcp__conn_close(c, MCP_OUTCOME_OK);
+    return;
+  }
+}
+
 static void on_relay_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
   mcp__conn_t *c = h->data;
-  mcp__chunk_t *ch = mcp__chunk_get(c->l);
-  *buf = ch ? uv_buf_init(ch->data, MCP__CHUNK_SIZE) : uv_buf_init(NULL, 0);
+  if (c->l->splice_w >= 0) {
+    /* No buffer: libuv then reports readiness as UV_ENOBUFS and splice_relay moves the bytes. */
+    *buf = uv_buf_init(NULL, 0);
+    return;
+  }
+  mcp__chunk_t *ch = mcp__chunk_get(&c->l->relay_pool);
+  *buf = ch ? uv_buf_init(ch->data, MCP__RELAY_CHUNK) : uv_buf_init(NULL, 0);
 }
 
 static void on_relay_read(uv_stream_t *src, ssize_t nread, const uv_buf_t *buf)
 {
   mcp__conn_t *c = src->data;
   mcp__pipe_t *p = pipe_of_src(c, src);
+  if (nread == UV_ENOBUFS && c->l->splice_w >= 0) {
+    splice_relay(c, p);
+    return;
+  }
   mcp__chunk_t *ch = buf->base ? MCP__CHUNK_OF(buf->base) : NULL;
   if (nread <= 0) {
-    mcp__chunk_put(c->l, ch);
+    mcp__chunk_put(ch);
     if (nread == UV_EOF)
       pipe_eof(c, p);
     else if (nread < 0)
       mcp__conn_close(c, MCP_OUTCOME_OK);
     return;
   }
-  if (p == &c->up)
-    c->bytes_in += (uint64_t)nread;
-  else
-    c->bytes_out += (uint64_t)nread;
-  mcp__timeout_touch(c);
+  relayed(c, p, (size_t)nread);
   int rc = pipe_write(c, p, ch, (size_t)nread);
   if (rc == 1)
     uv_read_stop(src); /* backpressure: resume in on_write */

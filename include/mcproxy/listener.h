@@ -63,6 +63,12 @@ typedef struct mcp_listener_config_s {
   uint64_t idle_timeout_ms;       /* 0 picks 5 min */
   int64_t max_connections;        /* 0 = unlimited */
   /*
+   * 0: relay bulk data with splice(2) through a pipe shared by the loop, so the bytes never
+   * cross into user space (Linux; falls back to copying when no pipe can be had).
+   * 1: always copy through a user-space buffer (read/write).
+   */
+  int copy_relay;
+  /*
    * Several loops may serve one address: give each its own listener with reuseport set (each
    * gets its own SO_REUSEPORT socket and the kernel spreads connections over them), and pass the
    * first listener as share_with when creating the others. Listeners sharing an address share

@@ -72,6 +72,9 @@ ERRORS = [
     ("huge duration", DB + "[proxy]\nshutdown_timeout = 9000h\n", "9000h", "too long"),
     ("zero workers", DB + "[proxy]\nworkers = 0\n", "workers", "whole number from 1"),
     ("bad workers", DB + "[proxy]\nworkers = many\n", "workers", "whole number from 1"),
+    ("bad relay", DB + "[proxy]\nrelay = zerocopy\n", "relay", "expected splice or copy"),
+    ("bad log level", DB + "[proxy]\nlog_level = verbose\n", "log_level",
+     "expected debug, info, warn or error"),
     ("bad socket_mode", DB + "[grpc]\naddr = unix:a.sock\nsocket_mode = 0800\n", "0800",
      "octal"),
     ("bad grpc addr", DB + "[grpc]\naddr = not an address\n", "addr", "bad address"),
@@ -284,6 +287,8 @@ class ConfigAccepted(unittest.TestCase):
         self.assertEqual(s["proxy.handshake_timeout_ms"], "10000")
         self.assertEqual(s["proxy.shutdown_timeout_ms"], "30000")
         self.assertEqual(s["proxy.workers"], "0")
+        self.assertEqual(s["proxy.relay"], "splice")
+        self.assertEqual(s["proxy.log_level"], "1")  # info
         self.assertNotIn("grpc.addr", s)  # no [grpc] section: no admin API
         self.assertEqual(s["firewall.geoip_db"], "")
 
@@ -314,7 +319,7 @@ class ConfigAccepted(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         text = DB + (
             "[proxy]\nconnect_timeout = 250ms\nidle_timeout = 1m\nhandshake_timeout = 3\n"
-            "shutdown_timeout = 1h\nworkers = 4\n"
+            "shutdown_timeout = 1h\nworkers = 4\nrelay = copy\nlog_level = warn\n"
             "[grpc]\naddr = 127.0.0.1:9000\ntls_cert = certs/server.pem\n"
             "tls_key = certs/server.key\nclient_ca = %s/ca.pem\nsocket_mode = 660\n"
             "client_cert = certs/client.pem\nclient_key = certs/client.key\n"
@@ -334,6 +339,8 @@ class ConfigAccepted(unittest.TestCase):
         self.assertEqual(s["proxy.handshake_timeout_ms"], "3000")
         self.assertEqual(s["proxy.shutdown_timeout_ms"], "3600000")
         self.assertEqual(s["proxy.workers"], "4")
+        self.assertEqual(s["proxy.relay"], "copy")
+        self.assertEqual(s["proxy.log_level"], "2")  # warn
         self.assertEqual(s["grpc.addr"], "127.0.0.1:9000")
         self.assertEqual(s["grpc.socket_mode"], "0660")
         self.assertEqual(s["grpc.tls_cert"], os.path.join(certs, "server.pem"))
