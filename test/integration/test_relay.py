@@ -14,8 +14,12 @@ MB = 1 << 20
 
 
 class Relay(ProxyTestCase):
+    """Every test here runs with the default relay (splice), and again in RelayCopy."""
+    RELAY = None
 
     def start(self, backend_addr, **proxy):
+        if self.RELAY:
+            proxy.setdefault("relay", self.RELAY)
         self.port = mcp.free_port()
         self.proxy = self.start_proxy(
             [("127.0.0.1:%d" % self.port, None, [(APP, backend_addr)])], proxy=proxy)
@@ -146,6 +150,11 @@ class Relay(ProxyTestCase):
         self.assertEqual(how, "eof")
         self.assertEqual(len(got), len(hello) + len(payload))
         self.assertEqual(bytes(got), hello + payload)
+
+
+class RelayCopy(Relay):
+    """The same behaviour when bytes are copied through a buffer instead of spliced."""
+    RELAY = "copy"
 
 
 if __name__ == "__main__":
