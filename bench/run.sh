@@ -8,7 +8,8 @@
 # Environment (all optional):
 #   BENCH_SHORT=1       smoke mode: one round, fractions of a second per phase (CI)
 #   BENCH_ROUNDS=N      rounds (default 3; 1 in short mode)
-#   BENCH_PEERS="..."   targets, in round order (default: direct haproxy nginx sniproxy mc-proxy)
+#   BENCH_PEERS="..."   targets, in round order (default: direct haproxy nginx sniproxy mc-proxy);
+#                       mc-proxy-copy is mc-proxy with [proxy] relay = copy (no splice)
 #   BENCH_CONNS=C       concurrent loops in rate mode (default 32)
 #   BENCH_RATE_SECS=S   rate measurement window (default 3)
 #   BENCH_STREAM_SECS=S throughput window per connection count (default 2)
@@ -116,9 +117,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-fill() { # template output
+fill() { # template output [extra line for [proxy]]
   sed -e "s#@TMP@#$TMP#g" -e "s#@PROXY_ADDR@#$PROXY_ADDR#g" -e "s#@BACKEND_ADDR@#$BACKEND_ADDR#g" \
-    -e "s#@WORKERS_LINE@#${WORKERS_LINE:-}#g" "$SRC/bench/peers/$1.in" > "$2"
+    -e "s#@WORKERS_LINE@#${WORKERS_LINE:-}${3:+\\n$3}#g" "$SRC/bench/peers/$1.in" > "$2"
 }
 
 # Whether a target can run here; prints the reason when it cannot.
@@ -128,7 +129,7 @@ available() {
     haproxy | nginx | sniproxy)
       command -v "$1" > /dev/null && return 0
       echo "$1 not installed" ;;
-    mc-proxy)
+    mc-proxy | mc-proxy-copy)
       [ -x "$MCP" ] && return 0
       echo "$MCP not built" ;;
     *) echo "unknown target" ;;
@@ -176,8 +177,13 @@ start_proxy() { # target
     sniproxy)
       fill sniproxy.conf "$TMP/sniproxy.conf"
       taskset -c "$PROXY_CPU" sniproxy -f -c "$TMP/sniproxy.conf" > "$TMP/sniproxy.log" 2>&1 & ;;
-    mc-proxy)
-      fill mc-proxy.ini "$TMP/mc-proxy.ini"
+    mc-proxy | mc-proxy-copy)
+      if [ "$t" = mc-proxy-copy ]; then
+        fill mc-proxy.ini "$TMP/mc-proxy.ini" "relay = copy"
+      else
+        fill mc-proxy.ini "$TMP/mc-proxy.ini"
+      fi
+      rm -f "$TMP/mc-proxy.db"*
       # mc-proxy logs one line per connection to stderr, as its spec requires; to a file, as in
       # production. The peers are configured without per-connection logs.
       taskset -c "$PROXY_CPU" "$MCP" server -c "$TMP/mc-proxy.ini" >> "$TMP/mc-proxy.log" 2>&1 & ;;
