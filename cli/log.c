@@ -5,6 +5,8 @@
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
+#include <errno.h>
+#include <unistd.h>
 
 static int min_level = LOG_INFO;
 static const char *const names[] = {"debug", "info", "warn", "error"};
@@ -22,28 +24,75 @@ int log_level_parse(const char *name)
   return -1;
 }
 
-void log_msg(int level, const char *fmt, ...)
+#define LINE_MAX_LEN 2048
+
+/* Formats one line, newline included, into line (LINE_MAX_LEN bytes); returns its length. */
+static size_t format_line(char *line, int level, const char *fmt, va_list ap)
 {
-  if (level < min_level)
-    return;
-  char line[2048];
   struct timeval tv;
   struct tm tm;
   gettimeofday(&tv, NULL);
   gmtime_r(&tv.tv_sec, &tm);
-  size_t n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-  n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03dZ %s ", (int)(tv.tv_usec / 1000),
+  size_t n = strftime(line, LINE_MAX_LEN, "%Y-%m-%dT%H:%M:%S", &tm);
+  n += (size_t)snprintf(line + n, LINE_MAX_LEN - n, ".%03dZ %s ", (int)(tv.tv_usec / 1000),
                         names[level]);
-  va_list ap;
-  va_start(ap, fmt);
-  int m = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
-  va_end(ap);
+  int m = vsnprintf(line + n, LINE_MAX_LEN - n - 1, fmt, ap);
   if (m < 0)
     m = 0;
   n += (size_t)m;
-  if (n > sizeof(line) - 2)
-    n = sizeof(line) - 2;
+  if (n > LINE_MAX_LEN - 2)
+    n = LINE_MAX_LEN - 2;
   line[n++] = '\n';
-  /* One write per line so lines from the admin thread never interleave mid-line. */
-  fwrite(line, 1, n, stderr);
+  return n;
+}
+
+/* write(2) straight to stderr, whole: lines from different threads never interleave. */
+static void write_all(const char *buf, size_t len)
+{
+  while (len > 0) {
+    ssize_t n = write(STDERR_FILENO, buf, len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return;
+    buf += n;
+    len -= (size_t)n;
+  }
+}
+
+void log_msg(int level, const char *fmt, ...)
+{
+  if (level < min_level)
+    return;
+  char line[LINE_MAX_LEN];
+  va_list ap;
+  va_start(ap, fmt);
+  size_t n = format_line(line, level, fmt, ap);
+  va_end(ap);
+  log_flush(); /* keep this thread's lines in order */
+  write_all(line, n);
+}
+
+#define BUFFER_SIZE 16384
+static __thread char buffer[BUFFER_SIZE];
+static __thread size_t buffered;
+
+void log_buffered(int level, const char *fmt, ...)
+{
+  if (level < min_level)
+    return;
+  if (buffered > BUFFER_SIZE - LINE_MAX_LEN)
+    log_flush();
+  va_list ap;
+  va_start(ap, fmt);
+  buffered += format_line(buffer + buffered, level, fmt, ap);
+  va_end(ap);
+}
+
+void log_flush(void)
+{
+  if (!buffered)
+    return;
+  write_all(buffer, buffered);
+  buffered = 0;
 }

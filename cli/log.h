@@ -13,6 +13,15 @@ void log_set_level(int level);
 int log_level_parse(const char *name);
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/*
+ * Like log_msg, but the line goes into a buffer of the calling thread, written out by
+ * log_flush() (or when the buffer fills). The data plane logs each connection this way and each
+ * loop flushes once per iteration, so a busy loop writes many lines with one write(2).
+ */
+void log_buffered(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Writes out the calling thread's buffered lines, if any. */
+void log_flush(void);
+
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)

@@ -28,6 +28,7 @@ typedef struct run_s {
   server_t srv;
   uv_signal_t sigterm, sigint, sighup;
   uv_timer_t drain_poll;
+  uv_prepare_t log_flush; /* writes the loop's buffered connection lines before it waits */
   uint64_t drain_deadline;
   int stopping;
   int lock_fd;
@@ -63,7 +64,19 @@ static void on_conn_end(void *data, const mcp_conn_record_t *rec)
 {
   char line[1024];
   mcp_conn_record_format(rec, line, sizeof(line));
-  log_info("conn %s", line);
+  log_buffered(LOG_INFO, "conn %s", line);
+}
+
+static void on_log_flush(uv_prepare_t *h)
+{
+  log_flush();
+}
+
+void server_flush_logs_each_iteration(uv_loop_t *loop, uv_prepare_t *prepare)
+{
+  uv_prepare_init(loop, prepare);
+  uv_prepare_start(prepare, on_log_flush);
+  uv_unref((uv_handle_t *)prepare); /* it must not keep the loop alive on its own */
 }
 
 /* ---- seeding and loading ---- */
@@ -522,6 +535,7 @@ int cmd_server(int argc, char **argv)
   uv_signal_init(&loop, &run.sigint);
   uv_signal_init(&loop, &run.sighup);
   uv_timer_init(&loop, &run.drain_poll);
+  server_flush_logs_each_iteration(&loop, &run.log_flush);
   run.sigterm.data = run.sigint.data = run.sighup.data = run.drain_poll.data = &run;
   uv_signal_start(&run.sigterm, on_signal, SIGTERM);
   uv_signal_start(&run.sigint, on_signal, SIGINT);
@@ -533,6 +547,7 @@ int cmd_server(int argc, char **argv)
     log_info("stopped");
   }
   teardown(&run);
+  log_flush();
   if (run.lock_fd > 0)
     close(run.lock_fd);
   config_free(&cfg);

@@ -36,6 +36,13 @@ typedef struct server_s {
   uv_work_t ctl_work;
 } server_t;
 
+/*
+ * Starts prepare, a handle that writes the calling thread's buffered log lines (log_buffered)
+ * in every iteration of loop before it waits for I/O, so lines from the previous iteration's
+ * callbacks (close callbacks included) go out together. It does not keep the loop alive.
+ */
+void server_flush_logs_each_iteration(uv_loop_t *loop, uv_prepare_t *prepare);
+
 /* The listener with this canonical address, or NULL. */
 mcp_listener_t *server_find_listener(server_t *srv, const char *addr);
 

@@ -41,6 +41,7 @@ typedef struct worker_s {
   int started;
   uv_loop_t loop;
   uv_async_t async;
+  uv_prepare_t log_flush;
   uv_mutex_t mu;
   msg_t *head, *tail; /* guarded by mu */
   mcp_listener_t **listeners;
@@ -59,11 +60,18 @@ struct workers_s {
 
 /* ---- on a worker's thread ---- */
 
+/* The last handles of a worker's loop; uv_run then returns and the thread ends. */
+static void worker_close_handles(worker_t *w)
+{
+  uv_close((uv_handle_t *)&w->async, NULL);
+  uv_close((uv_handle_t *)&w->log_flush, NULL);
+}
+
 static void on_worker_listener_freed(void *data)
 {
   worker_t *w = data;
   if (++w->freed == w->nlisteners)
-    uv_close((uv_handle_t *)&w->async, NULL);
+    worker_close_handles(w);
 }
 
 static void worker_publish(worker_t *w, publish_t *pub)
@@ -106,7 +114,7 @@ static void on_worker_async(uv_async_t *h)
       break;
     case MSG_EXIT:
       if (w->nlisteners == 0)
-        uv_close((uv_handle_t *)&w->async, NULL);
+        worker_close_handles(w);
       for (size_t i = 0; i < w->nlisteners; i++)
         mcp_listener_free(w->listeners[i], on_worker_listener_freed, w);
       break;
@@ -120,6 +128,7 @@ static void worker_main(void *arg)
 {
   worker_t *w = arg;
   uv_run(&w->loop, UV_RUN_DEFAULT);
+  log_flush();
 }
 
 /* ---- on the main loop ---- */
@@ -176,6 +185,7 @@ static int worker_init(struct workers_s *all, worker_t *w, int index, char *err,
   uv_mutex_init(&w->mu);
   uv_async_init(&w->loop, &w->async, on_worker_async);
   w->async.data = w;
+  server_flush_logs_each_iteration(&w->loop, &w->log_flush);
   w->listeners = calloc(srv->nlisteners ? srv->nlisteners : 1, sizeof(*w->listeners));
   if (!w->listeners) {
     snprintf(err, errlen, "out of memory");
@@ -297,7 +307,7 @@ void workers_stop(server_t *srv)
       /* Never started: its loop holds only what worker_init made. */
       for (size_t j = 0; j < w->nlisteners; j++)
         mcp_listener_free(w->listeners[j], NULL, NULL);
-      uv_close((uv_handle_t *)&w->async, NULL);
+      worker_close_handles(w);
       uv_run(&w->loop, UV_RUN_DEFAULT);
     }
     uv_loop_close(&w->loop);

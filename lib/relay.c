@@ -344,8 +344,12 @@ static void splice_relay(mcp__conn_t *c, mcp__pipe_t *p)
         break;
       }
     }
-    if (left == 0)
+    if (left == 0) {
+      /* Less than asked for: the socket is drained; another splice would only say EAGAIN. */
+      if ((size_t)n < MCP__RELAY_CHUNK)
+        return;
       continue;
+    }
 
     /* dst is full, or broken: empty the pipe either way. */
     mcp__chunk_t *ch = failed ? NULL : mcp__chunk_get(&l->relay_pool);
