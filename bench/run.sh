@@ -8,7 +8,8 @@
 # Environment (all optional):
 #   BENCH_SHORT=1       smoke mode: one round, fractions of a second per phase (CI)
 #   BENCH_ROUNDS=N      rounds (default 3; 1 in short mode)
-#   BENCH_PEERS="..."   targets, in round order (default: direct haproxy nginx sniproxy mc-proxy);
+#   BENCH_PEERS="..."   targets, in round order (default: direct haproxy nginx sniproxy mc-proxy
+#                       mc-proxy-copy);
 #                       mc-proxy-copy is mc-proxy with [proxy] relay = copy (no splice)
 #   BENCH_CONNS=C       concurrent loops in rate mode (default 32)
 #   BENCH_RATE_SECS=S   rate measurement window (default 3)
@@ -50,7 +51,7 @@ else
   WARMUP=0.5
 fi
 CONNS=${BENCH_CONNS:-32}
-PEERS=${BENCH_PEERS:-direct haproxy nginx sniproxy mc-proxy}
+PEERS=${BENCH_PEERS:-direct haproxy nginx sniproxy mc-proxy mc-proxy-copy}
 PROXY_PORT=${BENCH_PORT:-18443}
 BACKEND_PORT=$((PROXY_PORT + 1))
 PROXY_ADDR=127.0.0.1:$PROXY_PORT
