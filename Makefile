@@ -52,7 +52,7 @@ lint: EXTRA_DEPS = $(LINT_DEPS)
 lint: deps $(BUILD)/CMakeCache.txt
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr \
 	  --suppress=missingIncludeSystem -I include lib cli
-	clang-tidy -p $(BUILD) --quiet lib/*.c -- -Iinclude
+	clang-tidy -p $(BUILD) --quiet lib/*.c cli/*.c
 
 format:
 	clang-format -i include/mcproxy/*.h lib/*.c lib/*.h cli/*.c cli/*.h test/unit/*.c fuzz/*.c

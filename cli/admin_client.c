@@ -208,7 +208,8 @@ int admin_client_call(admin_client_t *c, const char *method, const ProtobufCMess
   grpc_event ev = grpc_completion_queue_next(c->cq, wait, NULL);
   if (ev.type != GRPC_OP_COMPLETE) {
     grpc_call_cancel(call, NULL);
-    ev = grpc_completion_queue_next(c->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    /* Wait for the cancelled batch to come back before the call is destroyed. */
+    (void)grpc_completion_queue_next(c->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
     snprintf(msg, msglen, "no reply within the deadline");
     rc = GRPC_STATUS_DEADLINE_EXCEEDED;
     goto out;

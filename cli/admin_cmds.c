@@ -103,6 +103,8 @@ static int parse_opts(const char *cmd, const char *usage, int allow_json, int ar
 /* A wildcard listen address is reached through loopback, which `mc-proxy certs` names. */
 static void client_target(const char *addr, char *out, size_t outlen)
 {
+  if (!addr)
+    addr = "";
   if (!strncmp(addr, "0.0.0.0:", 8))
     snprintf(out, outlen, "127.0.0.1:%s", addr + 8);
   else if (!strncmp(addr, "[::]:", 5))
@@ -289,7 +291,7 @@ int cmd_status(int argc, char **argv)
     return rc;
   if (o.nargs > 0)
     return cli_usage_error("status", "unexpected argument '%s'", o.args[0]);
-  admin_client_t *c;
+  admin_client_t *c = NULL;
   if ((rc = connect_client("status", &o, &c)) != 0)
     return rc;
   McProxy__V1__GetStatusRequest req = MC_PROXY__V1__GET_STATUS_REQUEST__INIT;
@@ -397,7 +399,7 @@ int cmd_routes(int argc, char **argv)
   if (o.json && strcmp(sub, "list"))
     return cli_usage_error("routes", "--json goes with list only");
 
-  admin_client_t *c;
+  admin_client_t *c = NULL;
   if ((rc = connect_client("routes", &o, &c)) != 0)
     return rc;
   if (!strcmp(sub, "list")) {
@@ -521,7 +523,7 @@ int cmd_firewall(int argc, char **argv)
   if (o.json && strcmp(sub, "list"))
     return cli_usage_error("firewall", "--json goes with list only");
 
-  admin_client_t *c;
+  admin_client_t *c = NULL;
   if ((rc = connect_client("firewall", &o, &c)) != 0)
     return rc;
   rc = !strcmp(sub, "list") ? firewall_list(c, &o) : firewall_change(c, &o);
@@ -555,7 +557,7 @@ int cmd_listener(int argc, char **argv)
   if (errno || end == o.args[2] || *end)
     return cli_usage_error("listener", "N must be a whole number, not '%s'", o.args[2]);
 
-  admin_client_t *c;
+  admin_client_t *c = NULL;
   if ((rc = connect_client("listener", &o, &c)) != 0)
     return rc;
   McProxy__V1__SetListenerMaxConnectionsRequest req =

@@ -117,6 +117,8 @@ static int strset_equal(strset_t *a, strset_t *b)
 {
   if (a->n != b->n)
     return 0;
+  if (a->n == 0)
+    return 1;
   qsort(a->v, a->n, sizeof(char *), cmp_str);
   qsort(b->v, b->n, sizeof(char *), cmp_str);
   for (size_t i = 0; i < a->n; i++)

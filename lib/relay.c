@@ -283,7 +283,7 @@ static void relayed(mcp__conn_t *c, mcp__pipe_t *p, size_t n)
  */
 static int splice_pipe_take(mcp_listener_t *l, mcp__chunk_t *ch, size_t len)
 {
-  char scrap[4096];
+  char scrap[4096] = {0}; /* only ever written; initialised to keep cppcheck content */
   size_t off = 0;
   while (off < len) {
     char *dst = ch ? ch->data + off : scrap;
@@ -388,7 +388,7 @@ static void on_relay_read(uv_stream_t *src, ssize_t nread, const uv_buf_t *buf)
     return;
   }
   mcp__chunk_t *ch = buf->base ? MCP__CHUNK_OF(buf->base) : NULL;
-  if (nread <= 0) {
+  if (nread <= 0 || !ch) {
     mcp__chunk_put(ch);
     if (nread == UV_EOF)
       pipe_eof(c, p);

@@ -246,7 +246,6 @@ static int store_mutate(mcp_store_t *st, sqlite3_stmt *stmt, const char *what, i
   rc = sqlite3_step(stmt);
   if (rc == SQLITE_DONE) {
     *changes = sqlite3_changes(st->db);
-    rc = SQLITE_OK;
   } else {
     int code = store_fail(st, rc, what);
     if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
