@@ -6,6 +6,8 @@
 #             limit) idle proxied connections
 #   startup   exec -> "listening on" with 10 and 100,000 routes in the database, and RSS after
 #   workers   rate mode with [proxy] workers = 1 vs 2, nothing pinned (SCALE_WORKERS=0 skips it)
+#   lookup    the route and firewall lookups alone, in ns, 10 vs the large sizes (a small C
+#             program compiled here against BUILD_DIR/lib/libmcproxy.a; skipped without cc)
 # Prints markdown tables (also written to OUT_DIR/scale-results.md; raw figures per run in
 # OUT_DIR/scale-raw.txt).
 #
@@ -127,6 +129,17 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# The binaries are copied first: a rebuild of BUILD_DIR during the run must not mix two builds.
+mkdir -p "$TMP/bin"
+cp -p "$MCP" "$LOAD" "$BACKEND" "$TMP/bin/" || exit 2
+MCP_ORIG=$MCP
+MCP=$TMP/bin/mc-proxy
+LOAD=$TMP/bin/mcp-bench-load
+BACKEND=$TMP/bin/mcp-bench-backend
+LIBMCP=
+[ -r "$BUILD/lib/libmcproxy.a" ] && cp -p "$BUILD/lib/libmcproxy.a" "$TMP/bin/" &&
+  LIBMCP=$TMP/bin/libmcproxy.a
 
 # ---- state: route tables, firewalls, configs ----
 
@@ -256,6 +269,186 @@ proxy_base_fds() {
 }
 
 commas() { "$PY" -c 'import sys; print(f"{int(sys.argv[1]):,}")' "$1"; }
+# The lookups alone: what a route or firewall table of a given size adds to one connection,
+# measured in ns where a whole connection (~40 µs here) is too noisy to show it.
+build_lookup() {
+  [ -n "$LIBMCP" ] && command -v cc > /dev/null && command -v pkg-config > /dev/null || return 1
+  cat > "$TMP/scale_lookup.c" << 'EOF'
+/* scale-lookup: the data plane's two per-connection lookups, timed on their own, so that their
+ * growth with table size is visible below the noise of a whole proxied connection.
+ *   scale-lookup routes FILE    FILE holds "route = HOST BACKEND" lines
+ *   scale-lookup firewall FILE  FILE holds "block_cidr = CIDR" lines
+ * Prints one key=value line: the table size and ns per lookup for the benchmark's own case
+ * (app.example.com / client 127.0.0.1, the same entry every time, so it stays in cache) and for
+ * a stream of 65,536 random keys (existing hostnames / random IPv4 clients), which miss the
+ * cache the way many different clients would. Each figure is the best of 5 repetitions. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mcproxy/firewall.h"
+#include "mcproxy/router.h"
+
+#define NKEYS 65536
+#define REPS 5
+
+static volatile uintptr_t sink;
+
+static uint64_t now_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* xorshift64: a fixed seed, so every run looks up the same keys. */
+static uint64_t rng_state = 0x9e3779b97f4a7c15u;
+static uint64_t rnd(void)
+{
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return rng_state;
+}
+
+/* Reads the value after "KEY = " on every line of the file that starts with it. */
+static char **read_values(const char *path, const char *key, size_t *n)
+{
+  FILE *f = fopen(path, "r");
+  char line[512];
+  size_t cap = 1024, klen = strlen(key);
+  char **v = malloc(cap * sizeof(*v));
+  *n = 0;
+  if (!f || !v) {
+    perror(path);
+    exit(2);
+  }
+  while (fgets(line, sizeof(line), f)) {
+    if (strncmp(line, key, klen) != 0 || strncmp(line + klen, " = ", 3) != 0)
+      continue;
+    line[strcspn(line, "\r\n")] = '\0';
+    if (*n == cap) {
+      cap *= 2;
+      v = realloc(v, cap * sizeof(*v));
+      if (!v)
+        exit(2);
+    }
+    v[(*n)++] = strdup(line + klen + 3);
+  }
+  fclose(f);
+  return v;
+}
+
+/* The best of REPS timings of iters evaluations of expr (which may use i), in ns each. */
+#define BEST_NS(iters, expr) \
+  ({ \
+    double best_ = 1e30; \
+    for (int r_ = 0; r_ < REPS; r_++) { \
+      uint64_t t0_ = now_ns(); \
+      for (size_t i = 0; i < (iters); i++) \
+        sink += (uintptr_t)(expr); \
+      double ns_ = (double)(now_ns() - t0_) / (double)(iters); \
+      if (ns_ < best_) \
+        best_ = ns_; \
+    } \
+    best_; \
+  })
+
+static int bench_routes(const char *path)
+{
+  size_t n;
+  char **lines = read_values(path, "route", &n);
+  mcp_routes_t *rt = mcp_routes_new();
+  char **names = malloc(n * sizeof(*names));
+  size_t *lens = malloc(NKEYS * sizeof(*lens));
+  const char **keys = malloc(NKEYS * sizeof(*keys));
+  if (!rt || !names || !lens || !keys)
+    return 2;
+  for (size_t i = 0; i < n; i++) {
+    char *sp = strchr(lines[i], ' ');
+    if (!sp)
+      return 2;
+    *sp = '\0';
+    names[i] = lines[i];
+    if (mcp_routes_put(rt, lines[i], sp + 1) != 0) {
+      fprintf(stderr, "scale-lookup: bad route %s\n", lines[i]);
+      return 2;
+    }
+  }
+  for (size_t i = 0; i < NKEYS; i++) {
+    keys[i] = names[rnd() % n];
+    lens[i] = strlen(keys[i]);
+  }
+  const char *app = "app.example.com";
+  if (!mcp_routes_lookup(rt, app, strlen(app)))
+    return 1; /* the benchmark's route must be there */
+  double hit = BEST_NS(2000000, mcp_routes_lookup(rt, app, 15));
+  double rand_ns = BEST_NS(2000000, mcp_routes_lookup(rt, keys[i % NKEYS], lens[i % NKEYS]));
+  size_t missing = 0;
+  for (size_t i = 0; i < NKEYS; i++)
+    missing += mcp_routes_lookup(rt, keys[i], lens[i]) == NULL;
+  printf("lookup kind=routes n=%zu ns_same=%.1f ns_random=%.1f errors=%zu\n",
+         mcp_routes_count(rt), hit, rand_ns, missing);
+  mcp_routes_unref(rt);
+  return missing ? 1 : 0;
+}
+
+static int bench_firewall(const char *path)
+{
+  size_t n;
+  char **cidrs = read_values(path, "block_cidr", &n);
+  mcp_firewall_t *fw = mcp_firewall_new();
+  struct sockaddr_in *clients = malloc(NKEYS * sizeof(*clients));
+  if (!fw || !clients)
+    return 2;
+  for (size_t i = 0; i < n; i++)
+    if (mcp_firewall_add(fw, MCP_FW_CIDR, cidrs[i]) != 0) {
+      fprintf(stderr, "scale-lookup: bad CIDR %s\n", cidrs[i]);
+      return 2;
+    }
+  if (mcp_firewall_seal(fw) != 0)
+    return 2;
+  struct sockaddr_in local = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
+  if (mcp_firewall_check(fw, (struct sockaddr *)&local))
+    return 1; /* 127.0.0.1 must pass, or the load runs would measure refusals */
+  for (size_t i = 0; i < NKEYS; i++)
+    clients[i] = (struct sockaddr_in){.sin_family = AF_INET,
+                                      .sin_addr.s_addr = (uint32_t)rnd()};
+  double same = BEST_NS(2000000, mcp_firewall_check(fw, (struct sockaddr *)&local));
+  double rand_ns =
+      BEST_NS(2000000, mcp_firewall_check(fw, (struct sockaddr *)&clients[i % NKEYS]));
+  printf("lookup kind=firewall n=%zu ns_same=%.1f ns_random=%.1f errors=0\n",
+         mcp_firewall_count(fw), same, rand_ns);
+  mcp_firewall_unref(fw);
+  return 0;
+}
+
+int main(int argc, char **argv)
+{
+  if (argc == 3 && !strcmp(argv[1], "routes"))
+    return bench_routes(argv[2]);
+  if (argc == 3 && !strcmp(argv[1], "firewall"))
+    return bench_firewall(argv[2]);
+  fprintf(stderr, "usage: scale-lookup routes|firewall FILE\n");
+  return 2;
+}
+EOF
+  cc -O2 -std=gnu11 -Wall -I"$SRC/include" "$TMP/scale_lookup.c" "$LIBMCP" \
+    $(pkg-config --libs libuv libmaxminddb sqlite3) -lpthread -o "$TMP/bin/scale-lookup" \
+    2> "$TMP/lookup-build.err"
+}
+run_lookup() { # variant label kind file
+  local line rc
+  line=$(taskset -c "$PROXY_CPU" "$TMP/bin/scale-lookup" "$3" "$TMP/$4" 2>> "$TMP/lookup.err")
+  rc=$?
+  echo "exp=lookup variant=$1 label=$2 round=1 ${line#lookup } rc=$rc" >> "$RAW"
+}
+
 BIG_LABEL_R=$(commas "$BIG_ROUTES")
 BIG_LABEL_C=$(commas "$BIG_CIDRS")
 START_AT=$(date -u +%Y-%m-%dT%H:%MZ)
@@ -274,7 +467,8 @@ for round in $(seq 1 "$STARTS"); do
   run_startup startup "$round" s100k "${BIG_LABEL_R}_routes_(config_and_DB)" routes-info.ini
   run_startup startup "$round" sdb "${BIG_LABEL_R}_routes_in_DB,_${SMALL}_in_config" dbonly-info.ini
   run_startup startup "$round" sfw "${SMALL}_routes,_${BIG_LABEL_C}_CIDRs" fw-info.ini
-  run_startup startup "$round" seed "first_start:_seeding_${BIG_LABEL_R}_routes" seed-info.ini seed.db
+  run_startup startup "$round" seed "first_start:_seeding_${BIG_LABEL_R}_routes" seed-info.ini \
+    seed.db
 done
 
 echo "scale: routes and firewall, $ROUNDS round(s)" >&2
@@ -288,14 +482,17 @@ BASE_FDS=$(proxy_base_fds)
 IDLE_NOTE=
 if [ "$BASE_FDS" -gt 0 ] && [ $((2 * BIG_IDLE + BASE_FDS + 8)) -gt "$NOFILE" ]; then
   capped=$(((NOFILE - BASE_FDS - 8) / 2))
-  IDLE_NOTE="idle: $BIG_IDLE connections need $((2 * BIG_IDLE + BASE_FDS)) descriptors in the proxy ($BASE_FDS of its own), over ulimit -n $NOFILE: capped at $capped"
+  IDLE_NOTE="idle: $BIG_IDLE connections need $((2 * BIG_IDLE + BASE_FDS)) descriptors in the"
+  IDLE_NOTE+=" proxy ($BASE_FDS of its own), over ulimit -n $NOFILE: capped at $capped"
   BIG_IDLE=$capped
 fi
 MID_IDLE=$((BIG_IDLE / 10))
 echo "scale: idle, $SMALL_IDLE, $MID_IDLE and $BIG_IDLE connections, $IDLE_ROUNDS round(s)" >&2
 for round in $(seq 1 "$IDLE_ROUNDS"); do
   run_phase idle small "$(commas "$SMALL_IDLE")" "$round" base.ini 1 idle "$SMALL_IDLE"
-  run_phase idle mid "$(commas "$MID_IDLE")" "$round" base.ini 1 idle "$MID_IDLE"
+  if [ "$MID_IDLE" -gt "$SMALL_IDLE" ]; then
+    run_phase idle mid "$(commas "$MID_IDLE")" "$round" base.ini 1 idle "$MID_IDLE"
+  fi
   run_phase idle big "$(commas "$BIG_IDLE")" "$round" base.ini 1 idle "$BIG_IDLE"
 done
 
@@ -307,12 +504,24 @@ if [ "${SCALE_WORKERS:-1}" != 0 ]; then
   done
 fi
 
+LOOKUP_NOTE=
+if build_lookup; then
+  echo "scale: lookups alone" >&2
+  run_lookup r10 "${SMALL}_routes" routes routes-small.txt
+  run_lookup rbig "${BIG_LABEL_R}_routes" routes routes-big.txt
+  run_lookup c10 "${SMALL}_CIDRs" firewall cidrs-small.txt
+  run_lookup cbig "${BIG_LABEL_C}_CIDRs" firewall cidrs-big.txt
+else
+  LOOKUP_NOTE="lookups alone: skipped (needs cc, pkg-config and $BUILD/lib/libmcproxy.a)"
+fi
+
 {
   echo "- command: \`$([ "$SHORT" = 1 ] && echo 'SCALE_SHORT=1 ')bench/scale.sh $BUILD\` ($START_AT, load average at start: $LOADAVG)"
-  echo "- machine: $(nproc) CPUs, kernel $(uname -r); $("$MCP" version 2> /dev/null | head -1) (binary built $(date -u -r "$MCP" +%Y-%m-%dT%H:%MZ), checkout at $(git -C "$SRC" log -1 --format=%h 2> /dev/null || echo '?'))"
+  echo "- machine: $(nproc) CPUs, kernel $(uname -r); $("$MCP" version 2> /dev/null | head -1) (binary $MCP_ORIG built $(date -u -r "$MCP" +%Y-%m-%dT%H:%MZ), checkout at $(git -C "$SRC" log -1 --format=%h 2> /dev/null || echo '?'))"
   echo "- rate: $CONNS loops, ${RATE_SECS}s window after ${WARMUP}s warm-up, $ROUNDS round(s) alternating; idle: $IDLE_ROUNDS round(s); startup: $STARTS start(s) per variant, alternating"
   echo "- proxy descriptors with no connection: $BASE_FDS; ulimit -n $NOFILE"
   [ -n "$IDLE_NOTE" ] && echo "- $IDLE_NOTE"
+  [ -n "$LOOKUP_NOTE" ] && echo "- $LOOKUP_NOTE"
   if [ "$SHORT" = 1 ]; then
     echo
     echo "Smoke mode (SCALE_SHORT=1): small tables, short windows, one round. It proves the"

@@ -12,9 +12,9 @@ usage:
                                              it with SIGTERM; prints one key=value line
   scale_report.py report RAW                 raw lines -> markdown tables
 
-Every raw line is key=value pairs with exp= (base, routes, firewall, idle, startup, workers),
-variant=, round= and the measured figures; a line with errors, a setup_error or a non-zero
-rc= yields ERROR in its cell instead of a figure.
+Every raw line is key=value pairs with exp= (base, routes, firewall, idle, startup, workers,
+lookup), variant=, round= and the measured figures; a line with errors, a setup_error or a
+non-zero rc= yields ERROR in its cell instead of a figure.
 """
 import ipaddress
 import os
@@ -118,8 +118,8 @@ def startup(cpu, timeout, cmd):
         proc.communicate()
     ok = ready_ms is not None and proc.returncode == 0
     print(f"startup_ms={ready_ms if ready_ms is not None else float('nan'):.1f} "
-          f"routes={routes} rules={rules} rss_kib={rss} hwm_kib={hwm} exit={proc.returncode} errors={0 if ok else 1} "
-          f"rc={0 if ok else 1}")
+          f"routes={routes} rules={rules} rss_kib={rss} hwm_kib={hwm} exit={proc.returncode} "
+          f"errors={0 if ok else 1} rc={0 if ok else 1}")
     if not ok:
         tail = buf.decode("utf-8", "replace").strip().splitlines()[-3:]
         print("startup failed: " + " | ".join(tail), file=sys.stderr)
@@ -162,6 +162,10 @@ def fmt(v):
     return f"{v:.2f}"
 
 
+# Counts, shown without decimals.
+COUNTS = ("routes", "rules", "idle_up", "n")
+
+
 def cell(runs, key):
     """Median (min–max) over the runs, or ERROR when any run failed."""
     if not runs:
@@ -172,7 +176,9 @@ def cell(runs, key):
     if not vals:
         return "–", None
     med = statistics.median(vals)
-    if len(vals) == 1:
+    if key in COUNTS:
+        return " – ".join(f"{v:,.0f}" for v in sorted({min(vals), max(vals)})), med
+    if min(vals) == max(vals):
         return fmt(med), med
     return f"{fmt(med)} ({fmt(min(vals))}–{fmt(max(vals))})", med
 
@@ -220,14 +226,15 @@ def report(path):
           rate_cols, ("CPU µs/conn", "cpu_us_per_conn"))
     table(runs, ("idle",), "Concurrent idle proxied connections (proxy RSS)",
           [("connections up", "idle_up"), ("RSS before KiB", "rss_before_kib"),
-           ("RSS after KiB", "rss_after_kib"), ("KiB/conn", "kib_per_conn")],
-          ("KiB/conn", "kib_per_conn"))
+           ("RSS after KiB", "rss_after_kib"), ("KiB/conn", "kib_per_conn")])
     table(runs, ("startup",), "Startup (exec → \"listening on\" on stderr; proxy on CPU 0)",
           [("routes loaded", "routes"), ("rules loaded", "rules"),
            ("ms to listening", "startup_ms"),
            ("RSS after start KiB", "rss_kib"),
            ("peak RSS KiB", "hwm_kib")],
           ("ms", "startup_ms"))
+    table(runs, ("lookup",), "Lookups alone (ns per lookup, best of 5 × 2,000,000; CPU 0)",
+          [("entries", "n"), ("same key, ns", "ns_same"), ("65,536 random keys, ns", "ns_random")])
     table(runs, ("workers",), "Workers (rate mode, nothing pinned)", rate_cols,
           ("conn/s", "conn_per_s"))
     return 1 if any(failed(r) for r in runs) else 0
