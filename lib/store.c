@@ -123,38 +123,6 @@ struct mcp_store_s {
   char errmsg[512];
 };
 
-/*
- * The store's own copy of the rule type names. They are the values of the CHECK constraint in
- * migration 2 and must never change, so the store does not depend on the firewall module here.
- */
-static const char *store_fw_type_name(mcp_fw_type_t type)
-{
-  switch (type) {
-  case MCP_FW_IP:
-    return "ip";
-  case MCP_FW_CIDR:
-    return "cidr";
-  case MCP_FW_COUNTRY:
-    return "country";
-  }
-  return NULL;
-}
-
-static int store_fw_type_parse(const char *name, mcp_fw_type_t *type)
-{
-  if (name == NULL)
-    return MCP_EINVAL;
-  if (strcmp(name, "ip") == 0)
-    *type = MCP_FW_IP;
-  else if (strcmp(name, "cidr") == 0)
-    *type = MCP_FW_CIDR;
-  else if (strcmp(name, "country") == 0)
-    *type = MCP_FW_COUNTRY;
-  else
-    return MCP_EINVAL;
-  return 0;
-}
-
 static void store_set_err(mcp_store_t *st, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -574,12 +542,9 @@ void mcp_store_rollback(mcp_store_t *st)
   store_rollback_quiet(st);
 }
 
-int mcp_store_listener_add(mcp_store_t *st, const char *addr, int64_t max_connections)
+/* The arguments every listener mutation takes. Returns 0 or the error, with its message set. */
+static int check_listener_args(mcp_store_t *st, const char *addr, int64_t max_connections)
 {
-  sqlite3_stmt *stmt = st->stmt[STMT_LISTENER_ADD];
-  int changes;
-  int code;
-
   if (addr == NULL) {
     store_set_err(st, "missing argument");
     return MCP_EINVAL;
@@ -589,6 +554,16 @@ int mcp_store_listener_add(mcp_store_t *st, const char *addr, int64_t max_connec
                   (long long)max_connections);
     return MCP_ERANGE;
   }
+  return 0;
+}
+
+int mcp_store_listener_add(mcp_store_t *st, const char *addr, int64_t max_connections)
+{
+  sqlite3_stmt *stmt = st->stmt[STMT_LISTENER_ADD];
+  int changes;
+  int code = check_listener_args(st, addr, max_connections);
+  if (code)
+    return code;
   sqlite3_bind_text(stmt, 1, addr, -1, SQLITE_TRANSIENT);
   sqlite3_bind_int64(stmt, 2, max_connections);
   code = store_mutate(st, stmt, "adding listener", MCP_EEXIST, &changes);
@@ -602,17 +577,9 @@ int mcp_store_update_listener_max_connections(mcp_store_t *st, const char *addr,
 {
   sqlite3_stmt *stmt = st->stmt[STMT_LISTENER_SET_MAX];
   int changes;
-  int code;
-
-  if (addr == NULL) {
-    store_set_err(st, "missing argument");
-    return MCP_EINVAL;
-  }
-  if (max_connections < 0) {
-    store_set_err(st, "listener %s: max_connections %lld is negative", addr,
-                  (long long)max_connections);
-    return MCP_ERANGE;
-  }
+  int code = check_listener_args(st, addr, max_connections);
+  if (code)
+    return code;
   sqlite3_bind_text(stmt, 1, addr, -1, SQLITE_TRANSIENT);
   sqlite3_bind_int64(stmt, 2, max_connections);
   code = store_mutate(st, stmt, "updating max_connections", MCP_EIO, &changes);
@@ -668,7 +635,7 @@ int mcp_store_route_remove(mcp_store_t *st, const char *listener_addr, const cha
 int mcp_store_firewall_add(mcp_store_t *st, mcp_fw_type_t type, const char *value)
 {
   sqlite3_stmt *stmt = st->stmt[STMT_FW_ADD];
-  const char *name = store_fw_type_name(type);
+  const char *name = mcp_fw_type_name(type);
   int changes;
   int code;
 
@@ -687,7 +654,7 @@ int mcp_store_firewall_add(mcp_store_t *st, mcp_fw_type_t type, const char *valu
 int mcp_store_firewall_remove(mcp_store_t *st, mcp_fw_type_t type, const char *value)
 {
   sqlite3_stmt *stmt = st->stmt[STMT_FW_REMOVE];
-  const char *name = store_fw_type_name(type);
+  const char *name = mcp_fw_type_name(type);
   int changes;
   int code;
 
@@ -732,7 +699,7 @@ static int store_walk(mcp_store_t *st, int which, const mcp_store_visitor_t *v, 
                        store_col_text(stmt, 2));
     } else if (v->rule) {
       mcp_fw_type_t type;
-      if (store_fw_type_parse((const char *)sqlite3_column_text(stmt, 0), &type) != 0) {
+      if (mcp_fw_type_parse((const char *)sqlite3_column_text(stmt, 0), &type) != 0) {
         store_set_err(st, "loading: firewall rule with unknown type");
         ret = MCP_EIO;
       } else {
