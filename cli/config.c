@@ -344,6 +344,9 @@ static int start_listener(loader_t *ld, const char *addr_text)
     return fail(ld, ld->line,
                 "[listener \"" SHOW "\"]: bad listen address (expected IPv4:port or [IPv6]:port)",
                 addr_text);
+  /* sin_port and sin6_port share their offset. Port 0 would give every worker its own port. */
+  if (((struct sockaddr_in *)&ss)->sin_port == 0)
+    return fail(ld, ld->line, "[listener \"" SHOW "\"]: port 0 is not a listen port", addr_text);
   for (size_t i = 0; i < cfg->nlisteners; i++)
     if (!strcmp(cfg->listeners[i].addr, canon))
       return fail(ld, ld->line, "duplicate listener %s, first on line %d", canon,

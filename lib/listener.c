@@ -89,7 +89,7 @@ int mcp_listen_addr_parse(const char *addr, struct sockaddr_storage *out, char *
     port_str = colon + 1;
   }
 
-  /* Decimal digits only, 1-65535. Port 0 is allowed only so tests can pick a free port. */
+  /* Decimal digits only, 0-65535 (0: the kernel picks; see listener.h). */
   unsigned long port = 0;
   size_t digits = strlen(port_str);
   if (digits == 0 || digits > 5)

@@ -93,8 +93,9 @@ typedef struct mcp_listener_stats_s {
 } mcp_listener_stats_t;
 
 /*
- * Parses a listener address ("IPv4:port" or "[IPv6]:port", port 1-65535) into out and writes
- * its canonical text (as stored and shown) to text (64 bytes). Returns 0 or MCP_EINVAL.
+ * Parses a listener address ("IPv4:port" or "[IPv6]:port", decimal port 0-65535; 0 asks the
+ * kernel for a free port, which tests use) into out and writes its canonical text (as stored
+ * and shown) to text (64 bytes, may be NULL). Returns 0 or MCP_EINVAL.
  */
 int mcp_listen_addr_parse(const char *addr, struct sockaddr_storage *out, char *text);
 

@@ -72,6 +72,8 @@ ERRORS = [
     ("huge duration", DB + "[proxy]\nshutdown_timeout = 9000h\n", "9000h", "too long"),
     ("zero workers", DB + "[proxy]\nworkers = 0\n", "workers", "whole number from 1"),
     ("bad workers", DB + "[proxy]\nworkers = many\n", "workers", "whole number from 1"),
+    ("listener port 0", DB + '[listener "127.0.0.1:0"]\n', "127.0.0.1:0",
+     "port 0 is not a listen port"),
     ("bad relay", DB + "[proxy]\nrelay = zerocopy\n", "relay", "expected splice or copy"),
     ("bad log level", DB + "[proxy]\nlog_level = verbose\n", "log_level",
      "expected debug, info, warn or error"),
