@@ -309,6 +309,18 @@ static void on_conn_handle_closed(uv_handle_t *h)
   conn_release(c);
 }
 
+/*
+ * Linux answers close() with a reset instead of a FIN when received bytes were never read. A
+ * client refused before relaying (limit, unrouted, timeout) has often sent its ClientHello
+ * already, so throw away what is queued (MSG_TRUNC: without copying it) to close it normally.
+ */
+static void discard_unread(mcp__conn_t *c)
+{
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)&c->client, &fd) == 0)
+    (void)recv(fd, NULL, MCP__RELAY_CHUNK, MSG_DONTWAIT | MSG_TRUNC);
+}
+
 void mcp__conn_close(mcp__conn_t *c, mcp_outcome_t outcome)
 {
   if (c->closing)
@@ -334,10 +346,13 @@ void mcp__conn_close(mcp__conn_t *c, mcp_outcome_t outcome)
   /* Write and connect requests are cancelled by uv_close and their callbacks run (and return
    * their chunks) before the close callbacks. */
   c->handles_open = 1;
-  if (outcome == MCP_OUTCOME_BLOCKED)
+  if (outcome == MCP_OUTCOME_BLOCKED) {
     uv_tcp_close_reset(&c->client, on_conn_handle_closed);
-  else
+  } else {
+    if (!c->relaying)
+      discard_unread(c);
     uv_close((uv_handle_t *)&c->client, on_conn_handle_closed);
+  }
   if (c->backend_inited) {
     c->handles_open++;
     uv_close((uv_handle_t *)&c->backend, on_conn_handle_closed);

@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <uv.h>
@@ -328,6 +331,50 @@ static void limit_closes_the_connection_over_the_limit(void **state)
   uv_close((uv_handle_t *)&f->backend_conn.tcp, on_closed);
 }
 
+static void limit_close_is_a_fin_even_after_the_client_sent_its_hello(void **state)
+{
+  fixture_t *f = *state;
+  mcp_listener_set_max_connections(f->l, 1);
+  client_t a;
+  client_connect(f, &a);
+  client_send(&a, f->hello, f->hello_len);
+  int accepted = 0;
+  uint64_t deadline = uv_now(&f->loop) + 5000;
+  while (!accepted && uv_now(&f->loop) < deadline) {
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    accepted = f->backend_accepts == 1;
+    uv_update_time(&f->loop);
+  }
+  assert_true(accepted);
+
+  /* A plain blocking socket, so its hello is queued at the proxy before the loop runs again
+   * and the proxy accepts (and refuses) it. */
+  struct sockaddr_storage ss;
+  assert_int_equal(mcp_listener_sockname(f->l, &ss), 0);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(fd >= 0);
+  assert_int_equal(connect(fd, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)), 0);
+  assert_int_equal(send(fd, f->hello, f->hello_len, 0), (ssize_t)f->hello_len);
+  mcp_listener_stats_t st;
+  deadline = uv_now(&f->loop) + 5000;
+  do {
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    uv_update_time(&f->loop);
+    mcp_listener_get_stats(f->l, &st);
+  } while (st.rejected_limit_total < 1 && uv_now(&f->loop) < deadline);
+  assert_int_equal(st.rejected_limit_total, 1);
+
+  struct timeval tv = {.tv_sec = 5};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  char byte;
+  assert_int_equal(recv(fd, &byte, 1, 0), 0); /* EOF, not ECONNRESET */
+  close(fd);
+
+  client_close(&a);
+  assert_true(run_until(f, &f->backend_conn.eof));
+  uv_close((uv_handle_t *)&f->backend_conn.tcp, on_closed);
+}
+
 /* A second listener of the same address: reuseport, sharing the first one's counters. */
 static mcp_listener_t *sibling(fixture_t *f, int share)
 {
@@ -404,6 +451,8 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(blocked_client_is_reset, setup, teardown),
       cmocka_unit_test_setup_teardown(limit_closes_the_connection_over_the_limit, setup, teardown),
+      cmocka_unit_test_setup_teardown(limit_close_is_a_fin_even_after_the_client_sent_its_hello,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(a_second_proxy_cannot_join_a_reuseport_address,
                                       setup_reuseport, teardown),
       cmocka_unit_test_setup_teardown(listeners_of_one_address_share_the_limit_and_counters,
