@@ -900,13 +900,22 @@ fail:
   return -1;
 }
 
-void config_free(mcp_config_t *cfg)
+void config_free_seed(mcp_config_t *cfg)
 {
-  if (!cfg)
-    return;
   for (size_t i = 0; i < cfg->nlisteners; i++)
     free(cfg->listeners[i].routes);
   free(cfg->listeners);
   free(cfg->rules);
+  cfg->listeners = NULL;
+  cfg->nlisteners = 0;
+  cfg->rules = NULL;
+  cfg->nrules = 0;
+}
+
+void config_free(mcp_config_t *cfg)
+{
+  if (!cfg)
+    return;
+  config_free_seed(cfg);
   memset(cfg, 0, sizeof(*cfg));
 }

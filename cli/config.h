@@ -76,6 +76,13 @@ typedef struct mcp_config_s {
 int config_load(const char *path, mcp_config_t *cfg, char *err, size_t errlen);
 void config_free(mcp_config_t *cfg);
 
+/*
+ * Frees only the listeners, routes and firewall rules (the seed of a first run), keeping every
+ * other setting. The server calls it once the database is loaded: with 100,000 routes in the file
+ * they would otherwise hold tens of MiB for the life of the process.
+ */
+void config_free_seed(mcp_config_t *cfg);
+
 /* Parses "250ms", "5s", "2m", "1h" or a bare number of seconds. Returns 0 or -1. */
 int config_parse_duration(const char *text, uint64_t *ms);
 

@@ -455,6 +455,7 @@ static int start(run_t *run, uv_loop_t *loop, mcp_config_t *cfg)
     log_error("%s", err);
     return EXIT_REFUSED;
   }
+  config_free_seed(cfg); /* the database is the source of truth from here on */
 
   size_t nroutes = 0;
   for (size_t i = 0; i < srv->nlisteners; i++) {
