@@ -2,6 +2,7 @@
 line and the problem and exits 2; good files pass with the right effective settings."""
 
 import os
+import random
 import re
 import subprocess
 import tempfile
@@ -174,6 +175,42 @@ class ConfigErrors(unittest.TestCase):
         with open(path, "w", newline="") as f:
             f.write(text)
         return path
+
+    def test_garbage_and_mutated_configs_fail_cleanly(self):
+        """Random bytes, and the example config truncated or with bytes flipped or inserted:
+        each run either passes check or exits 2 with a message naming the file; never a crash
+        or a sanitizer report."""
+        rng = random.Random(20261126)
+        with open(EXAMPLE, "rb") as f:
+            example = f.read()
+        path = os.path.join(self.dir, "fuzzed.ini")
+        for i in range(120):
+            if i % 3 == 0:
+                data = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 3000)))
+            else:
+                data = bytearray(example)
+                for _ in range(rng.randrange(1, 8)):
+                    at = rng.randrange(len(data))
+                    kind = rng.randrange(3)
+                    if kind == 0:
+                        data[at] = rng.randrange(256)
+                    elif kind == 1:
+                        data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300)))
+                    else:
+                        del data[at:]
+                        if not data:
+                            data = bytearray(b"[")
+                data = bytes(data)
+            with open(path, "wb") as f:
+                f.write(data)
+            p = subprocess.run([BINARY, "check", "-c", path], capture_output=True,
+                               timeout=TIMEOUT)
+            with self.subTest(case=i):
+                for mark in SANITIZER_MARKS:
+                    self.assertNotIn(mark.encode(), p.stderr)
+                self.assertIn(p.returncode, (0, 2), p.stderr[-500:])
+                if p.returncode == 2:
+                    self.assertTrue(p.stderr.startswith(path.encode()), p.stderr[:300])
 
     def test_each_error_names_file_line_and_problem(self):
         for name, text, needle, problem in ERRORS:
