@@ -48,18 +48,10 @@ mcp_listener_t *server_find_listener(server_t *srv, const char *addr)
 
 /* ---- connection log ---- */
 
-static int64_t total_active(server_t *srv)
-{
-  int64_t active = 0;
-  for (size_t i = 0; i < srv->nlisteners; i++) {
-    mcp_listener_stats_t st;
-    mcp_listener_get_stats(srv->listeners[i], &st);
-    active += st.active_connections;
-  }
-  return active;
-}
-
-/* Runs on whichever loop the connection lived on; log_msg writes each line at once. */
+/*
+ * Runs on whichever loop the connection lived on. The line goes into that thread's log buffer,
+ * written once per loop iteration (server_flush_logs_each_iteration).
+ */
 static void on_conn_end(void *data, const mcp_conn_record_t *rec)
 {
   char line[1024];
@@ -285,6 +277,18 @@ static int load_state(run_t *run, char *err, size_t errlen)
 }
 
 /* ---- signals and shutdown ---- */
+
+/* Connections still open on every loop (the counters are shared atomics). */
+static int64_t total_active(server_t *srv)
+{
+  int64_t active = 0;
+  for (size_t i = 0; i < srv->nlisteners; i++) {
+    mcp_listener_stats_t st;
+    mcp_listener_get_stats(srv->listeners[i], &st);
+    active += st.active_connections;
+  }
+  return active;
+}
 
 static void nothing_to_do(void *data)
 {
