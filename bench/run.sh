@@ -87,26 +87,7 @@ RESULTS=$BUILD/bench-results.md
 : > "$RAW"
 
 # Every process this script starts is recorded here and stopped by PID, also on Ctrl-C.
-STARTED=()
-# SIGTERM, then (as every proxy here treats a second signal as "exit now") a second SIGTERM
-# after 3 s, then SIGKILL after 2 s more. A process that needed more than the first signal is
-# reported on stderr: the measurement is still valid, but it is a shutdown bug worth knowing.
-stop_pid() {
-  local pid=$1 i name
-  name=$(cat "/proc/$pid/comm" 2> /dev/null || echo "PID $pid")
-  kill -TERM "$pid" 2> /dev/null || return 0
-  for i in $(seq 1 60); do
-    kill -0 "$pid" 2> /dev/null || break
-    [ "$i" = 30 ] && kill -TERM "$pid" 2> /dev/null
-    [ "$i" = 50 ] && kill -KILL "$pid" 2> /dev/null
-    sleep 0.1
-  done
-  if [ "$i" -gt 30 ]; then
-    echo "run.sh: $name ($pid) did not exit within 3 s of SIGTERM" >&2
-  fi
-  wait "$pid" 2> /dev/null
-  return 0
-}
+. "$SRC/bench/procs.sh"
 cleanup() {
   stop_all
   if [ "${BENCH_KEEP:-0}" = 1 ]; then
@@ -197,15 +178,6 @@ start_proxy() { # target
 watch_list() {
   [ -n "$PROXY_PID" ] || return 0
   echo "$PROXY_PID" $(pgrep -P "$PROXY_PID") | tr ' ' ','
-}
-
-# Stops in reverse order of start: the proxy before the backend behind it.
-stop_all() {
-  local i
-  for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
-    stop_pid "${STARTED[i]}"
-  done
-  STARTED=()
 }
 
 # One measurement: fresh backend and proxy, a readiness probe through the proxy, the load, and

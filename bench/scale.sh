@@ -98,27 +98,8 @@ RAW=$OUT/scale-raw.txt
 RESULTS=$OUT/scale-results.md
 : > "$RAW"
 
-# Every process this script starts is recorded here and stopped by PID, also on Ctrl-C.
-STARTED=()
-stop_pid() {
-  local pid=$1 i
-  kill -TERM "$pid" 2> /dev/null || return 0
-  for i in $(seq 1 60); do
-    kill -0 "$pid" 2> /dev/null || break
-    [ "$i" = 30 ] && kill -TERM "$pid" 2> /dev/null
-    [ "$i" = 50 ] && kill -KILL "$pid" 2> /dev/null
-    sleep 0.1
-  done
-  wait "$pid" 2> /dev/null
-  return 0
-}
-stop_all() {
-  local i
-  for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
-    stop_pid "${STARTED[i]}"
-  done
-  STARTED=()
-}
+# Every process this script starts is stopped by PID, also on Ctrl-C.
+. "$SRC/bench/procs.sh"
 cleanup() {
   stop_all
   if [ "${SCALE_KEEP:-0}" = 1 ]; then
