@@ -101,11 +101,18 @@ int mcp_listen_addr_parse(const char *addr, struct sockaddr_storage *out, char *
 
 /*
  * Creates a listener on loop (not yet listening). The config is copied. It starts with an empty
- * route table and no firewall. Returns 0, MCP_EINVAL for a bad address, or MCP_ENOMEM.
+ * route table and no firewall. Unless copy_relay is set it opens its splice pipe (two
+ * descriptors, held until mcp_listener_free). Returns 0, MCP_EINVAL for a bad address or a
+ * negative max_connections, or MCP_ENOMEM. Freed with mcp_listener_free().
  */
 int mcp_listener_new(uv_loop_t *loop, const mcp_listener_config_t *cfg, mcp_listener_t **out);
 
-/* Binds and listens. Returns 0 or a libuv error (UV_EADDRINUSE, UV_EACCES, ...). */
+/*
+ * Binds and listens (a socket of its own, watched with a uv_poll_t on the listener's loop).
+ * With reuseport and no share_with it first checks with a plain socket that nothing else holds
+ * the address, so a second process cannot silently share the port. Returns 0 or a libuv error
+ * (UV_EADDRINUSE, UV_EACCES, ...).
+ */
 int mcp_listener_start(mcp_listener_t *l);
 
 /* The canonical listen address. */
