@@ -722,10 +722,11 @@ static void every_rule_type_fits_the_schema(void **state)
     assert_int_equal(mcp_fw_type_parse(name, &back), 0);
     assert_int_equal(back, types[i]);
   }
-  mcp_store_t *st = open_ok(*state);
+  test_ctx_t *t = *state;
+  t->st = open_ok(t); /* closed by teardown */
   for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
-    assert_int_equal(mcp_store_firewall_add(st, types[i], values[i]), 0);
-  assert_int_equal(mcp_store_firewall_add(st, (mcp_fw_type_t)4, "x"), MCP_EINVAL);
+    assert_int_equal(mcp_store_firewall_add(t->st, types[i], values[i]), 0);
+  assert_int_equal(mcp_store_firewall_add(t->st, (mcp_fw_type_t)4, "x"), MCP_EINVAL);
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
