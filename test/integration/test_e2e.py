@@ -213,5 +213,29 @@ class EndToEnd(ProxyTestCase):
         self.assertIsInstance(c["duration_ms"], int)
 
 
+class LogLevel(ProxyTestCase):
+
+    def test_log_level_warn_drops_connection_and_info_lines(self):
+        app = self.tls_backend(APP)
+        port = mcp.free_port()
+        proxy = self.start_proxy([("127.0.0.1:%d" % port, None, [(APP, app.addr())])],
+                                 proxy={"log_level": "warn"}, wait=False)
+        # "listening on" is an info line, so readiness is a successful connection here.
+        deadline = time.monotonic() + mcp.READY_TIMEOUT
+        while True:
+            try:
+                t = self.tls_client("127.0.0.1", port, APP, app.cert)
+                break
+            except OSError:
+                self.assertLess(time.monotonic(), deadline, "proxy never listened")
+                time.sleep(0.05)
+        self.assertEqual(mcp.tls_roundtrip(t, b"ping"), APP.encode() + b":ping")
+        t.close()
+        self.assertEqual(proxy.stop(), 0)
+        text = proxy.log_text()
+        self.assertNotIn(" conn ", text)
+        self.assertNotIn(" info ", text)
+
+
 if __name__ == "__main__":
     unittest.main()
