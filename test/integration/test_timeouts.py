@@ -59,6 +59,33 @@ class Timeouts(ProxyTestCase):
         self.proxy.wait_conn(outcome="timeout")
         self.assertEqual(b.accepts, 0)
 
+    def test_many_half_sent_hellos_hold_bounded_memory_and_all_time_out(self):
+        """A slowloris-style crowd: 400 clients each send the first 100 bytes of a ClientHello
+        and stop. The proxy holds one hello buffer (18 KiB) each at most, and closes every one
+        of them at handshake_timeout, with a FIN, without reaching the backend."""
+        b = self.raw_backend()
+        self.start(b.addr())
+        base_kb = self.proxy.rss_kb()
+        part = mcp.vector("curl")[:100]
+        socks = []
+        t0 = time.monotonic()
+        for _ in range(400):
+            s = self.connect("127.0.0.1", self.port)
+            s.sendall(part)
+            socks.append(s)
+        # While they are all pending (well inside handshake_timeout, if the machine keeps up):
+        time.sleep(max(0.0, HANDSHAKE / 2 - (time.monotonic() - t0)))
+        pending_kb = self.proxy.rss_kb() - base_kb
+        self.proxy.wait_conn(outcome="timeout", count=400, timeout=30)
+        for grown_kb in (pending_kb, self.proxy.rss_kb() - base_kb):
+            self.assertLess(grown_kb, 400 * 19,
+                            "RSS grew %d KiB for 400 half-open hellos" % grown_kb)
+        for s in socks:
+            how, data = mcp.read_until_closed(s, timeout=5)
+            self.assertEqual((how, data), ("eof", b""))
+            s.close()
+        self.assertEqual(b.accepts, 0)
+
     def test_slow_trickle_does_not_extend_the_handshake_deadline(self):
         # One byte every 100 ms: each byte is progress, but the whole ClientHello must arrive
         # within handshake_timeout (a slowloris must not hold a slot for long).
