@@ -198,14 +198,44 @@ static void finish(server_t *srv, control_req_t *req)
   req->done(req, req->status, req->status ? req->msg : "");
 }
 
-/* Every worker loop has the change too: reply, and start the next request. */
-static void on_published(void *data)
+/* Every worker loop has the change too (or could not be told): reply, start the next one. */
+static void on_published(void *data, int status)
 {
   control_req_t *req = data;
   server_t *srv = req->srv;
+  if (status) {
+    req->status = status;
+    snprintf(req->msg, sizeof(req->msg),
+             "saved, but not applied on every worker loop: %s (restart to resync)",
+             mcp_strerror(status));
+    log_error("control: %s", req->msg);
+  }
   srv->ctl_busy = 0;
   finish(srv, req);
   start_next(srv);
+}
+
+/* Refuses req without touching the database: the server is shutting down. */
+static void refuse_stopping(server_t *srv, control_req_t *req)
+{
+  req->status = MCP_EBUSY;
+  snprintf(req->msg, sizeof(req->msg), "mc-proxy is shutting down; nothing was changed");
+  finish(srv, req);
+}
+
+void control_stop(server_t *srv)
+{
+  srv->ctl_stopping = 1;
+  /* The request being written (if any) completes normally; the ones behind it never start. */
+  control_req_t **link = srv->ctl_busy && srv->ctl_head ? &srv->ctl_head->next : &srv->ctl_head;
+  control_req_t *req = *link;
+  *link = NULL;
+  srv->ctl_tail = srv->ctl_head;
+  while (req) {
+    control_req_t *next = req->next;
+    refuse_stopping(srv, req);
+    req = next;
+  }
 }
 
 static void after_work_cb(uv_work_t *w, int status)
@@ -237,7 +267,7 @@ static void after_work_cb(uv_work_t *w, int status)
 
 static void start_next(server_t *srv)
 {
-  if (srv->ctl_busy || !srv->ctl_head)
+  if (srv->ctl_busy || !srv->ctl_head || srv->ctl_stopping)
     return;
   srv->ctl_busy = 1;
   srv->ctl_work.data = srv;
@@ -260,6 +290,10 @@ void control_submit(server_t *srv, control_req_t *req)
   req->status = 0;
   req->msg[0] = '\0';
   req->next = NULL;
+  if (srv->ctl_stopping) {
+    refuse_stopping(srv, req);
+    return;
+  }
   if (validate(srv, req) != 0) {
     finish(srv, req);
     return;

@@ -51,6 +51,13 @@ struct control_req_s {
 /* Queues req (owned by the caller until done). Loop thread only. */
 void control_submit(server_t *srv, control_req_t *req);
 
+/*
+ * Shutdown: refuses (status MCP_EBUSY, nothing written) every queued request that has not
+ * started and every later one. A request already being written completes normally, so the
+ * server must keep its loop and listeners alive while srv->ctl_busy is set. Loop thread.
+ */
+void control_stop(server_t *srv);
+
 /* Maps a control status to a gRPC status code (grpc_status_code values). */
 int control_grpc_status(int status);
 

@@ -6,6 +6,7 @@
 #include <sys/time.h>
 #include <time.h>
 #include <errno.h>
+#include <pthread.h>
 #include <unistd.h>
 
 static int min_level = LOG_INFO;
@@ -46,18 +47,26 @@ static size_t format_line(char *line, int level, const char *fmt, va_list ap)
   return n;
 }
 
-/* write(2) straight to stderr, whole: lines from different threads never interleave. */
+/*
+ * Serialises writes to stderr. A write larger than PIPE_BUF to a pipe or a socket (journald) is
+ * not atomic, so without it a flush of one loop could be split by another thread's lines.
+ */
+static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* write(2) straight to stderr, whole, under write_lock. */
 static void write_all(const char *buf, size_t len)
 {
+  pthread_mutex_lock(&write_lock);
   while (len > 0) {
     ssize_t n = write(STDERR_FILENO, buf, len);
     if (n < 0 && errno == EINTR)
       continue;
     if (n <= 0)
-      return;
+      break;
     buf += n;
     len -= (size_t)n;
   }
+  pthread_mutex_unlock(&write_lock);
 }
 
 void log_msg(int level, const char *fmt, ...)

@@ -20,6 +20,7 @@
 #include "admin_server.h"
 #include "cli.h"
 #include "config.h"
+#include "control.h"
 #include "log.h"
 #include "server.h"
 #include "workers.h"
@@ -31,6 +32,7 @@ typedef struct run_s {
   uv_prepare_t log_flush; /* writes the loop's buffered connection lines before it waits */
   uint64_t drain_deadline;
   int stopping;
+  int admin_stopped;
   int lock_fd;
 } run_t;
 
@@ -290,17 +292,28 @@ static int64_t total_active(server_t *srv)
   return active;
 }
 
-static void nothing_to_do(void *data)
+static void on_geoip_published(void *data, int status)
 {
+  if (status)
+    log_error("SIGHUP: the worker loops keep the old GeoIP database: %s", mcp_strerror(status));
 }
 
 static void begin_shutdown(run_t *run);
 
-/* Draining: polls the (atomic, all-loops) active counts until they reach zero or time is up. */
+/*
+ * Draining: polls until no admin change is being written (then the admin server stops; a
+ * change in progress is answered with what really happened) and the (atomic, all-loops) active
+ * counts reach zero, or time is up.
+ */
 static void on_drain_poll(uv_timer_t *t)
 {
   run_t *run = t->data;
-  if (total_active(&run->srv) == 0) {
+  server_t *srv = &run->srv;
+  if (!run->admin_stopped && !srv->ctl_busy) {
+    admin_server_stop(srv);
+    run->admin_stopped = 1;
+  }
+  if (run->admin_stopped && total_active(srv) == 0) {
     uv_stop(run->srv.loop);
     return;
   }
@@ -333,13 +346,21 @@ static void on_signal(uv_signal_t *h, int signum)
       return;
     }
     mcp_firewall_set_geoip(fw, g);
+    /* Sealed here, once: the same snapshot then goes to every loop, which must not seal it. */
+    int rc = mcp_firewall_seal(fw);
+    if (rc) {
+      mcp_firewall_unref(fw);
+      mcp_geoip_unref(g);
+      log_error("SIGHUP: %s; keeping the GeoIP database already loaded", mcp_strerror(rc));
+      return;
+    }
     for (size_t i = 0; i < srv->nlisteners; i++)
       mcp_listener_set_firewall(srv->listeners[i], fw);
     mcp_firewall_unref(srv->firewall);
     srv->firewall = fw;
     mcp_geoip_unref(srv->geoip);
     srv->geoip = g;
-    workers_publish(srv, nothing_to_do, NULL);
+    workers_publish(srv, on_geoip_published, NULL);
     log_info("SIGHUP: reopened %s", srv->cfg->geoip_db);
     return;
   }
@@ -359,7 +380,7 @@ static void begin_shutdown(run_t *run)
   for (size_t i = 0; i < srv->nlisteners; i++)
     mcp_listener_stop(srv->listeners[i]);
   workers_stop_accepting(srv);
-  admin_server_stop(srv);
+  control_stop(srv);
   run->drain_deadline = uv_now(srv->loop) + srv->cfg->shutdown_timeout_ms;
   uv_timer_start(&run->drain_poll, on_drain_poll, 0, 50);
 }
@@ -374,6 +395,11 @@ static void close_walk_cb(uv_handle_t *h, void *arg)
 static void teardown(run_t *run)
 {
   server_t *srv = &run->srv;
+  /* A change still being written (shutdown_timeout ran out first) finishes against live
+   * listeners and workers; its database write is bounded by the busy timeout. */
+  control_stop(srv);
+  while (srv->ctl_busy)
+    uv_run(srv->loop, UV_RUN_ONCE);
   admin_server_stop(srv);
   workers_stop(srv);
   for (size_t i = 0; i < srv->nlisteners; i++)

@@ -32,7 +32,8 @@ typedef struct server_s {
 
   /* Write-through mutations run one at a time (control.c). */
   control_req_t *ctl_head, *ctl_tail;
-  int ctl_busy;
+  int ctl_busy;     /* a request is being written (or published to the workers) */
+  int ctl_stopping; /* control_stop() was called */
   uv_work_t ctl_work;
 } server_t;
 

@@ -23,14 +23,16 @@ typedef struct publish_s {
   mcp_routes_t **routes; /* one per address, in srv->listeners order */
   size_t n;
   mcp_firewall_t *firewall;
-  void (*done)(void *data);
+  void (*done)(void *data, int status);
   void *data;
+  struct msg_s *msgs; /* the messages that carried it, one per worker */
   struct publish_s *next;
 } publish_t;
 
 typedef struct msg_s {
   msg_op_t op;
   publish_t *pub;
+  int owned; /* part of pub->msgs: freed with the publication, not on its own */
   struct msg_s *next;
 } msg_t;
 
@@ -99,7 +101,9 @@ static void on_worker_async(uv_async_t *h)
   uv_mutex_unlock(&w->mu);
 
   while (m) {
+    /* Read before acting: once a publication is handed back, the main loop frees its messages. */
     msg_t *next = m->next;
+    int owned = m->owned;
     switch (m->op) {
     case MSG_PUBLISH:
       worker_publish(w, m->pub);
@@ -119,7 +123,8 @@ static void on_worker_async(uv_async_t *h)
         mcp_listener_free(w->listeners[i], on_worker_listener_freed, w);
       break;
     }
-    free(m);
+    if (!owned)
+      free(m);
     m = next;
   }
 }
@@ -133,15 +138,9 @@ static void worker_main(void *arg)
 
 /* ---- on the main loop ---- */
 
-static void post(worker_t *w, msg_op_t op, publish_t *pub)
+/* Queues m (allocated by the caller) for w and wakes w's loop. */
+static void post_msg(worker_t *w, msg_t *m)
 {
-  msg_t *m = calloc(1, sizeof(*m));
-  if (!m) {
-    log_error("worker %d: out of memory; message dropped", w->index);
-    return;
-  }
-  m->op = op;
-  m->pub = pub;
   uv_mutex_lock(&w->mu);
   if (w->tail)
     w->tail->next = m;
@@ -152,12 +151,24 @@ static void post(worker_t *w, msg_op_t op, publish_t *pub)
   uv_async_send(&w->async);
 }
 
+static void post(worker_t *w, msg_op_t op)
+{
+  msg_t *m = calloc(1, sizeof(*m));
+  if (!m) {
+    log_error("worker %d: out of memory; message dropped", w->index);
+    return;
+  }
+  m->op = op;
+  post_msg(w, m);
+}
+
 static void publish_free(publish_t *pub)
 {
   for (size_t i = 0; i < pub->n; i++)
     mcp_routes_unref(pub->routes[i]);
   free(pub->routes);
   mcp_firewall_unref(pub->firewall);
+  free(pub->msgs);
   free(pub);
 }
 
@@ -170,7 +181,7 @@ static void on_published(uv_async_t *h)
   uv_mutex_unlock(&all->mu);
   while (pub) {
     publish_t *next = pub->next;
-    pub->done(pub->data);
+    pub->done(pub->data, 0);
     publish_free(pub);
     pub = next;
   }
@@ -248,20 +259,23 @@ int workers_start(server_t *srv, int n, char *err, size_t errlen)
   return 0;
 }
 
-void workers_publish(server_t *srv, void (*done)(void *data), void *data)
+void workers_publish(server_t *srv, void (*done)(void *data, int status), void *data)
 {
   struct workers_s *all = srv->workers;
   if (!all || all->n == 0) {
-    done(data);
+    done(data, 0);
     return;
   }
+  /* Everything is allocated first: a publication some worker never receives would never end. */
   publish_t *pub = calloc(1, sizeof(*pub));
   mcp_routes_t **routes = calloc(srv->nlisteners ? srv->nlisteners : 1, sizeof(*routes));
-  if (!pub || !routes) {
+  msg_t *msgs = calloc((size_t)all->n, sizeof(*msgs));
+  if (!pub || !routes || !msgs) {
     free(pub);
     free(routes);
+    free(msgs);
     log_error("workers: out of memory; change not sent to the worker loops");
-    done(data);
+    done(data, MCP_ENOMEM);
     return;
   }
   for (size_t i = 0; i < srv->nlisteners; i++)
@@ -271,16 +285,21 @@ void workers_publish(server_t *srv, void (*done)(void *data), void *data)
   pub->firewall = mcp_firewall_ref(srv->firewall);
   pub->done = done;
   pub->data = data;
+  pub->msgs = msgs; /* one block for all workers' messages, freed with the publication */
   atomic_store(&pub->pending, all->n);
-  for (int i = 0; i < all->n; i++)
-    post(&all->w[i], MSG_PUBLISH, pub);
+  for (int i = 0; i < all->n; i++) {
+    msgs[i].op = MSG_PUBLISH;
+    msgs[i].pub = pub;
+    msgs[i].owned = 1;
+    post_msg(&all->w[i], &msgs[i]);
+  }
 }
 
 static void broadcast(server_t *srv, msg_op_t op)
 {
   struct workers_s *all = srv->workers;
   for (int i = 0; all && i < all->n; i++)
-    post(&all->w[i], op, NULL);
+    post(&all->w[i], op);
 }
 
 void workers_stop_accepting(server_t *srv)
@@ -301,7 +320,7 @@ void workers_stop(server_t *srv)
   for (int i = 0; i < all->n; i++) {
     worker_t *w = &all->w[i];
     if (w->started) {
-      post(w, MSG_EXIT, NULL);
+      post(w, MSG_EXIT);
       uv_thread_join(&w->thread);
     } else {
       /* Never started: its loop holds only what worker_init made. */
@@ -316,7 +335,8 @@ void workers_stop(server_t *srv)
     while (w->head) {
       msg_t *m = w->head;
       w->head = m->next;
-      free(m);
+      if (!m->owned)
+        free(m);
     }
   }
   /* Publications still in flight were applied by threads that have now exited. */

@@ -25,10 +25,11 @@
 int workers_start(server_t *srv, int n, char *err, size_t errlen);
 
 /*
- * Sends every worker the main loop's current route tables and firewall; done(data) runs on the
- * main loop once every worker has applied them (at once when there are no workers).
+ * Sends every worker the main loop's current route tables and firewall; done(data, 0) runs on
+ * the main loop once every worker has applied them (at once when there are no workers), or
+ * done(data, MCP_ENOMEM) at once when the messages could not be made (nothing was sent).
  */
-void workers_publish(server_t *srv, void (*done)(void *data), void *data);
+void workers_publish(server_t *srv, void (*done)(void *data, int status), void *data);
 
 /* Tells every worker to stop accepting (active connections go on). */
 void workers_stop_accepting(server_t *srv);

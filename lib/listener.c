@@ -483,23 +483,27 @@ static int take_slot(mcp_listener_t *l)
 /* A connection accepted on fd, from the client at sa. */
 static void accepted(mcp_listener_t *l, int fd, const struct sockaddr_in6 *sa, socklen_t salen)
 {
+  MCP__COUNT(l, accepted_total, 1);
   mcp__conn_t *c = conn_alloc(l);
   if (!c) {
+    /* Out of memory: it cannot be served or logged, but it was accepted and is counted. */
+    MCP__COUNT(l, unrouted_total, 1);
     close(fd);
     return;
   }
+  memcpy(&c->client_addr, sa, salen < sizeof(c->client_addr) ? salen : sizeof(c->client_addr));
   uv_tcp_init(l->loop, &c->client);
   c->client.data = c;
   c->backend.data = c;
   if (uv_tcp_open(&c->client, fd) != 0) {
     close(fd);
+    MCP__COUNT(l, unrouted_total, 1);
+    c->outcome = MCP_OUTCOME_UNROUTED;
     c->handles_open = 1;
     c->closing = 1;
     uv_close((uv_handle_t *)&c->client, on_conn_handle_closed);
     return;
   }
-  MCP__COUNT(l, accepted_total, 1);
-  memcpy(&c->client_addr, sa, salen < sizeof(c->client_addr) ? salen : sizeof(c->client_addr));
 
   if (!take_slot(l)) {
     MCP__COUNT(l, rejected_limit_total, 1);

@@ -131,13 +131,15 @@ mcp_routes_t *mcp_listener_routes(const mcp_listener_t *l);
 /* Seals fw and publishes it (takes a reference; NULL means no firewall). */
 int mcp_listener_set_firewall(mcp_listener_t *l, mcp_firewall_t *fw);
 
-/* Changes the connection limit; existing connections are never closed by a lower limit. */
+/*
+ * Changes the connection limit (shared by listeners of the same address); existing connections
+ * are never closed by a lower limit. Any thread: the limit is an atomic.
+ */
 void mcp_listener_set_max_connections(mcp_listener_t *l, int64_t max_connections);
 
 /*
- * Counters (totals across listeners sharing an address). route_count is this listener's table.
- * The counters are atomics: any thread may read them, and set_max_connections may be called
- * from any thread.
+ * Counters (totals across listeners sharing an address) and route_count (this listener's
+ * table). Loop thread: the counters are atomics, but route_count reads the current table.
  */
 void mcp_listener_get_stats(const mcp_listener_t *l, mcp_listener_stats_t *out);
 

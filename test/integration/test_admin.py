@@ -548,6 +548,35 @@ class Shutdown(AdminCase):
         self.assertTrue(err.startswith("mc-proxy: UNAVAILABLE: "), err)
         self.assertEqual(self.proxy.sanitizer_reports(), [])
 
+    def test_sigterm_while_a_write_waits_then_commits_tells_the_truth(self):
+        """The write is waiting on the lock when SIGTERM comes; the lock goes away during the
+        drain, the write commits, and the client is told it was saved (not UNAVAILABLE for a
+        change that did happen). The proxy then exits 0 with no sanitizer report."""
+        self.start_admin(routes=[(APP, "127.0.0.1:9")])
+        lock = sqlite3.connect(self.db, timeout=10, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        cli = subprocess.Popen([mcp.binary(), "routes", "add", "-c", self.config, self.laddr,
+                                "new.example.com", "127.0.0.1:9"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.4)  # the write now waits in SQLite's busy handler (2 s)
+            self.proxy.signal(signal.SIGTERM)
+            time.sleep(0.6)  # no connections: the drain has nothing else to wait for
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        out, err = cli.communicate(timeout=15)
+        self.assert_exit(self.proxy, 0, 15)
+        self.assertEqual(cli.returncode, 0, err)
+        self.assertIn("saved", out)
+        db = sqlite3.connect(self.db, timeout=10)
+        try:
+            routes = sorted(db.execute("SELECT hostname, backend FROM routes"))
+        finally:
+            db.close()
+        self.assertIn(("new.example.com", "127.0.0.1:9"), routes)
+        self.assertEqual(self.proxy.sanitizer_reports(), [])
+
     def test_sigterm_with_an_idle_client_connected(self):
         self.start_admin()
         c = self.client()
