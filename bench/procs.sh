@@ -22,6 +22,13 @@ stop_pid() {
   return 0
 }
 
+# On exit (also on Ctrl-C): stop everything, then remove $TMP unless $1 is 1 (keep it).
+cleanup_on_exit() {
+  CLEANUP_KEEP=$1
+  trap 'stop_all; if [ "$CLEANUP_KEEP" = 1 ]; then echo "$(basename "$0"): kept $TMP" >&2; else rm -rf "$TMP"; fi' EXIT
+  trap 'exit 130' INT TERM
+}
+
 stop_all() {
   local i
   for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do

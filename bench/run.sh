@@ -88,16 +88,7 @@ RESULTS=$BUILD/bench-results.md
 
 # Every process this script starts is recorded here and stopped by PID, also on Ctrl-C.
 . "$SRC/bench/procs.sh"
-cleanup() {
-  stop_all
-  if [ "${BENCH_KEEP:-0}" = 1 ]; then
-    echo "run.sh: kept $TMP" >&2
-  else
-    rm -rf "$TMP"
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+cleanup_on_exit "${BENCH_KEEP:-0}"
 
 fill() { # template output [extra line for [proxy]]
   sed -e "s#@TMP@#$TMP#g" -e "s#@PROXY_ADDR@#$PROXY_ADDR#g" -e "s#@BACKEND_ADDR@#$BACKEND_ADDR#g" \

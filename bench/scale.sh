@@ -100,16 +100,7 @@ RESULTS=$OUT/scale-results.md
 
 # Every process this script starts is stopped by PID, also on Ctrl-C.
 . "$SRC/bench/procs.sh"
-cleanup() {
-  stop_all
-  if [ "${SCALE_KEEP:-0}" = 1 ]; then
-    echo "scale.sh: kept $TMP" >&2
-  else
-    rm -rf "$TMP"
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+cleanup_on_exit "${SCALE_KEEP:-0}"
 
 # The binaries are copied first: a rebuild of BUILD_DIR during the run must not mix two builds.
 mkdir -p "$TMP/bin"

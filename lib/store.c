@@ -632,20 +632,25 @@ int mcp_store_route_remove(mcp_store_t *st, const char *listener_addr, const cha
   return code;
 }
 
-int mcp_store_firewall_add(mcp_store_t *st, mcp_fw_type_t type, const char *value)
+/* Runs a firewall rule statement (type, value). Returns its store_mutate code, or MCP_EINVAL. */
+static int rule_mutate(mcp_store_t *st, int which, mcp_fw_type_t type, const char *value,
+                       const char *what, int *changes)
 {
-  sqlite3_stmt *stmt = st->stmt[STMT_FW_ADD];
+  sqlite3_stmt *stmt = st->stmt[which];
   const char *name = mcp_fw_type_name(type);
-  int changes;
-  int code;
-
   if (name == NULL || value == NULL) {
-    store_set_err(st, "adding firewall rule: invalid rule type %d", (int)type);
+    store_set_err(st, "%s: invalid rule type %d", what, (int)type);
     return MCP_EINVAL;
   }
   sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
   sqlite3_bind_text(stmt, 2, value, -1, SQLITE_TRANSIENT);
-  code = store_mutate(st, stmt, "adding firewall rule", MCP_EIO, &changes);
+  return store_mutate(st, stmt, what, MCP_EIO, changes);
+}
+
+int mcp_store_firewall_add(mcp_store_t *st, mcp_fw_type_t type, const char *value)
+{
+  int changes;
+  int code = rule_mutate(st, STMT_FW_ADD, type, value, "adding firewall rule", &changes);
   if (code != 0)
     return code;
   return changes == 0 ? 1 : 0;
@@ -653,20 +658,10 @@ int mcp_store_firewall_add(mcp_store_t *st, mcp_fw_type_t type, const char *valu
 
 int mcp_store_firewall_remove(mcp_store_t *st, mcp_fw_type_t type, const char *value)
 {
-  sqlite3_stmt *stmt = st->stmt[STMT_FW_REMOVE];
-  const char *name = mcp_fw_type_name(type);
   int changes;
-  int code;
-
-  if (name == NULL || value == NULL) {
-    store_set_err(st, "removing firewall rule: invalid rule type %d", (int)type);
-    return MCP_EINVAL;
-  }
-  sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
-  sqlite3_bind_text(stmt, 2, value, -1, SQLITE_TRANSIENT);
-  code = store_mutate(st, stmt, "removing firewall rule", MCP_EIO, &changes);
+  int code = rule_mutate(st, STMT_FW_REMOVE, type, value, "removing firewall rule", &changes);
   if (code == 0 && changes == 0) {
-    store_set_err(st, "no firewall rule %s %s", name, value);
+    store_set_err(st, "no firewall rule %s %s", mcp_fw_type_name(type), value);
     return MCP_ENOENT;
   }
   return code;
