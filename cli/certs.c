@@ -28,7 +28,7 @@
 #include <mbedtls/platform_util.h>
 #include <mbedtls/x509_crt.h>
 
-#include "mcproxy/sni.h"
+#include "mcproxy/hostname.h"
 
 /* ---- checking ---- */
 

@@ -29,7 +29,7 @@
 #include "config.h"
 #include "log.h"
 #include "mcproxy/listener.h"
-#include "mcproxy/sni.h"
+#include "mcproxy/hostname.h"
 
 /*
  * Limits that keep a hostile or mistaken file from exhausting memory. Larger tables belong in

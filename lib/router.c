@@ -20,7 +20,7 @@
 
 #include "mcproxy/error.h"
 #include "mcproxy/router.h"
-#include "mcproxy/sni.h"
+#include "mcproxy/hostname.h"
 
 #define ROUTES_MIN_CAP 16
 

@@ -16,14 +16,23 @@
  * Once the records hold the whole handshake message it is parsed in place (one record) or
  * copied out of the records into a stack buffer (several records) and parsed there.
  *
- * Hostname rule (mcp_hostname_normalize): labels of 1-63 bytes of [A-Za-z0-9-], hyphens allowed
- * anywhere in a label (so "-a", "a-" and "xn--..." all pass: being lenient there costs nothing
- * and matches what clients actually send), at most 253 bytes after one trailing dot is dropped.
- * Anything else (underscore, empty label, NUL, non-ASCII, a lone ".") is invalid.
+ * What is judged, and what is deliberately not:
+ *   - every record before the hello is complete is a handshake record (type 22) whose version
+ *     starts with 3; the version's minor byte is not looked at (old and future clients differ);
+ *   - the record that completes the hello ends exactly where the hello ends: a second message
+ *     or stray bytes behind it in that record are refused, seen as soon as both headers are in;
+ *   - the hello's legacy_version is not judged (the backend decides), every vector length is
+ *     checked against its container and every container must be filled exactly;
+ *   - each extension type at most once (a 65536-bit map on the stack: no quadratic scan an
+ *     attacker could feed 4,000 extensions to);
+ *   - server_name, when present, is a list of exactly one entry, of type host_name, whose
+ *     name passes mcp_hostname_normalize (include/mcproxy/hostname.h).
+ * The contents of other extensions are opaque here: only their lengths are checked.
  */
 #include <string.h>
 
 #include "mcproxy/error.h"
+#include "mcproxy/hostname.h"
 #include "mcproxy/sni.h"
 
 #define TLS_RECORD_HEADER 5
@@ -79,40 +88,6 @@ const char *mcp_sni_strerror(int rc)
   }
 }
 
-int mcp_hostname_normalize(const char *in, size_t len, char *out)
-{
-  size_t i, label = 0;
-
-  if (len > 0 && in[len - 1] == '.')
-    len--;
-  if (len == 0 || len > MCP_HOSTNAME_MAX)
-    return MCP_EINVAL;
-
-  for (i = 0; i < len; i++) {
-    unsigned char c = (unsigned char)in[i];
-
-    if (c == '.') {
-      if (label == 0)
-        return MCP_EINVAL;
-      label = 0;
-      out[i] = '.';
-      continue;
-    }
-    if (c >= 'A' && c <= 'Z')
-      c = (unsigned char)(c - 'A' + 'a');
-    else if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
-      return MCP_EINVAL;
-    if (++label > 63)
-      return MCP_EINVAL;
-    out[i] = (char)c;
-  }
-  /* A trailing dot was dropped above, so a last empty label means "a..": already rejected. */
-  if (label == 0)
-    return MCP_EINVAL;
-  out[len] = '\0';
-  return (int)len;
-}
-
 /*
  * Checks the first avail (0..5) bytes of the record header at p, as far as they go. The first
  * record decides whether this is TLS at all, so its failures are ENOTTLS; a later record with a
@@ -125,9 +100,8 @@ static int check_record_header(const uint8_t *p, size_t avail, int first)
 
   if (avail >= 1 && p[0] != TLS_CONTENT_HANDSHAKE)
     return bad;
+  /* The major version tells TLS from other protocols; the minor byte is not judged. */
   if (avail >= 2 && p[1] != 3)
-    return bad;
-  if (avail >= 3 && p[2] > 4)
     return bad;
   if (avail < TLS_RECORD_HEADER)
     return 0;
@@ -205,9 +179,10 @@ static int take_vector(const uint8_t *p, size_t n, size_t *pos, size_t lenbytes,
 }
 
 /*
- * Parses a server_name extension body (RFC 6066 section 3): a ServerNameList<1..2^16-1> that
- * fills the extension exactly, of entries name_type(1) + opaque name<1..2^16-1>. Remembers the
- * first host_name entry; other name types are skipped.
+ * Parses a server_name extension body: a ServerNameList that fills the extension exactly and
+ * holds exactly one entry, name_type host_name(0) + opaque name<0..2^16-1>, that fills the list
+ * exactly. Several entries (even of other types) are refused: which one a backend would use is
+ * anybody's guess. An empty name is left to the hostname check (EBADNAME).
  */
 static int parse_server_name(const uint8_t *p, size_t n, const uint8_t **name, size_t *name_len)
 {
@@ -216,17 +191,23 @@ static int parse_server_name(const uint8_t *p, size_t n, const uint8_t **name, s
   if (take_vector(p, n, &pos, 2, &start, &len) != 0 || pos != n || len == 0)
     return MCP_SNI_EMALFORMED;
   pos = start;
-  while (pos < n) {
-    uint8_t type = p[pos++];
-
-    if (take_vector(p, n, &pos, 2, &start, &len) != 0)
-      return MCP_SNI_EMALFORMED;
-    if (type == TLS_NAME_TYPE_HOST && *name == NULL) {
-      *name = p + start;
-      *name_len = len;
-    }
-  }
+  if (p[pos++] != TLS_NAME_TYPE_HOST)
+    return MCP_SNI_EMALFORMED;
+  if (take_vector(p, n, &pos, 2, &start, &len) != 0 || pos != n)
+    return MCP_SNI_EMALFORMED;
+  *name = p + start;
+  *name_len = len;
   return 0;
+}
+
+/* Marks extension type in the map; returns 1 if it was already there. */
+static int seen_before(uint64_t *seen, uint32_t type)
+{
+  uint64_t bit = (uint64_t)1 << (type % 64);
+  int dup = (seen[type / 64] & bit) != 0;
+
+  seen[type / 64] |= bit;
+  return dup;
 }
 
 /* Parses a complete ClientHello body of n bytes and extracts the host_name into host. */
@@ -234,12 +215,12 @@ static int parse_hello(const uint8_t *p, size_t n, char *host)
 {
   const uint8_t *name = NULL;
   size_t name_len = 0, pos = 0, start, len, ext_end;
-  int seen_sni = 0;
+  uint64_t seen[65536 / 64];
   char tmp[MCP_HOSTNAME_MAX + 1];
   int rc;
 
-  /* legacy_version and random. */
-  if (n < 2 + 32 || p[0] != 3)
+  /* legacy_version (not judged) and random. */
+  if (n < 2 + 32)
     return MCP_SNI_EMALFORMED;
   pos = 2 + 32;
   if (take_vector(p, n, &pos, 1, &start, &len) != 0 || len > 32)
@@ -257,6 +238,7 @@ static int parse_hello(const uint8_t *p, size_t n, char *host)
 
   ext_end = n;
   pos = start;
+  memset(seen, 0, sizeof(seen));
   while (pos < ext_end) {
     uint32_t type;
 
@@ -266,12 +248,11 @@ static int parse_hello(const uint8_t *p, size_t n, char *host)
     pos += 2;
     if (take_vector(p, ext_end, &pos, 2, &start, &len) != 0)
       return MCP_SNI_EMALFORMED;
-    if (type != TLS_EXT_SERVER_NAME)
-      continue; /* GREASE, ECH (outer SNI is what we route on) and the rest. */
-    /* RFC 8446 4.2: one extension of a type at most; two SNIs would be ambiguous to route. */
-    if (seen_sni)
+    /* One extension of a type at most (GREASE values included): two would be ambiguous. */
+    if (seen_before(seen, type))
       return MCP_SNI_EMALFORMED;
-    seen_sni = 1;
+    if (type != TLS_EXT_SERVER_NAME)
+      continue; /* ECH (the outer SNI is what we route on) and the rest: opaque. */
     rc = parse_server_name(p + start, len, &name, &name_len);
     if (rc != 0)
       return rc;
@@ -314,6 +295,9 @@ static int walk_records(mcp_sni_t *st, const uint8_t *buf, size_t len)
       if (rc != 0)
         return rc;
     }
+    /* The record that completes the hello must end with it: nothing may follow inside. */
+    if (st->hs_total != 0 && st->hs_have + n > st->hs_total)
+      return MCP_SNI_EMALFORMED;
     if (payload < n)
       return MCP_SNI_NEED_MORE;
 
@@ -346,6 +330,6 @@ int mcp_sni_parse(mcp_sni_t *st, const uint8_t *buf, size_t len, char *host)
     return parse_hello(buf + TLS_RECORD_HEADER + TLS_HANDSHAKE_HEADER, body, host);
 
   if (copy_handshake(buf, st->scanned, msg, st->hs_total) != st->hs_total)
-    return MCP_SNI_EMALFORMED; /* Unreachable: hs_have >= hs_total says the bytes are there. */
+    return MCP_SNI_EMALFORMED; /* Unreachable: hs_have == hs_total says the bytes are there. */
   return parse_hello(msg + TLS_HANDSHAKE_HEADER, body, host);
 }

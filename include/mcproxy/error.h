@@ -24,6 +24,18 @@
 #define MCP_ENEWER (-4100)     /* the database was written by a newer mc-proxy */
 #define MCP_ENOGEOIP (-4101)   /* a country rule needs a GeoIP database and none is loaded */
 
+/*
+ * Results of the ClientHello parser, mcp_sni_parse() (include/mcproxy/sni.h). NEED_MORE is not
+ * a failure: the hello is not complete yet. A positive result is the hostname's length.
+ */
+#define MCP_SNI_NEED_MORE 0
+#define MCP_SNI_ENOTTLS (-5001)    /* first bytes are not a TLS handshake record */
+#define MCP_SNI_ENOTHELLO (-5002)  /* a handshake message, but not a ClientHello */
+#define MCP_SNI_EMALFORMED (-5003) /* a length that lies, a duplicate, a bad structure */
+#define MCP_SNI_ENOSNI (-5004)     /* a complete, valid ClientHello without a server_name */
+#define MCP_SNI_EBADNAME (-5005)   /* the host_name is not a valid DNS hostname */
+#define MCP_SNI_ETOOBIG (-5006)    /* handshake message or record overhead over the caps */
+
 /* A short, static, human-readable description of any code above, or of a libuv code. */
 const char *mcp_strerror(int code);
 

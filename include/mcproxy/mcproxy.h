@@ -3,6 +3,7 @@
 #define MCPROXY_MCPROXY_H
 
 #include "mcproxy/error.h"
+#include "mcproxy/hostname.h"
 #include "mcproxy/sni.h"
 #include "mcproxy/router.h"
 #include "mcproxy/firewall.h"

@@ -19,7 +19,7 @@
 #include <sys/socket.h>
 
 #include "mcproxy/error.h"
-#include "mcproxy/sni.h"
+#include "mcproxy/hostname.h"
 
 /* Longest canonical backend text: "[" IPv6 "]:" port or hostname ":" port, plus NUL. */
 #define MCP_BACKEND_MAX (MCP_HOSTNAME_MAX + 8)

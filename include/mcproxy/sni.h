@@ -5,7 +5,15 @@
  * the backend anyway) and calls mcp_sni_parse() after each read with the whole buffer. The
  * parser walks the TLS records, reassembles the handshake message across as many records as
  * it takes (up to MCP_SNI_MAX_HANDSHAKE bytes of handshake message) and, once the ClientHello is
- * complete, extracts the server_name extension's host_name.
+ * complete, checks it strictly and extracts the server_name extension's host_name.
+ *
+ * Strict, because a proxy and a backend that read one hello differently can be steered apart.
+ * A hello is refused when a length overruns or does not fill its container, an extension type
+ * appears twice, the server_name list is not exactly one host_name entry, the hello does not
+ * end exactly at the end of a TLS record, a record other than handshake arrives before it is
+ * complete, or the name is not a hostname (include/mcproxy/hostname.h). The record-layer version's minor byte and the hello's
+ * legacy_version are not judged: the backend decides those. Records after the hello's last
+ * record (early data, anything) are not looked at.
  *
  * It never reads past a length it has not checked against what remains, never allocates, does
  * no I/O and needs no libuv, so it can be fuzzed on its own. Thread-safe: all state is in the
@@ -17,6 +25,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mcproxy/error.h"    /* the MCP_SNI_* results */
+#include "mcproxy/hostname.h" /* MCP_HOSTNAME_MAX and the hostname rule */
+
 /* Longest handshake message (the ClientHello, header included) the parser accepts. */
 #define MCP_SNI_MAX_HANDSHAKE 16384
 /*
@@ -24,17 +35,6 @@
  * ClientHello that has not completed within this many bytes is rejected with MCP_SNI_ETOOBIG.
  */
 #define MCP_SNI_MAX_INPUT (MCP_SNI_MAX_HANDSHAKE + 2048)
-/* Longest hostname: 253 bytes of ASCII, plus the terminating NUL in buffers. */
-#define MCP_HOSTNAME_MAX 253
-
-/* Results of mcp_sni_parse(). A positive value is the hostname's length. */
-#define MCP_SNI_NEED_MORE 0
-#define MCP_SNI_ENOTTLS (-5001)    /* first bytes are not a TLS handshake record */
-#define MCP_SNI_ENOTHELLO (-5002)  /* a handshake message, but not a ClientHello */
-#define MCP_SNI_EMALFORMED (-5003) /* a length field that lies, or a truncated structure */
-#define MCP_SNI_ENOSNI (-5004)     /* a complete ClientHello without a host_name */
-#define MCP_SNI_EBADNAME (-5005)   /* the host_name is not a valid DNS hostname */
-#define MCP_SNI_ETOOBIG (-5006)    /* handshake message or record overhead over the caps */
 
 /*
  * Parser progress between calls, so that a ClientHello arriving a byte at a time is not
@@ -54,21 +54,12 @@ void mcp_sni_init(mcp_sni_t *st);
  * Parses buf[0..len), all bytes received so far (the same prefix each call, only longer).
  * Returns MCP_SNI_NEED_MORE until the ClientHello is complete; then the length (1..253) of the
  * hostname written NUL-terminated, lowercase and without a trailing dot into host (which must
- * hold MCP_HOSTNAME_MAX + 1 bytes); or one of the negative MCP_SNI_E* codes, after which the
+ * hold MCP_HOSTNAME_MAX + 1 bytes); or one of the negative MCP_SNI_E* codes (error.h), after which the
  * connection should be closed. Never writes to host unless it returns a positive length.
  */
 int mcp_sni_parse(mcp_sni_t *st, const uint8_t *buf, size_t len, char *host);
 
 /* Static description of an MCP_SNI_* result. */
 const char *mcp_sni_strerror(int rc);
-
-/*
- * Validates and normalises a DNS hostname of len bytes (not necessarily NUL-terminated): ASCII
- * labels of 1-63 letters, digits and hyphens, at most 253 bytes; one trailing dot is accepted
- * and dropped. Writes the lowercase form, NUL-terminated, to out (MCP_HOSTNAME_MAX + 1 bytes)
- * and returns its length, or MCP_EINVAL (out is then unspecified). Used for SNI values, route
- * hostnames and backend hostnames alike, so that all three agree on what a hostname is.
- */
-int mcp_hostname_normalize(const char *in, size_t len, char *out);
 
 #endif
