@@ -9,8 +9,9 @@
  *   - a hostname returned is what mcp_hostname_normalize makes of itself (valid, lowercase,
  *     NUL-terminated at the returned length) and host is untouched on any other result;
  *   - framing does not matter: the input minus its first 5 bytes, taken as a handshake message
- *     (cut at its declared length) and framed as one record or as many small records (sizes derived from the data), gives
- *     the same result either way as long as the small records stay within the input cap;
+ *     (cut at its declared length) and framed as one record or as many small records (sizes derived
+ * from the data), gives the same result either way as long as the small records stay within the
+ * input cap;
  *   - strictness: whenever the parser says done (a hostname, or ENOSNI), an independent walk
  *     of the input below finds only handshake records up to the hello, the hello ending
  *     exactly at the end of a record, every length filling its container, no extension type

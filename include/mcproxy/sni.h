@@ -11,9 +11,9 @@
  * A hello is refused when a length overruns or does not fill its container, an extension type
  * appears twice, the server_name list is not exactly one host_name entry, the hello does not
  * end exactly at the end of a TLS record, a record other than handshake arrives before it is
- * complete, or the name is not a hostname (include/mcproxy/hostname.h). The record-layer version's minor byte and the hello's
- * legacy_version are not judged: the backend decides those. Records after the hello's last
- * record (early data, anything) are not looked at.
+ * complete, or the name is not a hostname (include/mcproxy/hostname.h). The record-layer version's
+ * minor byte and the hello's legacy_version are not judged: the backend decides those. Records
+ * after the hello's last record (early data, anything) are not looked at.
  *
  * It never reads past a length it has not checked against what remains, never allocates, does
  * no I/O and needs no libuv, so it can be fuzzed on its own. Thread-safe: all state is in the
@@ -54,8 +54,8 @@ void mcp_sni_init(mcp_sni_t *st);
  * Parses buf[0..len), all bytes received so far (the same prefix each call, only longer).
  * Returns MCP_SNI_NEED_MORE until the ClientHello is complete; then the length (1..253) of the
  * hostname written NUL-terminated, lowercase and without a trailing dot into host (which must
- * hold MCP_HOSTNAME_MAX + 1 bytes); or one of the negative MCP_SNI_E* codes (error.h), after which the
- * connection should be closed. Never writes to host unless it returns a positive length.
+ * hold MCP_HOSTNAME_MAX + 1 bytes); or one of the negative MCP_SNI_E* codes (error.h), after which
+ * the connection should be closed. Never writes to host unless it returns a positive length.
  */
 int mcp_sni_parse(mcp_sni_t *st, const uint8_t *buf, size_t len, char *host);
 

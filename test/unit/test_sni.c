@@ -980,7 +980,8 @@ static void ech_extension_uses_outer_sni(void **state)
 }
 
 /* Appends a server_name extension whose list holds the entries (type, name) given. */
-static void ext_sni_list(struct wr *w, size_t count, const unsigned *types, const char *const *names)
+static void ext_sni_list(struct wr *w, size_t count, const unsigned *types,
+                         const char *const *names)
 {
   size_t i, list = 0;
 
@@ -1108,7 +1109,8 @@ static void sni_label_with_edge_hyphen_is_bad_name(void **state)
   static struct wr ext;
   static uint8_t raw[RAW_MAX];
   static const char *const bad[] = {"-a.example.com", "a-.example.com", "a.-example.com",
-                                    "a.example-.com", "a.example.com-", "-", "a.-.b"};
+                                    "a.example-.com", "a.example.com-", "-",
+                                    "a.-.b"};
   size_t i;
 
   for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
