@@ -208,7 +208,7 @@ def simple_hello(name, **kw):
     return records(hello_message(exts, **kw), version=version)
 
 
-ROUTE_NAMES = ["app.example.com", "a.example.com", "xn--bcher-kva.example", "a-b.example.org",
+ROUTE_NAMES = ["app.example.com", "py.example.org", "a.example.com", "xn--bcher-kva.example", "a-b.example.org",
                "www.test", "localhost", "x1.y2.z3.example.net"]
 # Names a route cannot have: edge hyphens, bad bytes, empty labels, too long.
 BAD_NAMES = ["-a.example.com", "a-.example.com", "a.-b.example", "a.b-.example", "a_b.example",
@@ -320,11 +320,65 @@ def mutate(rng, raw):
     return bytes(data)
 
 
-def cases(seed, count):
-    """COUNT seeded cases: about half generated as is, half generated then mutated."""
+def split_hello(message):
+    """A well-formed ClientHello message taken apart: (fields, [(type, body), ...] or None)."""
+    r = Reader(message[4:])
+    legacy = r.number(2, "legacy_version")
+    rnd = r.take(32, "random")
+    sid = r.vector(1, "session id")
+    suites = r.vector(2, "cipher suites")
+    comp = r.vector(1, "compression methods")
+    fields = dict(legacy=legacy, random_bytes=rnd, sid=sid, suites=suites, comp=comp)
+    if not r.left():
+        return fields, None
+    exts = Reader(r.vector(2, "extensions"))
+    out = []
+    while exts.left():
+        kind = exts.number(2, "extension type")
+        out.append((kind, exts.vector(2, "extension")))
+    return fields, out
+
+
+def rework_captured(rng, raw):
+    """A real client's hello (one or more records) rebuilt with one strictness rule in play."""
+    message = b""
+    for at in record_offsets(raw):
+        size = struct.unpack("!H", raw[at + 3:at + 5])[0]
+        message += raw[at + 5:at + 5 + size]
+    fields, exts = split_hello(message)
+    exts = list(exts or [])
+    change = rng.randrange(7)
+    if change == 0 and exts:  # an extension twice
+        exts.insert(rng.randrange(len(exts) + 1), rng.choice(exts))
+    elif change == 1:  # a second server_name entry, or the SNI replaced by a two-entry list
+        exts = [e for e in exts if e[0] != 0]
+        entries = [(0, random_name(rng)), (rng.choice([0, 1]), random_name(rng))]
+        exts.insert(rng.randrange(len(exts) + 1), (0, sni_body(entries)))
+    elif change == 2:  # odd legacy_version values
+        fields["legacy"] = rng.choice([0x0000, 0x7f1c, 0xfefd, 0x0300, rng.randrange(65536)])
+    elif change == 3:  # another name, routed or not, valid or not
+        exts = [(0, sni_body([(0, random_name(rng))])) if k == 0 else (k, b) for k, b in exts]
+    message = hello_message([ext(k, b) for k, b in exts], **fields)
+    sizes = (16384,) if rng.random() < 0.5 else [rng.randrange(1, 200) for _ in range(3)]
+    out = records(message, sizes=sizes, version=rng.choice([0x0300, 0x0301, 0x0303, 0x03ff]))
+    if change == 4:  # bytes after the hello in its last record
+        out = grow_last_record(out, bytes(rng.randrange(256) for _ in range(rng.randrange(1, 4))))
+    elif change == 5:  # a record of early data after it
+        out += records(b"early data", version=0x0303, ctype=23)
+    return out
+
+
+def cases(seed, count, captured=()):
+    """
+    COUNT seeded cases: generated hellos, and real clients' hellos from CAPTURED (raw bytes)
+    reworked; about half of them then mutated byte-wise.
+    """
     rng = random.Random(seed)
     for _ in range(count):
-        raw = random_hello(rng)
+        if captured and rng.random() < 0.3:
+            raw = rework_captured(rng, rng.choice(captured))
+        else:
+            raw = random_hello(rng)
         if rng.random() < 0.5:
             raw = mutate(rng, raw)
         yield raw
