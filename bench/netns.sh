@@ -26,8 +26,8 @@ netns_sysctl() { # ns key value
   ip netns exec "$1" sh -c "echo '$3' > /proc/sys/$(echo "$2" | tr . /)"
 }
 
-netns_up() { # netem_delay_ms (0: none)
-  local delay=$1 ns dev
+netns_up() { # netem_delay_ms (0: none) gso (off: one 1500-byte packet per skb; on: defaults)
+  local delay=$1 gso=${2:-off} ns dev
   if [ "$(id -u)" != 0 ] || ! command -v ip > /dev/null; then
     echo "netns mode needs root and ip(8) (Debian package iproute2)"
     return 1
@@ -48,6 +48,12 @@ netns_up() { # netem_delay_ms (0: none)
   for dev in "$NETNS_C:${NETNS_ID}c0" "$NETNS_P:${NETNS_ID}p0" "$NETNS_P:${NETNS_ID}p1" \
     "$NETNS_B:${NETNS_ID}b0"; do
     ip -n "${dev%%:*}" link set "${dev#*:}" mtu 1500 up || return 1
+    # veth passes GSO super-packets of up to 64 KiB unsplit, which would hide the per-packet
+    # cost again; one segment per packet makes every 1500-byte packet cross the stack on its own
+    # (veth has no GRO by default, so the receiving side sees them one by one as well).
+    if [ "$gso" = off ]; then
+      ip -n "${dev%%:*}" link set "${dev#*:}" gso_max_segs 1 gso_max_size 1500 || return 1
+    fi
   done
   ip -n "$NETNS_C" route add 10.200.2.0/24 via "$NETNS_PROXY_IP" &&
     ip -n "$NETNS_B" route add 10.200.1.0/24 via 10.200.2.1 || return 1

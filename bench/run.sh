@@ -20,6 +20,8 @@
 #                       stream1 stream8 idle rate_fin rate64 rate64_fin tls)
 #   BENCH_NETEM_MS=D    netns mode: tc netem delay of D ms on each veth end, i.e. D ms each way
 #                       on each link (default 0; needs the kernel's sch_netem)
+#   BENCH_NETNS_GSO=on  netns mode: keep the veths' default GSO (64 KiB super-packets) instead
+#                       of one 1500-byte packet per skb (default off)
 #   BENCH_CONNS64=C     loops of the rate64 phases (default 64)
 #   BENCH_TLS_CONNS=C   concurrent client threads in the tls phase (default 8)
 #   BENCH_TLS_SECS=S    tls measurement window (default: BENCH_RATE_SECS)
@@ -73,6 +75,7 @@ CONNS64=${BENCH_CONNS64:-64}
 TLS_CONNS=${BENCH_TLS_CONNS:-8}
 TLS_SECS=${BENCH_TLS_SECS:-$RATE_SECS}
 NETEM_MS=${BENCH_NETEM_MS:-0}
+NETNS_GSO=${BENCH_NETNS_GSO:-off}
 PEERS=${BENCH_PEERS:-direct haproxy nginx sniproxy mc-proxy mc-proxy-copy}
 MODES=${BENCH_MODES:-}
 NETNS=0
@@ -150,7 +153,7 @@ cleanup_on_exit "${BENCH_KEEP:-0}"
 if [ "$NETNS" = 1 ]; then
   . "$SRC/bench/netns.sh"
   CLEANUP_EXTRA=netns_down
-  if ! netns_up "$NETEM_MS" > "$TMP/netns.err" 2>&1; then
+  if ! netns_up "$NETEM_MS" "$NETNS_GSO" > "$TMP/netns.err" 2>&1; then
     echo "run.sh: network namespaces: $(cat "$TMP/netns.err")" >&2
     exit 2
   fi
@@ -342,7 +345,7 @@ HEADER=$(
   echo "- rate: $CONNS loops, ${RATE_SECS}s window after ${WARMUP}s warm-up; stream: ${STREAM_SECS}s per run; idle: $IDLE_N connections"
   echo "- phases: $PHASES (rate64*: $CONNS64 loops; tls: $TLS_CONNS client threads, ${TLS_SECS}s); ClientHello $(stat -c %s "$HELLO") bytes"
   if [ "$NETNS" = 1 ]; then
-    echo "- network: namespaces client/proxy/backend joined by veth pairs, MTU 1500, netem delay ${NETEM_MS} ms per veth end; proxy $PROXY_ADDR, backend $BACKEND_ADDR"
+    echo "- network: namespaces client/proxy/backend joined by veth pairs, MTU 1500, GSO $NETNS_GSO, netem delay ${NETEM_MS} ms per veth end; proxy $PROXY_ADDR, backend $BACKEND_ADDR"
   else
     echo "- network: loopback; proxy $PROXY_ADDR, backend $BACKEND_ADDR"
   fi
