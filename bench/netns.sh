@@ -52,7 +52,7 @@ netns_up() { # netem_delay_ms (0: none) gso (off: one 1500-byte packet per skb; 
     # cost again; one segment per packet makes every 1500-byte packet cross the stack on its own
     # (veth has no GRO by default, so the receiving side sees them one by one as well).
     if [ "$gso" = off ]; then
-      ip -n "${dev%%:*}" link set "${dev#*:}" gso_max_segs 1 gso_max_size 1500 || return 1
+      ip -n "${dev%%:*}" link set "${dev#*:}" gso_max_segs 1 || return 1
     fi
   done
   ip -n "$NETNS_C" route add 10.200.2.0/24 via "$NETNS_PROXY_IP" &&
