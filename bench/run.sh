@@ -342,8 +342,11 @@ HEADER=$(
   echo "- command: \`$( [ "$SHORT" = 1 ] && echo 'BENCH_SHORT=1 ')${MODES:+BENCH_MODES=\"$MODES\" }${BENCH_PHASES:+BENCH_PHASES=\"$BENCH_PHASES\" }$( [ "$NETEM_MS" != 0 ] && echo "BENCH_NETEM_MS=$NETEM_MS ")bench/run.sh $BUILD\` ($(date -u +%Y-%m-%dT%H:%MZ))"
   machine
   echo "- $ROUNDS round(s), order per round: $PEERS; proxy on CPU $PROXY_CPU, generator and backend on CPU $LOAD_CPU"
-  echo "- rate: $CONNS loops, ${RATE_SECS}s window after ${WARMUP}s warm-up; stream: ${STREAM_SECS}s per run; idle: $IDLE_N connections"
-  echo "- phases: $PHASES (rate64*: $CONNS64 loops; tls: $TLS_CONNS client threads, ${TLS_SECS}s); ClientHello $(stat -c %s "$HELLO") bytes"
+  echo "- phases: $PHASES; ClientHello $(stat -c %s "$HELLO") bytes, ${WARMUP}s warm-up"
+  case " $PHASES " in *" rate"*) echo "- rate: $CONNS loops (rate64*: $CONNS64), ${RATE_SECS}s window" ;; esac
+  case " $PHASES " in *" stream"*) echo "- stream: ${STREAM_SECS}s window per run" ;; esac
+  case " $PHASES " in *" idle "*) echo "- idle: $IDLE_N connections" ;; esac
+  case " $PHASES " in *" tls "*) echo "- tls: $TLS_CONNS client threads, ${TLS_SECS}s window" ;; esac
   if [ "$NETNS" = 1 ]; then
     echo "- network: namespaces client/proxy/backend joined by veth pairs, MTU 1500, GSO $NETNS_GSO, netem delay ${NETEM_MS} ms per veth end; proxy $PROXY_ADDR, backend $BACKEND_ADDR"
   else
