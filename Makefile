@@ -10,7 +10,7 @@ DEPS := cmake make gcc clang pkg-config openssl curl \
 	libmaxmind-db-writer-perl mmdb-bin python3 python3-grpcio python3-protobuf sqlite3 \
 	libclang-rt-14-dev build-essential debhelper dpkg-dev fakeroot lintian
 LINT_DEPS  := clang-tidy cppcheck
-BENCH_DEPS := haproxy nginx libnginx-mod-stream sniproxy util-linux
+BENCH_DEPS := haproxy nginx libnginx-mod-stream sniproxy util-linux iproute2 libssl-dev
 
 .PHONY: deps build mc-proxy test test-asan devserver all lint format fuzz bench clean
 

@@ -9,8 +9,12 @@
  * One thread, level-triggered epoll, non-blocking sockets. On SIGTERM/SIGINT it prints one line
  * of counters ("backend accepted=... hello_ok=... hello_bad=... ...") and exits 0.
  *
+ * In reply mode the connection ends when the client side closes: with --close rst (the default)
+ * the backend then closes with RST, with --close fin it closes normally (a FIN), which is what a
+ * real server does and what the load generator's --close fin waits for.
+ *
  * Usage: mcp-bench-backend --listen ADDR:PORT --hello FILE [--mode reply|stream]
- *                          [--reply-bytes N] */
+ *                          [--reply-bytes N] [--close rst|fin] */
 #include "bench_common.h"
 
 #include <signal.h>
@@ -43,6 +47,7 @@ static uint8_t *g_reply;
 static size_t g_reply_len = 1024;
 static int g_stream_fd = -1; /* memfd of STREAM_FILE_SIZE pattern bytes */
 static int g_stream;
+static int g_close_fin; /* --close fin: the normal end of a reply connection closes with FIN */
 static int g_ep;
 
 static struct {
@@ -54,14 +59,23 @@ static void on_signal(int sig)
   g_stop = 1;
 }
 
-static void conn_free(bk_conn_t *c)
+static void conn_free_how(bk_conn_t *c, int fin)
 {
   /* close() alone takes the socket out of the epoll set. */
-  /* Closing with RST also in the normal case: the peer (a proxy) has closed already, so a FIN
-   * would only leave a TIME_WAIT socket on the proxy's side for every benchmarked connection. */
-  bench_close_reset(c->fd);
+  /* By default closing with RST also in the normal case: the peer (a proxy) has closed already,
+   * so a FIN would only leave a TIME_WAIT socket on the proxy's side for every benchmarked
+   * connection. --close fin asks for the normal close instead. */
+  if (fin)
+    close(c->fd);
+  else
+    bench_close_reset(c->fd);
   g_stats.closed++;
   free(c);
+}
+
+static void conn_free(bk_conn_t *c)
+{
+  conn_free_how(c, 0);
 }
 
 static void want(bk_conn_t *c, uint32_t events)
@@ -146,7 +160,7 @@ static void conn_readable(bk_conn_t *c)
     g_stats.extra_data++;
   else if (n < 0)
     g_stats.reset++;
-  conn_free(c);
+  conn_free_how(c, n == 0 && g_close_fin && c->phase == BK_WAIT_CLOSE);
 }
 
 static void accept_all(int lfd)
@@ -175,7 +189,7 @@ static void accept_all(int lfd)
 static int usage(void)
 {
   fprintf(stderr, "usage: mcp-bench-backend --listen ADDR:PORT --hello FILE "
-                  "[--mode reply|stream] [--reply-bytes N]\n");
+                  "[--mode reply|stream] [--reply-bytes N] [--close rst|fin]\n");
   return 2;
 }
 
@@ -195,6 +209,11 @@ int main(int argc, char **argv)
       if (strcmp(v, "stream") == 0)
         g_stream = 1;
       else if (strcmp(v, "reply") != 0)
+        return usage();
+    } else if (strcmp(a, "--close") == 0) {
+      if (strcmp(v, "fin") == 0)
+        g_close_fin = 1;
+      else if (strcmp(v, "rst") != 0)
         return usage();
     } else if (strcmp(a, "--reply-bytes") == 0) {
       g_reply_len = strtoul(v, NULL, 10);

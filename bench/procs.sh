@@ -22,10 +22,12 @@ stop_pid() {
   return 0
 }
 
-# On exit (also on Ctrl-C): stop everything, then remove $TMP unless $1 is 1 (keep it).
+# On exit (also on Ctrl-C): stop everything, run $CLEANUP_EXTRA if set (run.sh removes its
+# network namespaces there), then remove $TMP unless $1 is 1 (keep it).
+CLEANUP_EXTRA=
 cleanup_on_exit() {
   CLEANUP_KEEP=$1
-  trap 'stop_all; if [ "$CLEANUP_KEEP" = 1 ]; then echo "$(basename "$0"): kept $TMP" >&2; else rm -rf "$TMP"; fi' EXIT
+  trap 'stop_all; [ -z "$CLEANUP_EXTRA" ] || $CLEANUP_EXTRA; if [ "$CLEANUP_KEEP" = 1 ]; then echo "$(basename "$0"): kept $TMP" >&2; else rm -rf "$TMP"; fi' EXIT
   trap 'exit 130' INT TERM
 }
 

@@ -7,6 +7,24 @@
 #
 # Environment (all optional):
 #   BENCH_SHORT=1       smoke mode: one round, fractions of a second per phase (CI)
+#   BENCH_MODES="..."   more shapes, any of (default none: today's four phases on loopback):
+#                         fin    adds phase rate_fin: rate mode closing with FIN (client
+#                                shutdown + wait for the backend's close) instead of RST
+#                         c64    adds phases rate64 and rate64_fin: 64 concurrent loops, both
+#                                close modes (517-byte ClientHello, 1 KiB reply)
+#                         tls    adds phase tls: a real TLS handshake through the proxy to an
+#                                OpenSSL backend (mcp-bench-tls), the proxy's share of its CPU
+#                         netns  every phase across three network namespaces joined by veths
+#                                with MTU 1500 instead of loopback (bench/netns.sh; root)
+#   BENCH_PHASES="..."  exact phase list, overriding the one BENCH_MODES builds (phases: rate
+#                       stream1 stream8 idle rate_fin rate64 rate64_fin tls)
+#   BENCH_NETEM_MS=D    netns mode: tc netem delay of D ms on each veth end, i.e. D ms each way
+#                       on each link (default 0; needs the kernel's sch_netem)
+#   BENCH_NETNS_GSO=on  netns mode: keep the veths' default GSO (64 KiB super-packets) instead
+#                       of one 1500-byte packet per skb (default off)
+#   BENCH_CONNS64=C     loops of the rate64 phases (default 64)
+#   BENCH_TLS_CONNS=C   concurrent client threads in the tls phase (default 8)
+#   BENCH_TLS_SECS=S    tls measurement window (default: BENCH_RATE_SECS)
 #   BENCH_ROUNDS=N      rounds (default 3; 1 in short mode)
 #   BENCH_PEERS="..."   targets, in round order (default: direct haproxy nginx sniproxy mc-proxy
 #                       mc-proxy-copy);
@@ -15,7 +33,8 @@
 #   BENCH_RATE_SECS=S   rate measurement window (default 3)
 #   BENCH_STREAM_SECS=S throughput window per connection count (default 2)
 #   BENCH_IDLE=N        idle connections (default 5000; 200 in short mode)
-#   BENCH_PORT=P        proxy listens on 127.0.0.1:P, the backend on P+1 (default 18443)
+#   BENCH_PORT=P        proxy listens on 127.0.0.1:P, the backend on P+1 (default 18443); in
+#                       netns mode on 10.200.1.2:P and 10.200.2.2:P+1 inside the namespaces
 #   BENCH_PROXY_CPU / BENCH_LOAD_CPU  cores for the proxy / for generator and backend (0 / 1)
 #   BENCH_HELLO=FILE    ClientHello to replay (default test/vectors/curl.bin, SNI app.example.com)
 #   BENCH_KEEP=1        keep the temporary directory (configs, logs) after the run
@@ -33,6 +52,7 @@ BUILD=$(cd "$BUILD" && pwd)
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 LOAD=$BUILD/bench/mcp-bench-load
 BACKEND=$BUILD/bench/mcp-bench-backend
+TLSTOOL=$BUILD/bench/mcp-bench-tls
 MCP=$BUILD/cli/mc-proxy
 HELLO=${BENCH_HELLO:-$SRC/test/vectors/curl.bin}
 
@@ -51,11 +71,44 @@ else
   WARMUP=0.5
 fi
 CONNS=${BENCH_CONNS:-32}
+CONNS64=${BENCH_CONNS64:-64}
+TLS_CONNS=${BENCH_TLS_CONNS:-8}
+TLS_SECS=${BENCH_TLS_SECS:-$RATE_SECS}
+NETEM_MS=${BENCH_NETEM_MS:-0}
+NETNS_GSO=${BENCH_NETNS_GSO:-off}
 PEERS=${BENCH_PEERS:-direct haproxy nginx sniproxy mc-proxy mc-proxy-copy}
+MODES=${BENCH_MODES:-}
+NETNS=0
+PHASES="rate stream1 stream8 idle"
+for m in $MODES; do
+  case $m in
+    fin) PHASES="$PHASES rate_fin" ;;
+    c64) PHASES="$PHASES rate64 rate64_fin" ;;
+    tls) PHASES="$PHASES tls" ;;
+    netns) NETNS=1 ;;
+    *) echo "run.sh: unknown mode '$m' in BENCH_MODES (fin c64 tls netns)" >&2; exit 2 ;;
+  esac
+done
+PHASES=${BENCH_PHASES:-$PHASES}
+for p in $PHASES; do
+  case $p in
+    rate | stream1 | stream8 | idle | rate_fin | rate64 | rate64_fin | tls) ;;
+    *) echo "run.sh: unknown phase '$p' in BENCH_PHASES" >&2; exit 2 ;;
+  esac
+done
+if [ "$NETEM_MS" != 0 ] && [ "$NETNS" != 1 ]; then
+  echo "run.sh: BENCH_NETEM_MS needs BENCH_MODES=netns" >&2
+  exit 2
+fi
 PROXY_PORT=${BENCH_PORT:-18443}
 BACKEND_PORT=$((PROXY_PORT + 1))
 PROXY_ADDR=127.0.0.1:$PROXY_PORT
 BACKEND_ADDR=127.0.0.1:$BACKEND_PORT
+# Command prefixes that put the client side, the proxy and the backend in their namespaces
+# (empty on loopback). `ip netns exec` execs the command, so $! stays the process's own PID.
+IN_C=()
+IN_P=()
+IN_B=()
 PROXY_CPU=${BENCH_PROXY_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
 
@@ -69,6 +122,13 @@ if ! command -v taskset > /dev/null; then
   echo "run.sh: taskset not found (Debian package util-linux)" >&2
   exit 2
 fi
+case " $PHASES " in
+  *" tls "*)
+    if [ ! -x "$TLSTOOL" ] || ! command -v openssl > /dev/null; then
+      echo "run.sh: the tls phase needs $TLSTOOL (built when libssl-dev is installed) and openssl" >&2
+      exit 2
+    fi ;;
+esac
 if [ ! -r "$HELLO" ]; then
   echo "run.sh: cannot read ClientHello $HELLO" >&2
   exit 2
@@ -89,6 +149,32 @@ RESULTS=$BUILD/bench-results.md
 # Every process this script starts is recorded here and stopped by PID, also on Ctrl-C.
 . "$SRC/bench/procs.sh"
 cleanup_on_exit "${BENCH_KEEP:-0}"
+
+if [ "$NETNS" = 1 ]; then
+  . "$SRC/bench/netns.sh"
+  CLEANUP_EXTRA=netns_down
+  if ! netns_up "$NETEM_MS" "$NETNS_GSO" > "$TMP/netns.err" 2>&1; then
+    echo "run.sh: network namespaces: $(cat "$TMP/netns.err")" >&2
+    exit 2
+  fi
+  PROXY_ADDR=$NETNS_PROXY_IP:$PROXY_PORT
+  BACKEND_ADDR=$NETNS_BACKEND_IP:$BACKEND_PORT
+  IN_C=(ip netns exec "$NETNS_C")
+  IN_P=(ip netns exec "$NETNS_P")
+  IN_B=(ip netns exec "$NETNS_B")
+fi
+
+# The tls phase's backend certificate: a throwaway self-signed ECDSA P-256 one for the route's
+# name; the client verifies the server against it, so a misrouted handshake fails.
+case " $PHASES " in
+  *" tls "*)
+    if ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout "$TMP/tls-key.pem" -out "$TMP/tls-cert.pem" -days 2 -subj /CN=app.example.com \
+      -addext subjectAltName=DNS:app.example.com > "$TMP/openssl.log" 2>&1; then
+      echo "run.sh: cannot create the tls phase's certificate (see $TMP/openssl.log)" >&2
+      exit 2
+    fi ;;
+esac
 
 fill() { # template output [extra line for [proxy]]
   sed -e "s#@TMP@#$TMP#g" -e "s#@PROXY_ADDR@#$PROXY_ADDR#g" -e "s#@BACKEND_ADDR@#$BACKEND_ADDR#g" \
@@ -124,13 +210,31 @@ fi
 
 BK_PID=
 PROXY_PID=
-start_backend() { # reply|stream
-  taskset -c "$LOAD_CPU" "$BACKEND" --listen "$BACKEND_ADDR" --hello "$HELLO" --mode "$1" \
-    > "$TMP/backend.out" 2> "$TMP/backend.err" &
+start_backend() { # reply|stream|tls [rst|fin]
+  if [ "$1" = tls ]; then
+    taskset -c "$LOAD_CPU" "${IN_B[@]}" "$TLSTOOL" server --listen "$BACKEND_ADDR" \
+      --cert "$TMP/tls-cert.pem" --key "$TMP/tls-key.pem" \
+      > "$TMP/backend.out" 2> "$TMP/backend.err" &
+  else
+    taskset -c "$LOAD_CPU" "${IN_B[@]}" "$BACKEND" --listen "$BACKEND_ADDR" --hello "$HELLO" \
+      --mode "$1" --close "${2:-rst}" > "$TMP/backend.out" 2> "$TMP/backend.err" &
+  fi
   BK_PID=$!
   STARTED+=("$BK_PID")
-  "$LOAD" --connect "$BACKEND_ADDR" --hello "$HELLO" --mode probe --expect "$1" --duration 5 \
-    2> "$TMP/probe.err"
+  probe "${IN_B[@]}" "$BACKEND_ADDR" "$1"
+}
+
+# Retries one exchange with ADDR until it succeeds (5 s at most); run in a namespace if given.
+probe() { # [ip netns exec NS] addr reply|stream|tls
+  local pre=()
+  while [ $# -gt 2 ]; do pre+=("$1"); shift; done
+  if [ "$2" = tls ]; then
+    "${pre[@]}" "$TLSTOOL" probe --connect "$1" --ca "$TMP/tls-cert.pem" --duration 5 \
+      2>> "$TMP/probe.err"
+  else
+    "${pre[@]}" "$LOAD" --connect "$1" --hello "$HELLO" --mode probe --expect "$2" \
+      --duration 5 2>> "$TMP/probe.err"
+  fi
 }
 
 # Starts the proxy for a target on PROXY_CPU; PROXY_PID is the process started (for nginx the
@@ -142,14 +246,14 @@ start_proxy() { # target
     direct) return 0 ;;
     haproxy)
       fill haproxy.cfg "$TMP/haproxy.cfg"
-      taskset -c "$PROXY_CPU" haproxy -db -f "$TMP/haproxy.cfg" > "$TMP/haproxy.log" 2>&1 & ;;
+      taskset -c "$PROXY_CPU" "${IN_P[@]}" haproxy -db -f "$TMP/haproxy.cfg" > "$TMP/haproxy.log" 2>&1 & ;;
     nginx)
       fill nginx.conf "$TMP/nginx.conf"
-      taskset -c "$PROXY_CPU" nginx -c "$TMP/nginx.conf" -p "$TMP" -e "$TMP/nginx-error.log" \
+      taskset -c "$PROXY_CPU" "${IN_P[@]}" nginx -c "$TMP/nginx.conf" -p "$TMP" -e "$TMP/nginx-error.log" \
         > "$TMP/nginx.log" 2>&1 & ;;
     sniproxy)
       fill sniproxy.conf "$TMP/sniproxy.conf"
-      taskset -c "$PROXY_CPU" sniproxy -f -c "$TMP/sniproxy.conf" > "$TMP/sniproxy.log" 2>&1 & ;;
+      taskset -c "$PROXY_CPU" "${IN_P[@]}" sniproxy -f -c "$TMP/sniproxy.conf" > "$TMP/sniproxy.log" 2>&1 & ;;
     mc-proxy | mc-proxy-copy)
       if [ "$t" = mc-proxy-copy ]; then
         fill mc-proxy.ini "$TMP/mc-proxy.ini" "relay = copy"
@@ -159,7 +263,7 @@ start_proxy() { # target
       rm -f "$TMP/mc-proxy.db"*
       # mc-proxy logs one line per connection to stderr, as its spec requires; to a file, as in
       # production. The peers are configured without per-connection logs.
-      taskset -c "$PROXY_CPU" "$MCP" server -c "$TMP/mc-proxy.ini" >> "$TMP/mc-proxy.log" 2>&1 & ;;
+      taskset -c "$PROXY_CPU" "${IN_P[@]}" "$MCP" server -c "$TMP/mc-proxy.ini" >> "$TMP/mc-proxy.log" 2>&1 & ;;
   esac
   PROXY_PID=$!
   STARTED+=("$PROXY_PID")
@@ -174,17 +278,20 @@ watch_list() {
 # One measurement: fresh backend and proxy, a readiness probe through the proxy, the load, and
 # the backend's own verdict on every ClientHello it received.
 run_phase() { # round target phase
-  local round=$1 t=$2 phase=$3 bmode=reply target_addr=$PROXY_ADDR line rc watch
-  case $phase in stream1 | stream8) bmode=stream ;; esac
+  local round=$1 t=$2 phase=$3 bmode=reply close=rst target_addr=$PROXY_ADDR line rc watch
+  case $phase in
+    stream1 | stream8) bmode=stream ;;
+    tls) bmode=tls ;;
+    *_fin) close=fin ;;
+  esac
   [ "$t" = direct ] && target_addr=$BACKEND_ADDR
-  if ! start_backend "$bmode"; then
+  if ! start_backend "$bmode" "$close"; then
     echo "round=$round target=$t phase=$phase setup_error=backend errors=1" >> "$RAW"
     stop_all
     return
   fi
   start_proxy "$t"
-  if ! "$LOAD" --connect "$target_addr" --hello "$HELLO" --mode probe --expect "$bmode" \
-    --duration 5 2>> "$TMP/probe.err"; then
+  if ! probe "${IN_C[@]}" "$target_addr" "$bmode"; then
     echo "round=$round target=$t phase=$phase setup_error=proxy_not_ready errors=1" >> "$RAW"
     stop_all
     return
@@ -197,8 +304,20 @@ run_phase() { # round target phase
     stream1) args+=(--mode stream --conns 1 --duration "$STREAM_SECS") ;;
     stream8) args+=(--mode stream --conns 8 --duration "$STREAM_SECS") ;;
     idle) args+=(--mode idle --conns 64 --idle "$IDLE_N" --duration 60) ;;
+    rate_fin) args+=(--mode rate --close fin --conns "$CONNS" --duration "$RATE_SECS") ;;
+    rate64) args+=(--mode rate --conns "$CONNS64" --duration "$RATE_SECS") ;;
+    rate64_fin) args+=(--mode rate --close fin --conns "$CONNS64" --duration "$RATE_SECS") ;;
+    tls)
+      # Same core as the plain phases; the TLS endpoints' own CPU is reported beside the proxy's.
+      args=(client --connect "$target_addr" --ca "$TMP/tls-cert.pem" --warmup "$WARMUP"
+        --conns "$TLS_CONNS" --duration "$TLS_SECS" --watch-backend "$BK_PID")
+      [ -n "$watch" ] && args+=(--watch "$watch") ;;
   esac
-  line=$(taskset -c "$LOAD_CPU" "$LOAD" "${args[@]}" 2>> "$TMP/load.err")
+  if [ "$phase" = tls ]; then
+    line=$(taskset -c "$LOAD_CPU" "${IN_C[@]}" "$TLSTOOL" "${args[@]}" 2>> "$TMP/load.err")
+  else
+    line=$(taskset -c "$LOAD_CPU" "${IN_C[@]}" "$LOAD" "${args[@]}" 2>> "$TMP/load.err")
+  fi
   rc=$?
   stop_all
   # The backend prints its counters when stopped; a hello that arrived altered, cut short or
@@ -220,10 +339,19 @@ machine() {
 }
 
 HEADER=$(
-  echo "- command: \`$( [ "$SHORT" = 1 ] && echo 'BENCH_SHORT=1 ')bench/run.sh $BUILD\` ($(date -u +%Y-%m-%dT%H:%MZ))"
+  echo "- command: \`$( [ "$SHORT" = 1 ] && echo 'BENCH_SHORT=1 ')${MODES:+BENCH_MODES=\"$MODES\" }${BENCH_PHASES:+BENCH_PHASES=\"$BENCH_PHASES\" }$( [ "$NETEM_MS" != 0 ] && echo "BENCH_NETEM_MS=$NETEM_MS ")bench/run.sh $BUILD\` ($(date -u +%Y-%m-%dT%H:%MZ))"
   machine
   echo "- $ROUNDS round(s), order per round: $PEERS; proxy on CPU $PROXY_CPU, generator and backend on CPU $LOAD_CPU"
-  echo "- rate: $CONNS loops, ${RATE_SECS}s window after ${WARMUP}s warm-up; stream: ${STREAM_SECS}s per run; idle: $IDLE_N connections"
+  echo "- phases: $PHASES; ClientHello $(stat -c %s "$HELLO") bytes, ${WARMUP}s warm-up"
+  case " $PHASES " in *" rate"*) echo "- rate: $CONNS loops (rate64*: $CONNS64), ${RATE_SECS}s window" ;; esac
+  case " $PHASES " in *" stream"*) echo "- stream: ${STREAM_SECS}s window per run" ;; esac
+  case " $PHASES " in *" idle "*) echo "- idle: $IDLE_N connections" ;; esac
+  case " $PHASES " in *" tls "*) echo "- tls: $TLS_CONNS client threads, ${TLS_SECS}s window" ;; esac
+  if [ "$NETNS" = 1 ]; then
+    echo "- network: namespaces client/proxy/backend joined by veth pairs, MTU 1500, GSO $NETNS_GSO, netem delay ${NETEM_MS} ms per veth end; proxy $PROXY_ADDR, backend $BACKEND_ADDR"
+  else
+    echo "- network: loopback; proxy $PROXY_ADDR, backend $BACKEND_ADDR"
+  fi
 )
 
 SKIPPED=()
@@ -239,7 +367,7 @@ done
 echo "bench: ${#RUN_PEERS[@]} target(s), $ROUNDS round(s); raw results in $RAW" >&2
 for round in $(seq 1 "$ROUNDS"); do
   for t in "${RUN_PEERS[@]}"; do
-    for phase in rate stream1 stream8 idle; do
+    for phase in $PHASES; do
       run_phase "$round" "$t" "$phase"
     done
     echo "bench: round $round $t done" >&2
