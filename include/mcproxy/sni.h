@@ -17,6 +17,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Signals: libmcproxy never installs a signal handler or changes a signal mask. It writes to
+ * sockets with write(2) and splice(2) (through libuv, without MSG_NOSIGNAL), which raise SIGPIPE
+ * when a peer has gone, so a program that runs listeners must ignore SIGPIPE
+ * (signal(SIGPIPE, SIG_IGN)) before it starts one. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Longest handshake message (the ClientHello, header included) the parser accepts. */
 #define MCP_SNI_MAX_HANDSHAKE 16384
 /*
@@ -70,5 +78,9 @@ const char *mcp_sni_strerror(int rc);
  * hostnames and backend hostnames alike, so that all three agree on what a hostname is.
  */
 int mcp_hostname_normalize(const char *in, size_t len, char *out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
