@@ -305,6 +305,8 @@ class InstallScriptTest(unittest.TestCase):
         for u in ("mc-proxy-snapshot.service", "mc-proxy-snapshot.timer"):
             self.assertTrue(os.path.isfile(os.path.join(self.root, "etc/systemd/system", u)))
         self.assertTrue(os.path.isdir(os.path.join(self.root, "srv/mc-proxy/backups")))
+        self.assertTrue(os.path.isfile(os.path.join(self.root,
+                                                    "usr/local/share/mc-proxy/admin.proto")))
         self.assertEqual(os.stat(os.path.join(self.root, "srv/mc-proxy")).st_mode & 0o777, 0o750)
 
     def test_is_idempotent_and_never_overwrites_a_config(self):
