@@ -12,7 +12,7 @@ DEPS := cmake make gcc clang pkg-config openssl curl \
 LINT_DEPS  := clang-tidy cppcheck
 BENCH_DEPS := haproxy nginx libnginx-mod-stream sniproxy util-linux iproute2 libssl-dev
 
-.PHONY: deps build mc-proxy test test-asan devserver all lint format fuzz bench clean
+.PHONY: deps build mc-proxy test test-asan devserver deb all lint format fuzz bench clean
 
 deps:
 	@missing=$$(for p in $(DEPS) $(EXTRA_DEPS); do \
@@ -43,10 +43,32 @@ test-asan: deps
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j 2 --timeout 600
 
+# The proxy in the foreground with the example config (written to $(SRV)/ on the first run),
+# plus a demo TLS backend (openssl s_server -www, a throwaway self-signed certificate in
+# $(SRV)/demo/) on the example routes' backend address, so that the first connection through
+# the proxy succeeds. The demo backend stops when the proxy exits.
+SRV          ?= srv
+DEMO_BACKEND ?= 127.0.0.1:9443
 devserver: build
-	@mkdir -p srv
-	@[ -f srv/mc-proxy.ini ] || sed 's#/srv/mc-proxy#$(CURDIR)/srv#g' examples/mc-proxy.ini > srv/mc-proxy.ini
-	$(BUILD)/cli/mc-proxy server -c srv/mc-proxy.ini
+	@mkdir -p $(SRV)/demo
+	@[ -f $(SRV)/mc-proxy.ini ] || \
+	  sed 's#/srv/mc-proxy#$(abspath $(SRV))#g' examples/mc-proxy.ini > $(SRV)/mc-proxy.ini
+	@[ -f $(SRV)/demo/backend.pem ] || openssl req -x509 -newkey rsa:2048 -nodes -days 3650 \
+	  -subj /CN=app.example.com -addext subjectAltName=DNS:app.example.com,DNS:localhost \
+	  -keyout $(SRV)/demo/backend.key -out $(SRV)/demo/backend.pem 2>/dev/null
+	@openssl s_server -quiet -www -accept $(DEMO_BACKEND) -cert $(SRV)/demo/backend.pem \
+	  -key $(SRV)/demo/backend.key </dev/null >$(SRV)/demo/backend.log 2>&1 & demo=$$!; \
+	trap 'kill $$demo 2>/dev/null' EXIT; trap : INT TERM; \
+	sleep 0.3; if kill -0 $$demo 2>/dev/null; then \
+	  echo "devserver: demo TLS backend on $(DEMO_BACKEND) (pid $$demo)"; \
+	else echo "devserver: the demo backend could not start on $(DEMO_BACKEND):" \
+	  "$$(cat $(SRV)/demo/backend.log)" >&2; fi; \
+	$(BUILD)/cli/mc-proxy server -c $(SRV)/mc-proxy.ini
+
+# The Debian packages mc-proxy, libmcproxy0.1 and libmcproxy-dev, built from a temporary copy
+# of the source and checked with lintian: see packaging/build-deb.sh. Output in build-deb/.
+deb: deps
+	packaging/build-deb.sh $(CURDIR)/build-deb
 
 lint: EXTRA_DEPS = $(LINT_DEPS)
 lint: deps $(BUILD)/CMakeCache.txt
@@ -73,4 +95,4 @@ bench: build
 	bench/run.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) build-asan build-fuzz
+	rm -rf $(BUILD) build-asan build-fuzz build-deb

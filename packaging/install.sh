@@ -4,7 +4,8 @@
 #   - /srv/mc-proxy (0750, owned by mc-proxy) and /srv/mc-proxy/backups;
 #   - the binary as /usr/bin/mc-proxy (the path the unit runs);
 #   - mc-proxy.service, mc-proxy-snapshot.service and .timer in /etc/systemd/system;
-#   - the man pages under /usr/local/share/man;
+#   - the man pages under /usr/local/share/man, and the admin API's admin.proto (for gRPC clients
+#     in other languages) as /usr/local/share/mc-proxy/admin.proto;
 #   - the example config as /srv/mc-proxy/mc-proxy.ini, only if no config is there yet: an
 #     existing config is never overwritten (the new example goes to mc-proxy.ini.example).
 # Running it again is safe: every step checks before it changes anything. It enables nothing
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
     --root)   [ $# -ge 2 ] || { echo "install.sh: --root needs a directory" >&2; exit 2; }
               root=${2%/}; shift 2 ;;
     --no-user) make_user=0; shift ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^set /{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -61,7 +62,8 @@ fi
 
 # 2. Directories. The state directory is the only one the service may write.
 install -d -m 0755 "$root/usr/bin" "$root/etc/systemd/system" \
-  "$root/usr/local/share/man/man1" "$root/usr/local/share/man/man5"
+  "$root/usr/local/share/man/man1" "$root/usr/local/share/man/man5" \
+  "$root/usr/local/share/mc-proxy"
 install -d -m 0750 "$state" "$state/backups"
 if [ -n "$owner" ]; then
   chown "$owner" "$state" "$state/backups"
@@ -75,7 +77,8 @@ for unit in mc-proxy.service mc-proxy-snapshot.service mc-proxy-snapshot.timer; 
 done
 install -m 0644 "$src/docs/man/mc-proxy.1" "$root/usr/local/share/man/man1/mc-proxy.1"
 install -m 0644 "$src/docs/man/mc-proxy.ini.5" "$root/usr/local/share/man/man5/mc-proxy.ini.5"
-say "installed /usr/bin/mc-proxy, units and man pages"
+install -m 0644 "$src/proto/mc_proxy/v1/admin.proto" "$root/usr/local/share/mc-proxy/admin.proto"
+say "installed /usr/bin/mc-proxy, units, man pages and admin.proto"
 
 # 4. The config: never overwrite one that exists. Root owns it; the service only reads it.
 if [ -e "$state/mc-proxy.ini" ]; then

@@ -10,6 +10,14 @@
 
 #include <errno.h>
 
+/* Signals: libmcproxy never installs a signal handler or changes a signal mask. It writes to
+ * sockets with write(2) and splice(2) (through libuv, without MSG_NOSIGNAL), which raise SIGPIPE
+ * when a peer has gone, so a program that runs listeners must ignore SIGPIPE
+ * (signal(SIGPIPE, SIG_IGN)) before it starts one. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define MCP_OK 0
 #define MCP_EINVAL (-EINVAL)   /* malformed argument (hostname, backend, rule, address) */
 #define MCP_ENOENT (-ENOENT)   /* no such listener, route or rule */
@@ -38,5 +46,9 @@
 
 /* A short, static, human-readable description of any code above, or of a libuv code. */
 const char *mcp_strerror(int code);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

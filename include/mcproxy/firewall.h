@@ -16,6 +16,14 @@
 
 #include "mcproxy/error.h"
 
+/* Signals: libmcproxy never installs a signal handler or changes a signal mask. It writes to
+ * sockets with write(2) and splice(2) (through libuv, without MSG_NOSIGNAL), which raise SIGPIPE
+ * when a peer has gone, so a program that runs listeners must ignore SIGPIPE
+ * (signal(SIGPIPE, SIG_IGN)) before it starts one. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Rule types; the values match FirewallRuleType in the admin proto. */
 typedef enum mcp_fw_type_e {
   MCP_FW_IP = 1,
@@ -92,5 +100,9 @@ int mcp_firewall_foreach(const mcp_firewall_t *fw, mcp_fw_rule_cb cb, void *data
 
 mcp_firewall_t *mcp_firewall_ref(mcp_firewall_t *fw);
 void mcp_firewall_unref(mcp_firewall_t *fw);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -12,6 +12,14 @@
 
 #include <stddef.h>
 
+/* Signals: libmcproxy never installs a signal handler or changes a signal mask. It writes to
+ * sockets with write(2) and splice(2) (through libuv, without MSG_NOSIGNAL), which raise SIGPIPE
+ * when a peer has gone, so a program that runs listeners must ignore SIGPIPE
+ * (signal(SIGPIPE, SIG_IGN)) before it starts one. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Longest hostname: 253 bytes of ASCII, plus the terminating NUL in buffers. */
 #define MCP_HOSTNAME_MAX 253
 
@@ -32,5 +40,9 @@ int mcp_hostname_normalize(const char *in, size_t len, char *out);
  * pattern, so only route names may go through this one.
  */
 int mcp_hostname_normalize_pattern(const char *in, size_t len, char *out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

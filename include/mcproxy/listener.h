@@ -22,6 +22,14 @@
 #include "mcproxy/firewall.h"
 #include "mcproxy/router.h"
 
+/* Signals: libmcproxy never installs a signal handler or changes a signal mask. It writes to
+ * sockets with write(2) and splice(2) (through libuv, without MSG_NOSIGNAL), which raise SIGPIPE
+ * when a peer has gone, so a program that runs listeners must ignore SIGPIPE
+ * (signal(SIGPIPE, SIG_IGN)) before it starts one. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* How a connection ended, as logged in outcome=. */
 typedef enum mcp_outcome_e {
   MCP_OUTCOME_OK = 0,
@@ -154,5 +162,9 @@ void mcp_listener_close_connections(mcp_listener_t *l);
  * closed; done (may be NULL) is then called on the loop thread.
  */
 void mcp_listener_free(mcp_listener_t *l, void (*done)(void *data), void *data);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

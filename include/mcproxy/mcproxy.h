@@ -10,7 +10,19 @@
 #include "mcproxy/listener.h"
 #include "mcproxy/store.h"
 
+/* Signals: libmcproxy never installs a signal handler or changes a signal mask. It writes to
+ * sockets with write(2) and splice(2) (through libuv, without MSG_NOSIGNAL), which raise SIGPIPE
+ * when a peer has gone, so a program that runs listeners must ignore SIGPIPE
+ * (signal(SIGPIPE, SIG_IGN)) before it starts one. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* The library's version, "MAJOR.MINOR.PATCH". */
 const char *mcp_version(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

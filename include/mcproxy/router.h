@@ -21,6 +21,14 @@
 #include "mcproxy/error.h"
 #include "mcproxy/hostname.h"
 
+/* Signals: libmcproxy never installs a signal handler or changes a signal mask. It writes to
+ * sockets with write(2) and splice(2) (through libuv, without MSG_NOSIGNAL), which raise SIGPIPE
+ * when a peer has gone, so a program that runs listeners must ignore SIGPIPE
+ * (signal(SIGPIPE, SIG_IGN)) before it starts one. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Longest canonical backend text: "[" IPv6 "]:" port or hostname ":" port, plus NUL. */
 #define MCP_BACKEND_MAX (MCP_HOSTNAME_MAX + 8)
 
@@ -90,5 +98,9 @@ int mcp_routes_foreach(const mcp_routes_t *rt, mcp_route_cb cb, void *data);
 /* Reference counting (atomic). unref frees the table when the count reaches zero; NULL is ok. */
 mcp_routes_t *mcp_routes_ref(mcp_routes_t *rt);
 void mcp_routes_unref(mcp_routes_t *rt);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

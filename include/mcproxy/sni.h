@@ -28,6 +28,14 @@
 #include "mcproxy/error.h"    /* the MCP_SNI_* results */
 #include "mcproxy/hostname.h" /* MCP_HOSTNAME_MAX and the hostname rule */
 
+/* Signals: libmcproxy never installs a signal handler or changes a signal mask. It writes to
+ * sockets with write(2) and splice(2) (through libuv, without MSG_NOSIGNAL), which raise SIGPIPE
+ * when a peer has gone, so a program that runs listeners must ignore SIGPIPE
+ * (signal(SIGPIPE, SIG_IGN)) before it starts one. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Longest handshake message (the ClientHello, header included) the parser accepts. */
 #define MCP_SNI_MAX_HANDSHAKE 16384
 /*
@@ -61,5 +69,9 @@ int mcp_sni_parse(mcp_sni_t *st, const uint8_t *buf, size_t len, char *host);
 
 /* Static description of an MCP_SNI_* result. */
 const char *mcp_sni_strerror(int rc);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -24,6 +24,14 @@
 #include "mcproxy/error.h"
 #include "mcproxy/firewall.h"
 
+/* Signals: libmcproxy never installs a signal handler or changes a signal mask. It writes to
+ * sockets with write(2) and splice(2) (through libuv, without MSG_NOSIGNAL), which raise SIGPIPE
+ * when a peer has gone, so a program that runs listeners must ignore SIGPIPE
+ * (signal(SIGPIPE, SIG_IGN)) before it starts one. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* The newest schema version this build knows. */
 #define MCP_STORE_SCHEMA_VERSION 3
 
@@ -87,5 +95,9 @@ int mcp_store_load(mcp_store_t *st, const mcp_store_visitor_t *visitor, void *da
  * process writes). Fails with MCP_EEXIST if out_path exists.
  */
 int mcp_store_snapshot(mcp_store_t *st, const char *out_path);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
