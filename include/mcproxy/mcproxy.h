@@ -8,6 +8,8 @@
 #include "mcproxy/firewall.h"
 #include "mcproxy/listener.h"
 #include "mcproxy/store.h"
+#include "mcproxy/proxy_protocol.h"
+#include "mcproxy/client_limits.h"
 
 /* The library's version, "MAJOR.MINOR.PATCH". */
 const char *mcp_version(void);
