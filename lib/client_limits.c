@@ -23,8 +23,8 @@
 #include "mcproxy/client_limits.h"
 
 #define NIL UINT32_MAX
-#define CHUNK 64         /* entries allocated at a time */
-#define MAX_STRIPES 64   /* a power of two */
+#define CHUNK 64       /* entries allocated at a time */
+#define MAX_STRIPES 64 /* a power of two */
 #define MIN_PER_STRIPE 1024
 
 struct entry {

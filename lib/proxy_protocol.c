@@ -87,13 +87,19 @@ struct line {
   size_t len;
 };
 
+/*
+ * Inside the v1 walk, "not arrived yet" must differ from 0 ("fine, go on"): MORE, which is not
+ * one of the codes the parser returns; parse_v1 turns it into MCP_PROXY_PROTOCOL_NEED_MORE.
+ */
+#define MORE (-1)
+
 /* 0 when byte pos exists, else why not: the line would be too long, or it has not arrived. */
 static int line_need(const struct line *l, size_t pos)
 {
   if (pos >= MCP_PROXY_PROTOCOL_V1_MAX)
     return MCP_EPROXY_TOOBIG;
   if (pos >= l->len)
-    return MCP_PROXY_PROTOCOL_NEED_MORE;
+    return MORE;
   return 0;
 }
 
@@ -116,7 +122,7 @@ static int field_char_ok(enum field_kind kind, uint8_t c)
 
 /*
  * Reads one field starting at *pos: 1..max bytes of its character set, ended by a space or a
- * CR (left unread at the new *pos). Returns 0, NEED_MORE, or an error.
+ * CR (left unread at the new *pos). Returns 0, MORE, or an error.
  */
 static int read_field(const struct line *l, size_t *pos, enum field_kind kind, size_t max)
 {
@@ -227,7 +233,17 @@ static int v1_unknown_rest(const struct line *l, size_t pos)
   return rc != 0 ? rc : (int)pos;
 }
 
+static int walk_v1(const uint8_t *buf, size_t len, mcp_proxy_protocol_t *out);
+
 static int parse_v1(const uint8_t *buf, size_t len, mcp_proxy_protocol_t *out)
+{
+  int rc = walk_v1(buf, len, out);
+
+  return rc == MORE ? MCP_PROXY_PROTOCOL_NEED_MORE : rc;
+}
+
+/* The line after "PROXY ": the protocol word, then what that word calls for. */
+static int walk_v1(const uint8_t *buf, size_t len, mcp_proxy_protocol_t *out)
 {
   struct line l = {buf, len};
   mcp_proxy_protocol_t res;
