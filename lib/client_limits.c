@@ -283,7 +283,7 @@ uint32_t mcp_client_limits_expire(mcp_client_limits_t *t, uint64_t now_ms)
   return n;
 }
 
-/* The credit c, kept as the same share of a full bucket when the period changes. */
+/* The credit c in units of a new period: the same number of tokens, fractions included. */
 static uint64_t rescale(uint64_t c, uint32_t old_period, uint32_t new_period)
 {
   return c / old_period * new_period + c % old_period * new_period / old_period;

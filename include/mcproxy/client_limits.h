@@ -10,9 +10,11 @@
  * mutex, so two loops acquiring for one client are serialised.
  *
  * Memory has a hard bound. The table never holds more than max_entries clients (default
- * MCP_CLIENT_LIMITS_DEFAULT_ENTRIES, 65,536; about 50 bytes each, allocated in small chunks as
- * clients arrive and kept until the table is freed, plus 4 bytes per entry of hash index
- * allocated up front), so a flood of distinct addresses costs at most ~3.4 MB per listener.
+ * MCP_CLIENT_LIMITS_DEFAULT_ENTRIES, 65,536): 48 bytes each, allocated in chunks of 64 as
+ * clients arrive and kept until the table is freed, plus a hash index of 4-8 bytes per entry
+ * allocated up front. MCP_CLIENT_LIMITS_MAX_BYTES(n) is the most a table of n entries ever
+ * holds (3.7 MB for the default), however many distinct addresses arrive; stats.bytes says
+ * what it holds now.
  * A client is forgotten as soon as it holds no connection and its bucket is full again (at
  * most one period after its last connection): such an entry says nothing a fresh one would
  * not. So the table holds only clients seen within the last period or with open connections.
@@ -47,6 +49,9 @@
 /* Bounds of the settings: at most a million connections per period, a period of 1 ms to 1 day. */
 #define MCP_CLIENT_LIMITS_MAX_RATE 1000000u
 #define MCP_CLIENT_LIMITS_MAX_PERIOD_MS 86400000u
+
+/* The most memory a table of n entries ever allocates, in bytes (see above). */
+#define MCP_CLIENT_LIMITS_MAX_BYTES(n) (57u * (uint64_t)(n) + 16384u)
 
 /* mcp_client_limits_acquire(): admitted, but the table had no room to count this client. */
 #define MCP_CLIENT_LIMITS_UNTRACKED 1
@@ -101,9 +106,9 @@ int mcp_client_limits_new(uint32_t max_entries, const mcp_client_limits_settings
                           mcp_client_limits_t **out);
 
 /*
- * Replaces the settings; they apply to the next acquire. A client keeps the share of its
- * bucket it had (capped at the new burst); open connections stay counted. Returns 0 or the
- * errors of mcp_client_limits_check (the table is then unchanged).
+ * Replaces the settings; they apply to the next acquire. A client keeps the tokens it had (at
+ * most the new burst; all of it when the rate limit was off); open connections stay counted.
+ * Returns 0 or the errors of mcp_client_limits_check (the table is then unchanged).
  */
 int mcp_client_limits_set(mcp_client_limits_t *t, const mcp_client_limits_settings_t *settings);
 
