@@ -8,10 +8,10 @@
  * the entries' buckets were last brought up to date, so its head is the first to become
  * forgettable and expiry only ever looks at the head.
  *
- * The bucket is exact integer arithmetic: credit counts in units of 1/period of a connection
- * per ms, so one connection costs rate_period_ms units, a full bucket holds
- * rate_count * rate_period_ms, and each elapsed ms adds rate_count units. No rounding, so the
- * refill does not depend on how often it is computed.
+ * The bucket is exact integer arithmetic: credit is kept in units of 1/rate_period_ms of a
+ * token, so a connection costs rate_period_ms units, a full bucket holds
+ * rate_count * rate_period_ms, and each elapsed ms adds rate_count units. Nothing is rounded,
+ * so the refill does not depend on how often it is computed.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -37,7 +37,10 @@ struct entry {
   uint32_t next;
 };
 
-/* One stripe; every field is guarded by lock. Aligned so two stripes never share a cache line. */
+/*
+ * One stripe. seed, cap, mask and the buckets and chunks pointers are fixed at creation; all the
+ * rest is guarded by lock. Aligned so that two stripes never share a cache line.
+ */
 struct stripe {
   pthread_mutex_t lock;
   const uint64_t *seed; /* the table's hash key, to find an entry's bucket again */
@@ -214,12 +217,12 @@ int mcp_client_limits_acquire(mcp_client_limits_t *t, const mcp_client_limits_ke
   int rc = 0;
 
   pthread_mutex_lock(&s->lock);
+  /* Forgetting up to two for each one added keeps the table down to clients that matter. */
+  expire_head(s, now_ms, 2);
   if (s->set.rate_count == 0 && s->set.max_connections == 0) {
     pthread_mutex_unlock(&s->lock);
     return MCP_CLIENT_LIMITS_UNTRACKED;
   }
-  /* Forgetting two for each one added keeps the table down to clients that matter. */
-  expire_head(s, now_ms, 2);
   e = find(s, bucket, key, &i);
   if (e != NULL) {
     refill(s, e, now_ms);
