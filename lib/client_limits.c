@@ -65,6 +65,7 @@ struct mcp_client_limits_s {
 };
 
 static int stripe_init(struct stripe *s, uint32_t cap, const mcp_client_limits_settings_t *set);
+static void stripe_destroy(struct stripe *s);
 static uint64_t hash_key(const uint64_t seed[2], const mcp_client_limits_key_t *key);
 static struct stripe *stripe_of(mcp_client_limits_t *t, const mcp_client_limits_key_t *key,
                                 uint32_t *bucket);
@@ -153,14 +154,15 @@ int mcp_client_limits_new(uint32_t max_entries, const mcp_client_limits_settings
     if (rc != 0)
       goto fail_stripe;
     t->stripes[i].seed = t->seed;
-    t->nstripes = i + 1;
   }
+  t->nstripes = n;
   *out = t;
   return 0;
 
 fail_stripe:
-  mcp_client_limits_free(t);
-  return rc;
+  while (i-- > 0)
+    stripe_destroy(&t->stripes[i]);
+  free(t->stripes);
 fail_stripes:
   free(t);
   return MCP_ENOMEM;
@@ -189,21 +191,25 @@ static int stripe_init(struct stripe *s, uint32_t cap, const mcp_client_limits_s
   return 0;
 }
 
+static void stripe_destroy(struct stripe *s)
+{
+  uint32_t c;
+
+  for (c = 0; c * CHUNK < s->allocated; c++)
+    free(s->chunks[c]);
+  free(s->chunks);
+  free(s->buckets);
+  pthread_mutex_destroy(&s->lock);
+}
+
 void mcp_client_limits_free(mcp_client_limits_t *t)
 {
-  uint32_t i, c;
+  uint32_t i;
 
   if (t == NULL)
     return;
-  for (i = 0; i < t->nstripes; i++) {
-    struct stripe *s = &t->stripes[i];
-
-    for (c = 0; c * CHUNK < s->allocated; c++)
-      free(s->chunks[c]);
-    free(s->chunks);
-    free(s->buckets);
-    pthread_mutex_destroy(&s->lock);
-  }
+  for (i = 0; i < t->nstripes; i++)
+    stripe_destroy(&t->stripes[i]);
   free(t->stripes);
   free(t);
 }
@@ -308,10 +314,10 @@ int mcp_client_limits_set(mcp_client_limits_t *t, const mcp_client_limits_settin
       for (j = s->buckets[b]; j != NIL; j = at(s, j)->hnext) {
         struct entry *e = at(s, j);
 
-        if (s->set.rate_count == 0)
-          e->credit = full;
-        else
-          e->credit = rescale(e->credit, s->set.rate_period_ms, settings->rate_period_ms);
+        /* A bucket that had no meaning (the rate limit was off) starts full. */
+        e->credit = s->set.rate_count == 0
+                        ? full
+                        : rescale(e->credit, s->set.rate_period_ms, settings->rate_period_ms);
         if (e->credit > full)
           e->credit = full;
       }
@@ -468,9 +474,8 @@ static void refill(const struct stripe *s, struct entry *e, uint64_t now_ms)
     return;
   elapsed = now_ms - e->last_ms;
   e->last_ms = now_ms;
-  if (elapsed >= s->set.rate_period_ms)
-    e->credit = full;
-  else if (e->credit + elapsed * s->set.rate_count > full)
+  /* elapsed is capped first so that the product cannot overflow. */
+  if (elapsed >= s->set.rate_period_ms || e->credit + elapsed * s->set.rate_count > full)
     e->credit = full;
   else
     e->credit += elapsed * s->set.rate_count;

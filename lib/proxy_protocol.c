@@ -424,8 +424,16 @@ static int endpoint_of(const struct sockaddr *sa, struct endpoint *e)
   return 0;
 }
 
+/* Appends text without its NUL; returns the new position. */
+static size_t put_text(uint8_t *out, size_t pos, const char *text)
+{
+  while (*text != '\0')
+    out[pos++] = (uint8_t)*text++;
+  return pos;
+}
+
 /* Appends the decimal form of v; returns the new position. */
-static size_t put_uint(char *out, size_t pos, unsigned v)
+static size_t put_uint(uint8_t *out, size_t pos, unsigned v)
 {
   char digits[5];
   int n = 0;
@@ -435,26 +443,23 @@ static size_t put_uint(char *out, size_t pos, unsigned v)
     v /= 10;
   } while (v != 0);
   while (n > 0)
-    out[pos++] = digits[--n];
+    out[pos++] = (uint8_t)digits[--n];
   return pos;
 }
 
 /* Appends the address text of e (IPv4 dotted quad when v4, else IPv6). */
-static size_t put_addr(char *out, size_t pos, const struct endpoint *e, int v4)
+static size_t put_addr(uint8_t *out, size_t pos, const struct endpoint *e, int v4)
 {
   char text[INET6_ADDRSTRLEN];
-  size_t n;
 
   inet_ntop(v4 ? AF_INET : AF_INET6, v4 ? e->addr + 12 : e->addr, text, sizeof(text));
-  n = strlen(text);
-  memcpy(out + pos, text, n);
-  return pos + n;
+  return put_text(out, pos, text);
 }
 
 int mcp_proxy_protocol_write_v1(uint8_t *buf, size_t cap, const struct sockaddr *src,
                                 const struct sockaddr *dst)
 {
-  char line[MCP_PROXY_PROTOCOL_WRITE_MAX];
+  uint8_t line[MCP_PROXY_PROTOCOL_WRITE_MAX];
   struct endpoint s, d;
   size_t pos;
   int v4;
@@ -462,12 +467,11 @@ int mcp_proxy_protocol_write_v1(uint8_t *buf, size_t cap, const struct sockaddr 
   memcpy(line, v1_sig, sizeof(v1_sig));
   pos = sizeof(v1_sig);
   if (!endpoint_of(src, &s) || !endpoint_of(dst, &d)) {
-    memcpy(line + pos, "UNKNOWN", 7);
-    pos += 7;
+    pos = put_text(line, pos, "UNKNOWN");
   } else {
     v4 = s.is4 && d.is4;
-    memcpy(line + pos, v4 ? "TCP4 " : "TCP6 ", 5);
-    pos = put_addr(line, pos + 5, &s, v4);
+    pos = put_text(line, pos, v4 ? "TCP4 " : "TCP6 ");
+    pos = put_addr(line, pos, &s, v4);
     line[pos++] = ' ';
     pos = put_addr(line, pos, &d, v4);
     line[pos++] = ' ';
