@@ -81,13 +81,18 @@ format:
 
 all: build lint test-asan
 
-# Runs the ClientHello fuzzer for FUZZ_SECONDS (default 60) from the captured vectors.
+# Runs the ClientHello fuzzer, then the PROXY protocol fuzzer, for FUZZ_SECONDS (default 60)
+# each, from the captured vectors.
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DMCP_FUZZ=ON
 	cmake --build build-fuzz -j $(JOBS) --target fuzz_sni
 	mkdir -p fuzz-out/corpus && cp -n test/vectors/*.bin fuzz-out/corpus/ 2>/dev/null || true
 	build-fuzz/fuzz/fuzz_sni -max_total_time=$(FUZZ_SECONDS) -max_len=20000 fuzz-out/corpus
+	cmake --build build-fuzz -j $(JOBS) --target fuzz_proxy_protocol
+	mkdir -p fuzz-out/corpus-proxy && cp -n test/vectors/haproxy_*.bin fuzz-out/corpus-proxy/ 2>/dev/null || true
+	build-fuzz/fuzz/fuzz_proxy_protocol -max_total_time=$(FUZZ_SECONDS) -max_len=4200 \
+	  -dict=fuzz/proxy_protocol.dict fuzz-out/corpus-proxy
 
 bench: EXTRA_DEPS = $(BENCH_DEPS)
 bench: build

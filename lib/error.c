@@ -36,6 +36,16 @@ const char *mcp_strerror(int code)
     return "database was written by a newer mc-proxy";
   case MCP_ENOGEOIP:
     return "no GeoIP database is loaded";
+  case MCP_EPROXY_NOTPROXY:
+    return "not a PROXY protocol header";
+  case MCP_EPROXY_MALFORMED:
+    return "malformed PROXY protocol header";
+  case MCP_EPROXY_FAMILY:
+    return "PROXY protocol header with an unsupported protocol or address family";
+  case MCP_EPROXY_TOOBIG:
+    return "PROXY protocol header too long";
+  case MCP_ERATELIMITED:
+    return "client over its rate or connection limit";
   default:
     if (code <= MCP_SNI_ENOTTLS && code >= MCP_SNI_ETOOBIG)
       return mcp_sni_strerror(code);

@@ -27,6 +27,7 @@ extern "C" {
 #define MCP_EIO (-EIO)         /* any other storage or file failure; nothing changed */
 #define MCP_ELOOP (-ELOOP)     /* a route whose backend is one of this proxy's listeners */
 #define MCP_ERANGE (-ERANGE)   /* a number out of range (negative limit, port 0) */
+#define MCP_ENOBUFS (-ENOBUFS) /* the caller's buffer is too small for the result */
 
 /* Codes of our own, below any errno value. */
 #define MCP_ENEWER (-4100)     /* the database was written by a newer mc-proxy */
@@ -43,6 +44,15 @@ extern "C" {
 #define MCP_SNI_ENOSNI (-5004)     /* a complete, valid ClientHello without a server_name */
 #define MCP_SNI_EBADNAME (-5005)   /* the host_name is not a valid DNS hostname */
 #define MCP_SNI_ETOOBIG (-5006)    /* handshake message or record overhead over the caps */
+
+/* PROXY protocol headers (proxy_protocol.h). */
+#define MCP_EPROXY_NOTPROXY (-4200)  /* the input starts with neither the v1 nor the v2 signature */
+#define MCP_EPROXY_MALFORMED (-4201) /* a field or length that does not parse or add up */
+#define MCP_EPROXY_FAMILY (-4202)    /* a protocol or address family mc-proxy does not take */
+#define MCP_EPROXY_TOOBIG (-4203)    /* v1 line over 107 bytes, v2 header over its cap */
+
+/* Per-client limits (client_limits.h): over the rate or the concurrent connections. */
+#define MCP_ERATELIMITED (-4300)
 
 /* A short, static, human-readable description of any code above, or of a libuv code. */
 const char *mcp_strerror(int code);

@@ -9,6 +9,8 @@
 #include "mcproxy/firewall.h"
 #include "mcproxy/listener.h"
 #include "mcproxy/store.h"
+#include "mcproxy/proxy_protocol.h"
+#include "mcproxy/client_limits.h"
 
 /* Signals: libmcproxy never installs a signal handler or changes a signal mask. It writes to
  * sockets with write(2) and splice(2) (through libuv, without MSG_NOSIGNAL), which raise SIGPIPE
