@@ -104,7 +104,7 @@ static const char *const store_stmt_sql[STMT_COUNT] = {
     [STMT_LOAD_LISTENERS] = "SELECT addr, max_connections FROM listeners ORDER BY addr",
     [STMT_LOAD_ROUTES] = "SELECT l.addr, r.hostname, r.backend FROM routes r"
                          " JOIN listeners l ON l.id = r.listener_id ORDER BY l.addr, r.hostname",
-    /* Rules come in the order of mcp_fw_type_t (ip, cidr, country), like mcp_firewall_foreach. */
+    /* Rules come in the order of mcp_firewall_type_t (ip, cidr, country), like mcp_firewall_foreach. */
     [STMT_LOAD_RULES] = "SELECT type, value FROM firewall_rules ORDER BY"
                         " CASE type WHEN 'ip' THEN 1 WHEN 'cidr' THEN 2 ELSE 3 END, value",
     [STMT_SNAPSHOT] = "VACUUM INTO ?1",
@@ -479,19 +479,22 @@ const char *mcp_store_errmsg(const mcp_store_t *st)
   return st ? st->errmsg : "";
 }
 
-int mcp_store_schema_version(mcp_store_t *st)
+int mcp_store_schema_version(mcp_store_t *st, int *version)
 {
-  int64_t version = 0;
-  int code =
-      store_query_int(st, st->stmt[STMT_SCHEMA_VERSION], "reading the schema version", &version);
-  return code != 0 ? code : (int)version;
+  int64_t v = 0;
+  int code = store_query_int(st, st->stmt[STMT_SCHEMA_VERSION], "reading the schema version", &v);
+  if (code == 0)
+    *version = (int)v;
+  return code;
 }
 
-int mcp_store_is_empty(mcp_store_t *st)
+int mcp_store_is_empty(mcp_store_t *st, int *empty)
 {
-  int64_t empty = 0;
-  int code = store_query_int(st, st->stmt[STMT_IS_EMPTY], "checking for an empty database", &empty);
-  return code != 0 ? code : (empty ? 1 : 0);
+  int64_t v = 0;
+  int code = store_query_int(st, st->stmt[STMT_IS_EMPTY], "checking for an empty database", &v);
+  if (code == 0)
+    *empty = v ? 1 : 0;
+  return code;
 }
 
 int mcp_store_begin(mcp_store_t *st)
@@ -572,7 +575,7 @@ int mcp_store_listener_add(mcp_store_t *st, const char *addr, int64_t max_connec
   return code;
 }
 
-int mcp_store_update_listener_max_connections(mcp_store_t *st, const char *addr,
+int mcp_store_listener_set_max_connections(mcp_store_t *st, const char *addr,
                                               int64_t max_connections)
 {
   sqlite3_stmt *stmt = st->stmt[STMT_LISTENER_SET_MAX];
@@ -633,11 +636,11 @@ int mcp_store_route_remove(mcp_store_t *st, const char *listener_addr, const cha
 }
 
 /* Runs a firewall rule statement (type, value). Returns its store_mutate code, or MCP_EINVAL. */
-static int rule_mutate(mcp_store_t *st, int which, mcp_fw_type_t type, const char *value,
+static int rule_mutate(mcp_store_t *st, int which, mcp_firewall_type_t type, const char *value,
                        const char *what, int *changes)
 {
   sqlite3_stmt *stmt = st->stmt[which];
-  const char *name = mcp_fw_type_name(type);
+  const char *name = mcp_firewall_type_name(type);
   if (name == NULL || value == NULL) {
     store_set_err(st, "%s: invalid rule type %d", what, (int)type);
     return MCP_EINVAL;
@@ -647,21 +650,20 @@ static int rule_mutate(mcp_store_t *st, int which, mcp_fw_type_t type, const cha
   return store_mutate(st, stmt, what, MCP_EIO, changes);
 }
 
-int mcp_store_firewall_add(mcp_store_t *st, mcp_fw_type_t type, const char *value)
+int mcp_store_firewall_add(mcp_store_t *st, mcp_firewall_type_t type, const char *value)
 {
   int changes;
   int code = rule_mutate(st, STMT_FW_ADD, type, value, "adding firewall rule", &changes);
-  if (code != 0)
-    return code;
-  return changes == 0 ? 1 : 0;
+  (void)changes; /* none when the rule was already there: adding is idempotent */
+  return code;
 }
 
-int mcp_store_firewall_remove(mcp_store_t *st, mcp_fw_type_t type, const char *value)
+int mcp_store_firewall_remove(mcp_store_t *st, mcp_firewall_type_t type, const char *value)
 {
   int changes;
   int code = rule_mutate(st, STMT_FW_REMOVE, type, value, "removing firewall rule", &changes);
   if (code == 0 && changes == 0) {
-    store_set_err(st, "no firewall rule %s %s", mcp_fw_type_name(type), value);
+    store_set_err(st, "no firewall rule %s %s", mcp_firewall_type_name(type), value);
     return MCP_ENOENT;
   }
   return code;
@@ -693,8 +695,8 @@ static int store_walk(mcp_store_t *st, int which, const mcp_store_visitor_t *v, 
         ret = v->route(data, store_col_text(stmt, 0), store_col_text(stmt, 1),
                        store_col_text(stmt, 2));
     } else if (v->rule) {
-      mcp_fw_type_t type;
-      if (mcp_fw_type_parse((const char *)sqlite3_column_text(stmt, 0), &type) != 0) {
+      mcp_firewall_type_t type;
+      if (mcp_firewall_type_parse((const char *)sqlite3_column_text(stmt, 0), &type) != 0) {
         store_set_err(st, "loading: firewall rule with unknown type");
         ret = MCP_EIO;
       } else {

@@ -4,7 +4,10 @@
 
 #include "mcproxy/error.h"
 #include "mcproxy/sni.h"
-#include "mcproxy/router.h"
+#include "mcproxy/hash.h"
+#include "mcproxy/backend.h"
+#include "mcproxy/routes.h"
+#include "mcproxy/geoip.h"
 #include "mcproxy/firewall.h"
 #include "mcproxy/listener.h"
 #include "mcproxy/store.h"
