@@ -12,6 +12,10 @@
  *   - countries: a 26x26 bitmap of two-letter codes.
  * Editing clears the seal; mcp_firewall_check() asserts it in debug builds, since a check
  * against a stale index would silently let a newly blocked client in.
+ *
+ * Longer than ~600 lines on purpose: the rules, their index, the sealed lookup index and the
+ * checks are one private struct with one invariant (the seal); splitting them would put that
+ * struct in an internal header that every part then edits.
  */
 #include <arpa/inet.h>
 #include <assert.h>
@@ -494,43 +498,23 @@ static uint32_t load32(const uint8_t k[4])
   return (uint32_t)k[0] << 24 | (uint32_t)k[1] << 16 | (uint32_t)k[2] << 8 | k[3];
 }
 
-static int cmp4(const void *a, const void *b)
-{
-  const range4_t *x = a, *y = b;
-  return x->lo < y->lo ? -1 : x->lo > y->lo;
-}
-
-static int cmp6(const void *a, const void *b)
+static int range_cmp(const void *a, const void *b)
 {
   const range6_t *x = a, *y = b;
   return x->lo < y->lo ? -1 : x->lo > y->lo;
 }
 
-/* Sorts ranges and merges overlapping or adjacent ones in place; returns the new count. */
-static size_t merge4(range4_t *r, size_t n)
-{
-  size_t out = 0;
-  if (n == 0)
-    return 0;
-  qsort(r, n, sizeof(*r), cmp4);
-  for (size_t i = 1; i < n; i++) {
-    if (r[out].hi == UINT32_MAX || r[i].lo <= r[out].hi + 1) {
-      if (r[i].hi > r[out].hi)
-        r[out].hi = r[i].hi;
-    } else {
-      r[++out] = r[i];
-    }
-  }
-  return out + 1;
-}
-
-static size_t merge6(range6_t *r, size_t n)
+/*
+ * Sorts ranges and merges overlapping or adjacent ones in place; returns the new count. IPv4
+ * ranges are merged in this 128-bit form too (see mcp_firewall_seal), so there is one merge.
+ */
+static size_t merge_ranges(range6_t *r, size_t n)
 {
   const u128 max = ~(u128)0;
   size_t out = 0;
   if (n == 0)
     return 0;
-  qsort(r, n, sizeof(*r), cmp6);
+  qsort(r, n, sizeof(*r), range_cmp);
   for (size_t i = 1; i < n; i++) {
     if (r[out].hi == max || r[i].lo <= r[out].hi + 1) {
       if (r[i].hi > r[out].hi)
@@ -550,6 +534,7 @@ int mcp_firewall_seal(mcp_firewall_t *fw)
   ipkey_t *ips = NULL;
   uint32_t *ipslots = NULL;
   range4_t *r4 = NULL;
+  range6_t *w4 = NULL; /* the IPv4 ranges, widened to be merged by merge_ranges */
   range6_t *r6 = NULL;
 
   if (!fw)
@@ -572,11 +557,13 @@ int mcp_firewall_seal(mcp_firewall_t *fw)
   ips = malloc((nip ? nip : 1) * sizeof(*ips));
   ipslots = calloc(ipcap, sizeof(*ipslots));
   r4 = malloc((n4 ? n4 : 1) * sizeof(*r4));
+  w4 = malloc((n4 ? n4 : 1) * sizeof(*w4));
   r6 = malloc((n6 ? n6 : 1) * sizeof(*r6));
-  if (!ips || !ipslots || !r4 || !r6) {
+  if (!ips || !ipslots || !r4 || !w4 || !r6) {
     free(ips);
     free(ipslots);
     free(r4);
+    free(w4);
     free(r6);
     return MCP_ENOMEM;
   }
@@ -591,8 +578,8 @@ int mcp_firewall_seal(mcp_firewall_t *fw)
       nip++;
     } else if (r->type == MCP_FIREWALL_CIDR && r->family == AF_INET) {
       uint32_t host = r->prefix == 0 ? UINT32_MAX : (uint32_t)((1ULL << (32 - r->prefix)) - 1);
-      r4[n4].lo = load32(r->key);
-      r4[n4].hi = r4[n4].lo | host;
+      w4[n4].lo = load32(r->key);
+      w4[n4].hi = w4[n4].lo | host;
       n4++;
     } else if (r->type == MCP_FIREWALL_CIDR) {
       u128 host = r->prefix == 0 ? ~(u128)0 : (((u128)1 << (128 - r->prefix)) - 1);
@@ -602,8 +589,8 @@ int mcp_firewall_seal(mcp_firewall_t *fw)
       n6++;
       /* The part inside ::ffff:0:0/96 also blocks the IPv4 clients it maps. */
       if (lo <= mapped_hi && hi >= mapped_lo) {
-        r4[n4].lo = (uint32_t)((lo > mapped_lo ? lo : mapped_lo) & 0xffffffffu);
-        r4[n4].hi = (uint32_t)((hi < mapped_hi ? hi : mapped_hi) & 0xffffffffu);
+        w4[n4].lo = (lo > mapped_lo ? lo : mapped_lo) & 0xffffffffu;
+        w4[n4].hi = (hi < mapped_hi ? hi : mapped_hi) & 0xffffffffu;
         n4++;
       }
     } else if (r->type == MCP_FIREWALL_COUNTRY) {
@@ -616,10 +603,15 @@ int mcp_firewall_seal(mcp_firewall_t *fw)
   fw->nips = nip;
   fw->ipslots = ipslots;
   fw->ipslots_cap = ipcap;
+  fw->n4 = merge_ranges(w4, n4);
+  for (size_t i = 0; i < fw->n4; i++) {
+    r4[i].lo = (uint32_t)w4[i].lo;
+    r4[i].hi = (uint32_t)w4[i].hi;
+  }
+  free(w4);
   fw->r4 = r4;
-  fw->n4 = merge4(r4, n4);
   fw->r6 = r6;
-  fw->n6 = merge6(r6, n6);
+  fw->n6 = merge_ranges(r6, n6);
   fw->sealed = 1;
   return 0;
 }

@@ -1,5 +1,10 @@
 /*
- * store: SQLite persistence for listeners, routes, limits and firewall rules (SPEC §7).
+ * store: SQLite persistence for listeners, routes, limits and firewall rules (the schema and
+ * its migrations: docs/ARCHITECTURE.md, "Store").
+ *
+ * Longer than ~600 lines on purpose: every operation shares the private handle, its table of
+ * prepared statements and the one transaction wrapper (store_mutate); split across files they
+ * would all need an internal header for what is now one static struct.
  *
  * One mcp_store_t owns one SQLite connection and the prepared statements that every operation
  * reuses (prepared once at open, reset and unbound after each use, finalised at close). The
@@ -545,8 +550,13 @@ void mcp_store_rollback(mcp_store_t *st)
   store_rollback_quiet(st);
 }
 
-/* The arguments every listener mutation takes. Returns 0 or the error, with its message set. */
-static int check_listener_args(mcp_store_t *st, const char *addr, int64_t max_connections)
+/*
+ * One listener mutation: checks the arguments every one takes, binds (addr, max_connections)
+ * and runs stmt; conflict is the code a constraint violation becomes. Returns 0 or the error,
+ * with its message set.
+ */
+static int listener_mutate(mcp_store_t *st, int stmt_id, const char *addr, int64_t max_connections,
+                           const char *what, int conflict, int *changes)
 {
   if (addr == NULL) {
     store_set_err(st, "missing argument");
@@ -557,35 +567,28 @@ static int check_listener_args(mcp_store_t *st, const char *addr, int64_t max_co
                   (long long)max_connections);
     return MCP_ERANGE;
   }
-  return 0;
+  sqlite3_stmt *stmt = st->stmt[stmt_id];
+  sqlite3_bind_text(stmt, 1, addr, -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(stmt, 2, max_connections);
+  return store_mutate(st, stmt, what, conflict, changes);
 }
 
 int mcp_store_listener_add(mcp_store_t *st, const char *addr, int64_t max_connections)
 {
-  sqlite3_stmt *stmt = st->stmt[STMT_LISTENER_ADD];
   int changes;
-  int code = check_listener_args(st, addr, max_connections);
-  if (code)
-    return code;
-  sqlite3_bind_text(stmt, 1, addr, -1, SQLITE_TRANSIENT);
-  sqlite3_bind_int64(stmt, 2, max_connections);
-  code = store_mutate(st, stmt, "adding listener", MCP_EEXIST, &changes);
+  int code = listener_mutate(st, STMT_LISTENER_ADD, addr, max_connections, "adding listener",
+                             MCP_EEXIST, &changes);
   if (code == MCP_EEXIST)
     store_set_err(st, "listener %s already exists", addr);
   return code;
 }
 
 int mcp_store_listener_set_max_connections(mcp_store_t *st, const char *addr,
-                                              int64_t max_connections)
+                                           int64_t max_connections)
 {
-  sqlite3_stmt *stmt = st->stmt[STMT_LISTENER_SET_MAX];
   int changes;
-  int code = check_listener_args(st, addr, max_connections);
-  if (code)
-    return code;
-  sqlite3_bind_text(stmt, 1, addr, -1, SQLITE_TRANSIENT);
-  sqlite3_bind_int64(stmt, 2, max_connections);
-  code = store_mutate(st, stmt, "updating max_connections", MCP_EIO, &changes);
+  int code = listener_mutate(st, STMT_LISTENER_SET_MAX, addr, max_connections,
+                             "updating max_connections", MCP_EIO, &changes);
   if (code == 0 && changes == 0) {
     store_set_err(st, "no listener %s", addr);
     return MCP_ENOENT;
