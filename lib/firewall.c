@@ -278,7 +278,7 @@ static int rules_grow_index(mcp_firewall_t *fw)
   return 0;
 }
 
-/* Backward-shift deletion of slot i (see router.c): keeps every probe run reachable. */
+/* Backward-shift deletion of slot i (see routes.c): keeps every probe run reachable. */
 static void rules_unslot(mcp_firewall_t *fw, size_t i)
 {
   size_t mask = fw->rslots_cap - 1;

@@ -436,7 +436,7 @@ static void firewall_add_is_idempotent_and_remove(void **state)
   assert_string_equal(d.buf, "F 3 192.0.2.1\n");
 }
 
-static void update_listener_max_connections(void **state)
+static void listener_set_max_connections(void **state)
 {
   test_ctx_t *t = *state;
   dump_t d;
@@ -759,7 +759,7 @@ int main(void)
       T(route_put_upsert_and_remove),
       T(route_for_unknown_listener_is_enoent),
       T(firewall_add_is_idempotent_and_remove),
-      T(update_listener_max_connections),
+      T(listener_set_max_connections),
       T(seeding_commits_in_one_transaction),
       T(seeding_rollback_leaves_nothing),
       T(is_empty_before_and_after),
