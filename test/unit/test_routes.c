@@ -1,7 +1,8 @@
 /*
- * Unit tests of lib/backend.c and lib/routes.c through their public API: backend parsing (good and hostile input),
- * loop detection against listener addresses, and route tables (normalisation, upsert, remove,
- * clone independence, ordered iteration, and a 100,000-route table).
+ * Unit tests of lib/backend.c and lib/routes.c through their public API: backend parsing (good
+ * and hostile input), loop detection against listener addresses, and route tables
+ * (normalisation, upsert, remove, clone independence, ordered iteration, and a 100,000-route
+ * table).
  */
 #include <stdarg.h>
 #include <stddef.h>
