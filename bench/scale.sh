@@ -264,7 +264,7 @@ build_lookup() {
 #include <time.h>
 
 #include "mcproxy/firewall.h"
-#include "mcproxy/router.h"
+#include "mcproxy/routes.h"
 
 #define NKEYS 65536
 #define REPS 5
@@ -335,7 +335,8 @@ static int bench_routes(const char *path)
 {
   size_t n;
   char **lines = read_values(path, "route", &n);
-  mcp_routes_t *rt = mcp_routes_new();
+  mcp_routes_t *rt = NULL;
+  mcp_routes_new(&rt);
   char **names = malloc(n * sizeof(*names));
   size_t *lens = malloc(NKEYS * sizeof(*lens));
   const char **keys = malloc(NKEYS * sizeof(*keys));
@@ -374,12 +375,13 @@ static int bench_firewall(const char *path)
 {
   size_t n;
   char **cidrs = read_values(path, "block_cidr", &n);
-  mcp_firewall_t *fw = mcp_firewall_new();
+  mcp_firewall_t *fw = NULL;
+  mcp_firewall_new(&fw);
   struct sockaddr_in *clients = malloc(NKEYS * sizeof(*clients));
   if (!fw || !clients)
     return 2;
   for (size_t i = 0; i < n; i++)
-    if (mcp_firewall_add(fw, MCP_FW_CIDR, cidrs[i]) != 0) {
+    if (mcp_firewall_add(fw, MCP_FIREWALL_CIDR, cidrs[i]) != 0) {
       fprintf(stderr, "scale-lookup: bad CIDR %s\n", cidrs[i]);
       return 2;
     }

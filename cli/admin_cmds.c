@@ -444,8 +444,8 @@ static const char firewall_usage[] =
 
 static int firewall_change(admin_client_t *c, const opts_t *o)
 {
-  mcp_fw_type_t type;
-  if (mcp_fw_type_parse(o->args[1], &type) != 0)
+  mcp_firewall_type_t type;
+  if (mcp_firewall_type_parse(o->args[1], &type) != 0)
     return cli_usage_error("firewall", "rule type '%s' is not ip, cidr or country", o->args[1]);
   McProxy__V1__FirewallRule rule = MC_PROXY__V1__FIREWALL_RULE__INIT;
   rule.type = (McProxy__V1__FirewallRuleType)type;
@@ -482,7 +482,7 @@ static int firewall_list(admin_client_t *c, const opts_t *o)
   else
     printf("%-8s %s\n", "TYPE", "VALUE");
   for (size_t i = 0; i < resp->n_rules; i++) {
-    const char *t = mcp_fw_type_name((mcp_fw_type_t)resp->rules[i]->type);
+    const char *t = mcp_firewall_type_name((mcp_firewall_type_t)resp->rules[i]->type);
     if (o->json) {
       printf("%s{\"type\":", i ? "," : "");
       json_str(t ? t : "unknown");
@@ -514,8 +514,8 @@ int cmd_firewall(int argc, char **argv)
   } else if (!strcmp(sub, "add") || !strcmp(sub, "remove")) {
     if (o.nargs != 3)
       return cli_usage_error("firewall", "%s takes ip|cidr|country VALUE", sub);
-    mcp_fw_type_t type;
-    if (mcp_fw_type_parse(o.args[1], &type) != 0)
+    mcp_firewall_type_t type;
+    if (mcp_firewall_type_parse(o.args[1], &type) != 0)
       return cli_usage_error("firewall", "rule type '%s' is not ip, cidr or country", o.args[1]);
   } else {
     return cli_usage_error("firewall", "unknown subcommand '%s' (list, add, remove)", sub);

@@ -576,7 +576,7 @@ typedef struct rule_list_s {
   size_t n, cap;
 } rule_list_t;
 
-static int collect_rule(void *data, mcp_fw_type_t type, const char *value)
+static int collect_rule(void *data, mcp_firewall_type_t type, const char *value)
 {
   rule_list_t *rl = data;
   if (rl->n == rl->cap)
@@ -640,7 +640,7 @@ static void on_control_done(control_req_t *req, int status, const char *msg)
     break;
   case CONTROL_RULE_ADD:
   case CONTROL_RULE_REMOVE: {
-    const char *t = mcp_fw_type_name(req->rule_type);
+    const char *t = mcp_firewall_type_name(req->rule_type);
     snprintf(what, sizeof(what), "firewall %s %s", t ? t : "?", req->rule_value);
     break;
   }
@@ -738,7 +738,7 @@ static void do_rule(admin_server_t *a, admin_call_t *c, control_op_t op,
     return;
   }
   c->ctl.op = op;
-  c->ctl.rule_type = (mcp_fw_type_t)rule->type;
+  c->ctl.rule_type = (mcp_firewall_type_t)rule->type;
   if (copy_field(c->ctl.rule_value, sizeof(c->ctl.rule_value), rule->value) != 0) {
     reply_error(c, GRPC_STATUS_INVALID_ARGUMENT, "invalid firewall rule value (too long)");
     return;

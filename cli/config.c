@@ -28,6 +28,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "mcproxy/hash.h"
 #include "mcproxy/listener.h"
 #include "mcproxy/hostname.h"
 
@@ -176,12 +177,7 @@ typedef struct loader_s {
 
 static uint64_t hash_str(const char *s)
 {
-  uint64_t h = 14695981039346656037ULL; /* FNV-1a */
-  for (; *s; s++) {
-    h ^= (unsigned char)*s;
-    h *= 1099511628211ULL;
-  }
-  return h;
+  return mcp_hash_fnv1a(MCP_HASH_FNV1A_INIT, s, strlen(s));
 }
 
 static int seen_grow(seen_set_t *s)
@@ -340,7 +336,7 @@ static int start_listener(loader_t *ld, const char *addr_text)
   mcp_config_t *cfg = ld->cfg;
   struct sockaddr_storage ss;
   char canon[CONFIG_ADDR_MAX];
-  if (strlen(addr_text) >= CONFIG_ADDR_MAX || mcp_listen_addr_parse(addr_text, &ss, canon) != 0)
+  if (strlen(addr_text) >= CONFIG_ADDR_MAX || mcp_listener_addr_parse(addr_text, &ss, canon) != 0)
     return fail(ld, ld->line,
                 "[listener \"" SHOW "\"]: bad listen address (expected IPv4:port or [IPv6]:port)",
                 addr_text);
@@ -574,19 +570,19 @@ static int set_single(loader_t *ld, key_id_t id, const char *value)
   return fail(ld, ld->line, "internal error: unhandled key kind");
 }
 
-static int add_rule(loader_t *ld, mcp_fw_type_t type, const char *name, const char *value)
+static int add_rule(loader_t *ld, mcp_firewall_type_t type, const char *name, const char *value)
 {
   mcp_config_t *cfg = ld->cfg;
-  char canon[MCP_FW_VALUE_MAX];
+  char canon[MCP_FIREWALL_VALUE_MAX];
   static const char *const expected[] = {
-      [MCP_FW_IP] = "an IPv4 or IPv6 address",
-      [MCP_FW_CIDR] = "a CIDR range like 198.51.100.0/24 or 2001:db8::/32",
-      [MCP_FW_COUNTRY] = "a two-letter ISO 3166-1 country code",
+      [MCP_FIREWALL_IP] = "an IPv4 or IPv6 address",
+      [MCP_FIREWALL_CIDR] = "a CIDR range like 198.51.100.0/24 or 2001:db8::/32",
+      [MCP_FIREWALL_COUNTRY] = "a two-letter ISO 3166-1 country code",
   };
-  if (mcp_fw_normalize(type, value, canon) != 0)
+  if (mcp_firewall_normalize(type, value, canon) != 0)
     return fail(ld, ld->line, "[firewall] %s: \"" SHOW "\" is not %s", name, value, expected[type]);
 
-  char key[MCP_FW_VALUE_MAX + 8];
+  char key[MCP_FIREWALL_VALUE_MAX + 8];
   snprintf(key, sizeof(key), "F%d %s", (int)type, canon);
   int first = seen_check(&ld->seen, key, ld->line);
   if (first < 0)
@@ -604,7 +600,7 @@ static int add_rule(loader_t *ld, mcp_fw_type_t type, const char *name, const ch
   r->type = type;
   memcpy(r->value, canon, sizeof(r->value));
   r->line = ld->line;
-  if (type == MCP_FW_COUNTRY && !ld->first_country_line)
+  if (type == MCP_FIREWALL_COUNTRY && !ld->first_country_line)
     ld->first_country_line = ld->line;
   return 1;
 }
@@ -705,11 +701,11 @@ static int on_key(void *user, const char *section, const char *name, const char 
 
   if (ld->sec == SEC_FIREWALL) {
     if (!strcmp(name, "block_ip"))
-      return add_rule(ld, MCP_FW_IP, name, value);
+      return add_rule(ld, MCP_FIREWALL_IP, name, value);
     if (!strcmp(name, "block_cidr"))
-      return add_rule(ld, MCP_FW_CIDR, name, value);
+      return add_rule(ld, MCP_FIREWALL_CIDR, name, value);
     if (!strcmp(name, "block_country"))
-      return add_rule(ld, MCP_FW_COUNTRY, name, value);
+      return add_rule(ld, MCP_FIREWALL_COUNTRY, name, value);
   }
   for (int id = 0; id < K_COUNT; id++) {
     if (key_defs[id].sec != ld->sec || strcmp(key_defs[id].name, name) != 0)
@@ -776,7 +772,7 @@ static int check_loops(loader_t *ld)
     return fail(ld, 0, "out of memory");
   char canon[CONFIG_ADDR_MAX];
   for (size_t i = 0; i < cfg->nlisteners; i++) {
-    if (mcp_listen_addr_parse(cfg->listeners[i].addr, &addrs[i], canon) != 0) {
+    if (mcp_listener_addr_parse(cfg->listeners[i].addr, &addrs[i], canon) != 0) {
       free(addrs);
       return fail(ld, cfg->listeners[i].line, "listener address no longer parses");
     }

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #include "mcproxy/firewall.h"
-#include "mcproxy/router.h"
+#include "mcproxy/routes.h"
 
 #define CONFIG_ADDR_MAX 64
 
@@ -25,7 +25,7 @@ typedef struct config_route_s {
 } config_route_t;
 
 typedef struct config_listener_s {
-  char addr[CONFIG_ADDR_MAX]; /* canonical (mcp_listen_addr_parse) */
+  char addr[CONFIG_ADDR_MAX]; /* canonical (mcp_listener_addr_parse) */
   int64_t max_connections;
   config_route_t *routes;
   size_t nroutes;
@@ -33,8 +33,8 @@ typedef struct config_listener_s {
 } config_listener_t;
 
 typedef struct config_rule_s {
-  mcp_fw_type_t type;
-  char value[MCP_FW_VALUE_MAX]; /* canonical (mcp_fw_normalize) */
+  mcp_firewall_type_t type;
+  char value[MCP_FIREWALL_VALUE_MAX]; /* canonical (mcp_firewall_normalize) */
   int line;
 } config_rule_t;
 

@@ -76,7 +76,7 @@ static int validate(server_t *srv, control_req_t *req)
     snprintf(req->backend, sizeof(req->backend), "%s", backend.text);
     for (size_t i = 0; i < srv->nlisteners; i++) {
       struct sockaddr_storage ss;
-      mcp_listen_addr_parse(mcp_listener_addr(srv->listeners[i]), &ss, NULL);
+      mcp_listener_addr_parse(mcp_listener_addr(srv->listeners[i]), &ss, NULL);
       if (mcp_backend_loops_to(&backend, (struct sockaddr *)&ss))
         return fail(req, MCP_ELOOP, "backend %s is this proxy's own listener (a loop)",
                     req->backend);
@@ -92,12 +92,12 @@ static int validate(server_t *srv, control_req_t *req)
   case CONTROL_RULE_ADD:
   case CONTROL_RULE_REMOVE:
     req->rule_value[sizeof(req->rule_value) - 1] = '\0';
-    if (!mcp_fw_type_name(req->rule_type))
+    if (!mcp_firewall_type_name(req->rule_type))
       return fail(req, MCP_EINVAL, "%s", "unknown firewall rule type");
-    if (mcp_fw_normalize(req->rule_type, req->rule_value, canon) != 0)
+    if (mcp_firewall_normalize(req->rule_type, req->rule_value, canon) != 0)
       return fail(req, MCP_EINVAL, "invalid firewall rule value \"%s\"", req->rule_value);
     snprintf(req->rule_value, sizeof(req->rule_value), "%s", canon);
-    if (req->op == CONTROL_RULE_ADD && req->rule_type == MCP_FW_COUNTRY && !srv->geoip)
+    if (req->op == CONTROL_RULE_ADD && req->rule_type == MCP_FIREWALL_COUNTRY && !srv->geoip)
       return fail(req, MCP_ENOGEOIP, "%s",
                   "country rules need a GeoIP database ([firewall] geoip_db)");
     return 0;
@@ -131,7 +131,7 @@ static void work_cb(uv_work_t *w)
     rc = mcp_store_firewall_remove(st, req->rule_type, req->rule_value);
     break;
   case CONTROL_SET_MAX_CONNECTIONS:
-    rc = mcp_store_update_listener_max_connections(st, req->listener, req->max_connections);
+    rc = mcp_store_listener_set_max_connections(st, req->listener, req->max_connections);
     break;
   default:
     rc = MCP_EINVAL;
@@ -141,7 +141,7 @@ static void work_cb(uv_work_t *w)
     if (req->op == CONTROL_ROUTE_REMOVE)
       snprintf(req->msg, sizeof(req->msg), "no route for %s on %s", req->hostname, req->listener);
     else if (req->op == CONTROL_RULE_REMOVE)
-      snprintf(req->msg, sizeof(req->msg), "no %s rule %s", mcp_fw_type_name(req->rule_type),
+      snprintf(req->msg, sizeof(req->msg), "no %s rule %s", mcp_firewall_type_name(req->rule_type),
                req->rule_value);
     else
       snprintf(req->msg, sizeof(req->msg), "no listener %s", req->listener);
@@ -156,8 +156,8 @@ static int apply(server_t *srv, control_req_t *req)
 {
   if (req->op == CONTROL_ROUTE_ADD || req->op == CONTROL_ROUTE_REMOVE) {
     mcp_listener_t *l = server_find_listener(srv, req->listener);
-    mcp_routes_t *rt = mcp_routes_clone(mcp_listener_routes(l));
-    if (!rt)
+    mcp_routes_t *rt;
+    if (mcp_routes_clone(mcp_listener_routes(l), &rt) != 0)
       return MCP_ENOMEM;
     int rc = req->op == CONTROL_ROUTE_ADD ? mcp_routes_put(rt, req->hostname, req->backend)
                                           : mcp_routes_remove(rt, req->hostname);
@@ -167,8 +167,8 @@ static int apply(server_t *srv, control_req_t *req)
     return rc == MCP_ENOENT ? 0 : rc;
   }
   if (req->op == CONTROL_RULE_ADD || req->op == CONTROL_RULE_REMOVE) {
-    mcp_firewall_t *fw = mcp_firewall_clone(srv->firewall);
-    if (!fw)
+    mcp_firewall_t *fw;
+    if (mcp_firewall_clone(srv->firewall, &fw) != 0)
       return MCP_ENOMEM;
     int rc = req->op == CONTROL_RULE_ADD ? mcp_firewall_add(fw, req->rule_type, req->rule_value)
                                          : mcp_firewall_remove(fw, req->rule_type, req->rule_value);

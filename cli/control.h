@@ -34,8 +34,8 @@ struct control_req_s {
   char listener[CONFIG_ADDR_MAX];
   char hostname[MCP_HOSTNAME_MAX + 2];
   char backend[MCP_BACKEND_MAX + 2];
-  mcp_fw_type_t rule_type;
-  char rule_value[MCP_FW_VALUE_MAX + 16];
+  mcp_firewall_type_t rule_type;
+  char rule_value[MCP_FIREWALL_VALUE_MAX + 16];
   int64_t max_connections;
   /* Called once on the loop thread with the outcome; the request is the caller's again. */
   void (*done)(control_req_t *req, int status, const char *msg);

@@ -125,7 +125,7 @@ static void print_settings(const mcp_config_t *cfg)
   }
   printf("firewall.geoip_db = %s\n", cfg->geoip_db);
   for (size_t i = 0; i < cfg->nrules; i++)
-    printf("firewall.rule = %s %s\n", mcp_fw_type_name(cfg->rules[i].type), cfg->rules[i].value);
+    printf("firewall.rule = %s %s\n", mcp_firewall_type_name(cfg->rules[i].type), cfg->rules[i].value);
   for (size_t i = 0; i < cfg->nlisteners; i++) {
     const config_listener_t *l = &cfg->listeners[i];
     printf("listener = %s max_connections=%lld\n", l->addr, (long long)l->max_connections);

@@ -40,7 +40,7 @@ mcp_listener_t *server_find_listener(server_t *srv, const char *addr)
 {
   char canon[64];
   struct sockaddr_storage ss;
-  if (mcp_listen_addr_parse(addr, &ss, canon) != 0)
+  if (mcp_listener_addr_parse(addr, &ss, canon) != 0)
     return NULL;
   for (size_t i = 0; i < srv->nlisteners; i++)
     if (!strcmp(mcp_listener_addr(srv->listeners[i]), canon))
@@ -139,7 +139,7 @@ static int config_strset(const mcp_config_t *cfg, strset_t *s)
                        cl->routes[j].backend);
   }
   for (size_t i = 0; i < cfg->nrules && !err; i++)
-    err = strset_add(s, "rule %s %s", mcp_fw_type_name(cfg->rules[i].type), cfg->rules[i].value);
+    err = strset_add(s, "rule %s %s", mcp_firewall_type_name(cfg->rules[i].type), cfg->rules[i].value);
   return err;
 }
 
@@ -208,14 +208,14 @@ static int load_route(void *data, const char *laddr, const char *host, const cha
   return err;
 }
 
-static int load_rule(void *data, mcp_fw_type_t type, const char *value)
+static int load_rule(void *data, mcp_firewall_type_t type, const char *value)
 {
   load_t *ld = data;
-  if (strset_add(&ld->db, "rule %s %s", mcp_fw_type_name(type), value))
+  if (strset_add(&ld->db, "rule %s %s", mcp_firewall_type_name(type), value))
     return MCP_ENOMEM;
   int rc = mcp_firewall_add(ld->run->srv.firewall, type, value);
   if (rc == MCP_EINVAL) {
-    log_warn("database firewall rule %s %s is malformed; ignored", mcp_fw_type_name(type), value);
+    log_warn("database firewall rule %s %s is malformed; ignored", mcp_firewall_type_name(type), value);
     return 0;
   }
   return rc < 0 ? rc : 0;
@@ -225,12 +225,13 @@ static int load_state(run_t *run, char *err, size_t errlen)
 {
   server_t *srv = &run->srv;
   const mcp_config_t *cfg = srv->cfg;
-  int rc = mcp_store_is_empty(srv->store);
+  int empty = 0;
+  int rc = mcp_store_is_empty(srv->store, &empty);
   if (rc < 0) {
     snprintf(err, errlen, "%s: %s", cfg->db_path, mcp_store_errmsg(srv->store));
     return -1;
   }
-  if (rc == 1) {
+  if (empty) {
     rc = seed(srv->store, cfg);
     if (rc) {
       snprintf(err, errlen, "%s: seeding from the config failed: %s", cfg->db_path,
@@ -241,8 +242,7 @@ static int load_state(run_t *run, char *err, size_t errlen)
              cfg->path, cfg->nlisteners, cfg->nrules);
   }
 
-  srv->firewall = mcp_firewall_new();
-  if (!srv->firewall) {
+  if (mcp_firewall_new(&srv->firewall) != 0) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }
@@ -339,8 +339,8 @@ static void on_signal(uv_signal_t *h, int signum)
       log_error("SIGHUP: %s; keeping the GeoIP database already loaded", err);
       return;
     }
-    mcp_firewall_t *fw = mcp_firewall_clone(srv->firewall);
-    if (!fw) {
+    mcp_firewall_t *fw;
+    if (mcp_firewall_clone(srv->firewall, &fw) != 0) {
       mcp_geoip_unref(g);
       log_error("SIGHUP: out of memory");
       return;

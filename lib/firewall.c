@@ -1,5 +1,5 @@
 /*
- * firewall: the global block list and the GeoIP database it consults.
+ * firewall: the global block list (countries are looked up in a GeoIP database, geoip.c).
  *
  * Two layers. The rules themselves live in a dense array (so clone is one copy and foreach
  * sorts pointers into it) with an open-addressing hash index over (type, canonical value), so
@@ -12,6 +12,10 @@
  *   - countries: a 26x26 bitmap of two-letter codes.
  * Editing clears the seal; mcp_firewall_check() asserts it in debug builds, since a check
  * against a stale index would silently let a newly blocked client in.
+ *
+ * Longer than ~600 lines on purpose: the rules, their index, the sealed lookup index and the
+ * checks are one private struct with one invariant (the seal); splitting them would put that
+ * struct in an internal header that every part then edits.
  */
 #include <arpa/inet.h>
 #include <assert.h>
@@ -20,10 +24,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <maxminddb.h>
-
 #include "mcproxy/error.h"
 #include "mcproxy/firewall.h"
+#include "mcproxy/geoip.h"
+#include "mcproxy/hash.h"
 
 typedef unsigned __int128 u128;
 
@@ -37,7 +41,7 @@ typedef struct fw_rule_s {
   uint8_t type;
   uint8_t family; /* AF_INET or AF_INET6 for IP and CIDR rules, else 0 */
   uint8_t prefix; /* CIDR prefix length */
-  char value[MCP_FW_VALUE_MAX];
+  char value[MCP_FIREWALL_VALUE_MAX];
 } fw_rule_t;
 
 typedef struct range4_s {
@@ -79,34 +83,29 @@ struct mcp_firewall_s {
   uint64_t countries[(COUNTRY_BITS + 63) / 64];
 };
 
-struct mcp_geoip_s {
-  atomic_uint refs;
-  MMDB_s mmdb;
-};
-
 /* ---- rule values ------------------------------------------------------------------------- */
 
-const char *mcp_fw_type_name(mcp_fw_type_t type)
+const char *mcp_firewall_type_name(mcp_firewall_type_t type)
 {
   switch (type) {
-  case MCP_FW_IP:
+  case MCP_FIREWALL_IP:
     return "ip";
-  case MCP_FW_CIDR:
+  case MCP_FIREWALL_CIDR:
     return "cidr";
-  case MCP_FW_COUNTRY:
+  case MCP_FIREWALL_COUNTRY:
     return "country";
   }
   return NULL;
 }
 
-int mcp_fw_type_parse(const char *name, mcp_fw_type_t *type)
+int mcp_firewall_type_parse(const char *name, mcp_firewall_type_t *type)
 {
-  static const mcp_fw_type_t all[] = {MCP_FW_IP, MCP_FW_CIDR, MCP_FW_COUNTRY};
+  static const mcp_firewall_type_t all[] = {MCP_FIREWALL_IP, MCP_FIREWALL_CIDR, MCP_FIREWALL_COUNTRY};
 
   if (!name || !type)
     return MCP_EINVAL;
   for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
-    if (strcmp(name, mcp_fw_type_name(all[i])) == 0) {
+    if (strcmp(name, mcp_firewall_type_name(all[i])) == 0) {
       *type = all[i];
       return 0;
     }
@@ -161,15 +160,13 @@ static int parse_prefix(const char *s, unsigned max, uint8_t *prefix)
 
 static uint64_t rule_hash(uint8_t type, const char *value)
 {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  h = (h ^ type) * 0x100000001b3ULL;
-  for (const unsigned char *p = (const unsigned char *)value; *p; p++)
-    h = (h ^ *p) * 0x100000001b3ULL;
+  uint64_t h = mcp_hash_fnv1a(MCP_HASH_FNV1A_INIT, &type, 1);
+  h = mcp_hash_fnv1a(h, value, strlen(value));
   return h ^ (h >> 32);
 }
 
 /* Validates value as a rule of type and fills r (binary form and canonical text). */
-static int parse_rule(mcp_fw_type_t type, const char *value, fw_rule_t *r)
+static int parse_rule(mcp_firewall_type_t type, const char *value, fw_rule_t *r)
 {
   char buf[FW_INPUT_MAX];
   size_t len;
@@ -184,7 +181,7 @@ static int parse_rule(mcp_fw_type_t type, const char *value, fw_rule_t *r)
   r->type = (uint8_t)type;
 
   switch (type) {
-  case MCP_FW_IP:
+  case MCP_FIREWALL_IP:
     if (parse_addr(buf, r->key, &r->family) != 0)
       return MCP_EINVAL;
     if (r->family == AF_INET6 && is_v4mapped(r->key)) {
@@ -195,7 +192,7 @@ static int parse_rule(mcp_fw_type_t type, const char *value, fw_rule_t *r)
     inet_ntop(r->family, r->key, r->value, sizeof(r->value));
     break;
 
-  case MCP_FW_CIDR: {
+  case MCP_FIREWALL_CIDR: {
     char *slash = strchr(buf, '/');
     if (!slash)
       return MCP_EINVAL;
@@ -217,7 +214,7 @@ static int parse_rule(mcp_fw_type_t type, const char *value, fw_rule_t *r)
     break;
   }
 
-  case MCP_FW_COUNTRY:
+  case MCP_FIREWALL_COUNTRY:
     if (len != 2)
       return MCP_EINVAL;
     for (size_t i = 0; i < 2; i++) {
@@ -238,7 +235,7 @@ static int parse_rule(mcp_fw_type_t type, const char *value, fw_rule_t *r)
   return 0;
 }
 
-int mcp_fw_normalize(mcp_fw_type_t type, const char *value, char *out)
+int mcp_firewall_normalize(mcp_firewall_type_t type, const char *value, char *out)
 {
   fw_rule_t r;
 
@@ -246,102 +243,6 @@ int mcp_fw_normalize(mcp_fw_type_t type, const char *value, char *out)
     return MCP_EINVAL;
   memcpy(out, r.value, sizeof(r.value));
   return 0;
-}
-
-/* ---- GeoIP ------------------------------------------------------------------------------- */
-
-int mcp_geoip_open(const char *path, mcp_geoip_t **out, char *err, size_t errlen)
-{
-  mcp_geoip_t *g;
-  int status;
-
-  if (!path || !out)
-    return MCP_EINVAL;
-  *out = NULL;
-  g = calloc(1, sizeof(*g));
-  if (!g) {
-    if (err && errlen)
-      snprintf(err, errlen, "%s: out of memory", path);
-    return MCP_ENOMEM;
-  }
-  status = MMDB_open(path, MMDB_MODE_MMAP, &g->mmdb);
-  if (status != MMDB_SUCCESS) {
-    int saved = errno;
-    if (err && errlen) {
-      if (status == MMDB_FILE_OPEN_ERROR || status == MMDB_IO_ERROR)
-        snprintf(err, errlen, "%s: %s (%s)", path, MMDB_strerror(status), strerror(saved));
-      else
-        snprintf(err, errlen, "%s: %s", path, MMDB_strerror(status));
-    }
-    free(g);
-    return MCP_EIO;
-  }
-  atomic_init(&g->refs, 1);
-  *out = g;
-  return 0;
-}
-
-mcp_geoip_t *mcp_geoip_ref(mcp_geoip_t *g)
-{
-  if (g)
-    atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed);
-  return g;
-}
-
-void mcp_geoip_unref(mcp_geoip_t *g)
-{
-  if (g && atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) == 1) {
-    MMDB_close(&g->mmdb);
-    free(g);
-  }
-}
-
-/* Copies a two-letter ISO code from map.iso_code of the entry, if there is one. */
-static int entry_country(MMDB_entry_s *entry, const char *map, char cc[3])
-{
-  MMDB_entry_data_s data;
-
-  if (MMDB_get_value(entry, &data, map, "iso_code", NULL) != MMDB_SUCCESS || !data.has_data ||
-      data.type != MMDB_DATA_TYPE_UTF8_STRING || data.data_size != 2)
-    return MCP_ENOENT;
-  for (int i = 0; i < 2; i++) {
-    char c = data.utf8_string[i];
-    if (c >= 'a' && c <= 'z')
-      c = (char)(c - 'a' + 'A');
-    if (c < 'A' || c > 'Z')
-      return MCP_ENOENT;
-    cc[i] = c;
-  }
-  cc[2] = '\0';
-  return 0;
-}
-
-int mcp_geoip_country(const mcp_geoip_t *g, const struct sockaddr *addr, char cc[3])
-{
-  struct sockaddr_in v4;
-  int mmdb_err = 0;
-
-  if (!g || !addr || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
-    return MCP_ENOENT;
-  /*
-   * Look IPv4-mapped clients up as IPv4: that works in IPv4-only databases and in IPv6 ones
-   * whether or not they alias ::ffff:0:0/96 to the IPv4 tree.
-   */
-  if (addr->sa_family == AF_INET6) {
-    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)addr;
-    if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
-      memset(&v4, 0, sizeof(v4));
-      v4.sin_family = AF_INET;
-      memcpy(&v4.sin_addr, in6->sin6_addr.s6_addr + 12, 4);
-      addr = (const struct sockaddr *)&v4;
-    }
-  }
-  MMDB_lookup_result_s res = MMDB_lookup_sockaddr(&g->mmdb, addr, &mmdb_err);
-  if (mmdb_err != MMDB_SUCCESS || !res.found_entry)
-    return MCP_ENOENT;
-  if (entry_country(&res.entry, "country", cc) == 0)
-    return 0;
-  return entry_country(&res.entry, "registered_country", cc);
 }
 
 /* ---- rule index -------------------------------------------------------------------------- */
@@ -377,7 +278,7 @@ static int rules_grow_index(mcp_firewall_t *fw)
   return 0;
 }
 
-/* Backward-shift deletion of slot i (see router.c): keeps every probe run reachable. */
+/* Backward-shift deletion of slot i (see routes.c): keeps every probe run reachable. */
 static void rules_unslot(mcp_firewall_t *fw, size_t i)
 {
   size_t mask = fw->rslots_cap - 1;
@@ -396,14 +297,15 @@ static void rules_unslot(mcp_firewall_t *fw, size_t i)
 
 /* ---- firewalls --------------------------------------------------------------------------- */
 
-mcp_firewall_t *mcp_firewall_new(void)
+int mcp_firewall_new(mcp_firewall_t **out)
 {
   mcp_firewall_t *fw = calloc(1, sizeof(*fw));
   if (!fw)
-    return NULL;
+    return MCP_ENOMEM;
   atomic_init(&fw->refs, 1);
   fw->sealed = 1; /* an empty index is a valid index of no rules */
-  return fw;
+  *out = fw;
+  return 0;
 }
 
 static void index_free(mcp_firewall_t *fw)
@@ -443,16 +345,13 @@ static int dup_bytes(void *dst, const void *p, size_t n)
   return 0;
 }
 
-mcp_firewall_t *mcp_firewall_clone(const mcp_firewall_t *src)
+int mcp_firewall_clone(const mcp_firewall_t *src, mcp_firewall_t **out)
 {
+  if (!src)
+    return mcp_firewall_new(out);
   mcp_firewall_t *fw = calloc(1, sizeof(*fw));
   if (!fw)
-    return NULL;
-  if (!src) {
-    atomic_init(&fw->refs, 1);
-    fw->sealed = 1;
-    return fw;
-  }
+    return MCP_ENOMEM;
   /* Copy the scalars, then give the clone its own arrays. */
   memcpy(fw, src, sizeof(*fw));
   atomic_init(&fw->refs, 1);
@@ -471,19 +370,20 @@ mcp_firewall_t *mcp_firewall_clone(const mcp_firewall_t *src)
       dup_bytes(&fw->r4, src->r4, src->n4 * sizeof(*src->r4)) != 0 ||
       dup_bytes(&fw->r6, src->r6, src->n6 * sizeof(*src->r6)) != 0) {
     firewall_free(fw);
-    return NULL;
+    return MCP_ENOMEM;
   }
-  return fw;
+  *out = fw;
+  return 0;
 }
 
-int mcp_firewall_add(mcp_firewall_t *fw, mcp_fw_type_t type, const char *value)
+int mcp_firewall_add(mcp_firewall_t *fw, mcp_firewall_type_t type, const char *value)
 {
   fw_rule_t r;
 
   if (!fw || parse_rule(type, value, &r) != 0)
     return MCP_EINVAL;
   if (fw->rslots_cap > 0 && fw->rslots[rule_slot(fw, &r)] != 0)
-    return 1;
+    return 0; /* already there: adding is idempotent */
   if (fw->nrules >= UINT32_MAX - 1)
     return MCP_ENOMEM;
 
@@ -502,13 +402,13 @@ int mcp_firewall_add(mcp_firewall_t *fw, mcp_fw_type_t type, const char *value)
   fw->rules[fw->nrules] = r;
   fw->rslots[rule_slot(fw, &r)] = (uint32_t)(fw->nrules + 1);
   fw->nrules++;
-  if (type == MCP_FW_COUNTRY)
+  if (type == MCP_FIREWALL_COUNTRY)
     fw->ncountry++;
   fw->sealed = 0;
   return 0;
 }
 
-int mcp_firewall_remove(mcp_firewall_t *fw, mcp_fw_type_t type, const char *value)
+int mcp_firewall_remove(mcp_firewall_t *fw, mcp_firewall_type_t type, const char *value)
 {
   fw_rule_t r;
 
@@ -528,7 +428,7 @@ int mcp_firewall_remove(mcp_firewall_t *fw, mcp_fw_type_t type, const char *valu
     fw->rules[idx] = fw->rules[last];
   }
   fw->nrules--;
-  if (type == MCP_FW_COUNTRY)
+  if (type == MCP_FIREWALL_COUNTRY)
     fw->ncountry--;
   fw->sealed = 0;
   return 0;
@@ -598,43 +498,23 @@ static uint32_t load32(const uint8_t k[4])
   return (uint32_t)k[0] << 24 | (uint32_t)k[1] << 16 | (uint32_t)k[2] << 8 | k[3];
 }
 
-static int cmp4(const void *a, const void *b)
-{
-  const range4_t *x = a, *y = b;
-  return x->lo < y->lo ? -1 : x->lo > y->lo;
-}
-
-static int cmp6(const void *a, const void *b)
+static int range_cmp(const void *a, const void *b)
 {
   const range6_t *x = a, *y = b;
   return x->lo < y->lo ? -1 : x->lo > y->lo;
 }
 
-/* Sorts ranges and merges overlapping or adjacent ones in place; returns the new count. */
-static size_t merge4(range4_t *r, size_t n)
-{
-  size_t out = 0;
-  if (n == 0)
-    return 0;
-  qsort(r, n, sizeof(*r), cmp4);
-  for (size_t i = 1; i < n; i++) {
-    if (r[out].hi == UINT32_MAX || r[i].lo <= r[out].hi + 1) {
-      if (r[i].hi > r[out].hi)
-        r[out].hi = r[i].hi;
-    } else {
-      r[++out] = r[i];
-    }
-  }
-  return out + 1;
-}
-
-static size_t merge6(range6_t *r, size_t n)
+/*
+ * Sorts ranges and merges overlapping or adjacent ones in place; returns the new count. IPv4
+ * ranges are merged in this 128-bit form too (see mcp_firewall_seal), so there is one merge.
+ */
+static size_t merge_ranges(range6_t *r, size_t n)
 {
   const u128 max = ~(u128)0;
   size_t out = 0;
   if (n == 0)
     return 0;
-  qsort(r, n, sizeof(*r), cmp6);
+  qsort(r, n, sizeof(*r), range_cmp);
   for (size_t i = 1; i < n; i++) {
     if (r[out].hi == max || r[i].lo <= r[out].hi + 1) {
       if (r[i].hi > r[out].hi)
@@ -654,6 +534,7 @@ int mcp_firewall_seal(mcp_firewall_t *fw)
   ipkey_t *ips = NULL;
   uint32_t *ipslots = NULL;
   range4_t *r4 = NULL;
+  range6_t *w4 = NULL; /* the IPv4 ranges, widened to be merged by merge_ranges */
   range6_t *r6 = NULL;
 
   if (!fw)
@@ -664,11 +545,11 @@ int mcp_firewall_seal(mcp_firewall_t *fw)
   /* Size everything first; an IPv6 CIDR may add one IPv4 range as well. */
   for (size_t i = 0; i < fw->nrules; i++) {
     const fw_rule_t *r = &fw->rules[i];
-    if (r->type == MCP_FW_IP)
+    if (r->type == MCP_FIREWALL_IP)
       nip++;
-    else if (r->type == MCP_FW_CIDR && r->family == AF_INET)
+    else if (r->type == MCP_FIREWALL_CIDR && r->family == AF_INET)
       n4++;
-    else if (r->type == MCP_FW_CIDR)
+    else if (r->type == MCP_FIREWALL_CIDR)
       n4++, n6++;
   }
   while (nip * 10 > ipcap * 7)
@@ -676,11 +557,13 @@ int mcp_firewall_seal(mcp_firewall_t *fw)
   ips = malloc((nip ? nip : 1) * sizeof(*ips));
   ipslots = calloc(ipcap, sizeof(*ipslots));
   r4 = malloc((n4 ? n4 : 1) * sizeof(*r4));
+  w4 = malloc((n4 ? n4 : 1) * sizeof(*w4));
   r6 = malloc((n6 ? n6 : 1) * sizeof(*r6));
-  if (!ips || !ipslots || !r4 || !r6) {
+  if (!ips || !ipslots || !r4 || !w4 || !r6) {
     free(ips);
     free(ipslots);
     free(r4);
+    free(w4);
     free(r6);
     return MCP_ENOMEM;
   }
@@ -689,16 +572,16 @@ int mcp_firewall_seal(mcp_firewall_t *fw)
   nip = n4 = n6 = 0;
   for (size_t i = 0; i < fw->nrules; i++) {
     const fw_rule_t *r = &fw->rules[i];
-    if (r->type == MCP_FW_IP) {
+    if (r->type == MCP_FIREWALL_IP) {
       map_key(r->family, r->key, ips[nip]);
       ipslots[ip_slot(ipslots, ipcap, ips, ips[nip])] = (uint32_t)(nip + 1);
       nip++;
-    } else if (r->type == MCP_FW_CIDR && r->family == AF_INET) {
+    } else if (r->type == MCP_FIREWALL_CIDR && r->family == AF_INET) {
       uint32_t host = r->prefix == 0 ? UINT32_MAX : (uint32_t)((1ULL << (32 - r->prefix)) - 1);
-      r4[n4].lo = load32(r->key);
-      r4[n4].hi = r4[n4].lo | host;
+      w4[n4].lo = load32(r->key);
+      w4[n4].hi = w4[n4].lo | host;
       n4++;
-    } else if (r->type == MCP_FW_CIDR) {
+    } else if (r->type == MCP_FIREWALL_CIDR) {
       u128 host = r->prefix == 0 ? ~(u128)0 : (((u128)1 << (128 - r->prefix)) - 1);
       u128 lo = load128(r->key), hi = lo | host;
       r6[n6].lo = lo;
@@ -706,11 +589,11 @@ int mcp_firewall_seal(mcp_firewall_t *fw)
       n6++;
       /* The part inside ::ffff:0:0/96 also blocks the IPv4 clients it maps. */
       if (lo <= mapped_hi && hi >= mapped_lo) {
-        r4[n4].lo = (uint32_t)((lo > mapped_lo ? lo : mapped_lo) & 0xffffffffu);
-        r4[n4].hi = (uint32_t)((hi < mapped_hi ? hi : mapped_hi) & 0xffffffffu);
+        w4[n4].lo = (lo > mapped_lo ? lo : mapped_lo) & 0xffffffffu;
+        w4[n4].hi = (hi < mapped_hi ? hi : mapped_hi) & 0xffffffffu;
         n4++;
       }
-    } else if (r->type == MCP_FW_COUNTRY) {
+    } else if (r->type == MCP_FIREWALL_COUNTRY) {
       unsigned bit = (unsigned)(r->value[0] - 'A') * 26 + (unsigned)(r->value[1] - 'A');
       fw->countries[bit / 64] |= 1ULL << (bit % 64);
     }
@@ -720,10 +603,15 @@ int mcp_firewall_seal(mcp_firewall_t *fw)
   fw->nips = nip;
   fw->ipslots = ipslots;
   fw->ipslots_cap = ipcap;
+  fw->n4 = merge_ranges(w4, n4);
+  for (size_t i = 0; i < fw->n4; i++) {
+    r4[i].lo = (uint32_t)w4[i].lo;
+    r4[i].hi = (uint32_t)w4[i].hi;
+  }
+  free(w4);
   fw->r4 = r4;
-  fw->n4 = merge4(r4, n4);
   fw->r6 = r6;
-  fw->n6 = merge6(r6, n6);
+  fw->n6 = merge_ranges(r6, n6);
   fw->sealed = 1;
   return 0;
 }
@@ -813,7 +701,7 @@ static int rule_cmp(const void *a, const void *b)
   return strcmp(x->value, y->value);
 }
 
-int mcp_firewall_foreach(const mcp_firewall_t *fw, mcp_fw_rule_cb cb, void *data)
+int mcp_firewall_foreach(const mcp_firewall_t *fw, mcp_firewall_rule_cb cb, void *data)
 {
   const fw_rule_t **sorted;
   int rc = 0;
@@ -827,7 +715,7 @@ int mcp_firewall_foreach(const mcp_firewall_t *fw, mcp_fw_rule_cb cb, void *data
     sorted[i] = &fw->rules[i];
   qsort(sorted, fw->nrules, sizeof(*sorted), rule_cmp);
   for (size_t i = 0; i < fw->nrules && rc == 0; i++)
-    rc = cb(data, (mcp_fw_type_t)sorted[i]->type, sorted[i]->value);
+    rc = cb(data, (mcp_firewall_type_t)sorted[i]->type, sorted[i]->value);
   free(sorted);
   return rc;
 }

@@ -1,5 +1,10 @@
 /*
- * store: SQLite persistence for listeners, routes, limits and firewall rules (SPEC §7).
+ * store: SQLite persistence for listeners, routes, limits and firewall rules (the schema and
+ * its migrations: docs/ARCHITECTURE.md, "Store").
+ *
+ * Longer than ~600 lines on purpose: every operation shares the private handle, its table of
+ * prepared statements and the one transaction wrapper (store_mutate); split across files they
+ * would all need an internal header for what is now one static struct.
  *
  * One mcp_store_t owns one SQLite connection and the prepared statements that every operation
  * reuses (prepared once at open, reset and unbound after each use, finalised at close). The
@@ -104,7 +109,7 @@ static const char *const store_stmt_sql[STMT_COUNT] = {
     [STMT_LOAD_LISTENERS] = "SELECT addr, max_connections FROM listeners ORDER BY addr",
     [STMT_LOAD_ROUTES] = "SELECT l.addr, r.hostname, r.backend FROM routes r"
                          " JOIN listeners l ON l.id = r.listener_id ORDER BY l.addr, r.hostname",
-    /* Rules come in the order of mcp_fw_type_t (ip, cidr, country), like mcp_firewall_foreach. */
+    /* Rules come in the order of mcp_firewall_type_t (ip, cidr, country), like mcp_firewall_foreach. */
     [STMT_LOAD_RULES] = "SELECT type, value FROM firewall_rules ORDER BY"
                         " CASE type WHEN 'ip' THEN 1 WHEN 'cidr' THEN 2 ELSE 3 END, value",
     [STMT_SNAPSHOT] = "VACUUM INTO ?1",
@@ -479,19 +484,22 @@ const char *mcp_store_errmsg(const mcp_store_t *st)
   return st ? st->errmsg : "";
 }
 
-int mcp_store_schema_version(mcp_store_t *st)
+int mcp_store_schema_version(mcp_store_t *st, int *version)
 {
-  int64_t version = 0;
-  int code =
-      store_query_int(st, st->stmt[STMT_SCHEMA_VERSION], "reading the schema version", &version);
-  return code != 0 ? code : (int)version;
+  int64_t v = 0;
+  int code = store_query_int(st, st->stmt[STMT_SCHEMA_VERSION], "reading the schema version", &v);
+  if (code == 0)
+    *version = (int)v;
+  return code;
 }
 
-int mcp_store_is_empty(mcp_store_t *st)
+int mcp_store_is_empty(mcp_store_t *st, int *empty)
 {
-  int64_t empty = 0;
-  int code = store_query_int(st, st->stmt[STMT_IS_EMPTY], "checking for an empty database", &empty);
-  return code != 0 ? code : (empty ? 1 : 0);
+  int64_t v = 0;
+  int code = store_query_int(st, st->stmt[STMT_IS_EMPTY], "checking for an empty database", &v);
+  if (code == 0)
+    *empty = v ? 1 : 0;
+  return code;
 }
 
 int mcp_store_begin(mcp_store_t *st)
@@ -542,8 +550,13 @@ void mcp_store_rollback(mcp_store_t *st)
   store_rollback_quiet(st);
 }
 
-/* The arguments every listener mutation takes. Returns 0 or the error, with its message set. */
-static int check_listener_args(mcp_store_t *st, const char *addr, int64_t max_connections)
+/*
+ * One listener mutation: checks the arguments every one takes, binds (addr, max_connections)
+ * and runs stmt; conflict is the code a constraint violation becomes. Returns 0 or the error,
+ * with its message set.
+ */
+static int listener_mutate(mcp_store_t *st, int stmt_id, const char *addr, int64_t max_connections,
+                           const char *what, int conflict, int *changes)
 {
   if (addr == NULL) {
     store_set_err(st, "missing argument");
@@ -554,35 +567,28 @@ static int check_listener_args(mcp_store_t *st, const char *addr, int64_t max_co
                   (long long)max_connections);
     return MCP_ERANGE;
   }
-  return 0;
+  sqlite3_stmt *stmt = st->stmt[stmt_id];
+  sqlite3_bind_text(stmt, 1, addr, -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(stmt, 2, max_connections);
+  return store_mutate(st, stmt, what, conflict, changes);
 }
 
 int mcp_store_listener_add(mcp_store_t *st, const char *addr, int64_t max_connections)
 {
-  sqlite3_stmt *stmt = st->stmt[STMT_LISTENER_ADD];
   int changes;
-  int code = check_listener_args(st, addr, max_connections);
-  if (code)
-    return code;
-  sqlite3_bind_text(stmt, 1, addr, -1, SQLITE_TRANSIENT);
-  sqlite3_bind_int64(stmt, 2, max_connections);
-  code = store_mutate(st, stmt, "adding listener", MCP_EEXIST, &changes);
+  int code = listener_mutate(st, STMT_LISTENER_ADD, addr, max_connections, "adding listener",
+                             MCP_EEXIST, &changes);
   if (code == MCP_EEXIST)
     store_set_err(st, "listener %s already exists", addr);
   return code;
 }
 
-int mcp_store_update_listener_max_connections(mcp_store_t *st, const char *addr,
-                                              int64_t max_connections)
+int mcp_store_listener_set_max_connections(mcp_store_t *st, const char *addr,
+                                           int64_t max_connections)
 {
-  sqlite3_stmt *stmt = st->stmt[STMT_LISTENER_SET_MAX];
   int changes;
-  int code = check_listener_args(st, addr, max_connections);
-  if (code)
-    return code;
-  sqlite3_bind_text(stmt, 1, addr, -1, SQLITE_TRANSIENT);
-  sqlite3_bind_int64(stmt, 2, max_connections);
-  code = store_mutate(st, stmt, "updating max_connections", MCP_EIO, &changes);
+  int code = listener_mutate(st, STMT_LISTENER_SET_MAX, addr, max_connections,
+                             "updating max_connections", MCP_EIO, &changes);
   if (code == 0 && changes == 0) {
     store_set_err(st, "no listener %s", addr);
     return MCP_ENOENT;
@@ -633,11 +639,11 @@ int mcp_store_route_remove(mcp_store_t *st, const char *listener_addr, const cha
 }
 
 /* Runs a firewall rule statement (type, value). Returns its store_mutate code, or MCP_EINVAL. */
-static int rule_mutate(mcp_store_t *st, int which, mcp_fw_type_t type, const char *value,
+static int rule_mutate(mcp_store_t *st, int which, mcp_firewall_type_t type, const char *value,
                        const char *what, int *changes)
 {
   sqlite3_stmt *stmt = st->stmt[which];
-  const char *name = mcp_fw_type_name(type);
+  const char *name = mcp_firewall_type_name(type);
   if (name == NULL || value == NULL) {
     store_set_err(st, "%s: invalid rule type %d", what, (int)type);
     return MCP_EINVAL;
@@ -647,21 +653,20 @@ static int rule_mutate(mcp_store_t *st, int which, mcp_fw_type_t type, const cha
   return store_mutate(st, stmt, what, MCP_EIO, changes);
 }
 
-int mcp_store_firewall_add(mcp_store_t *st, mcp_fw_type_t type, const char *value)
+int mcp_store_firewall_add(mcp_store_t *st, mcp_firewall_type_t type, const char *value)
 {
   int changes;
   int code = rule_mutate(st, STMT_FW_ADD, type, value, "adding firewall rule", &changes);
-  if (code != 0)
-    return code;
-  return changes == 0 ? 1 : 0;
+  (void)changes; /* none when the rule was already there: adding is idempotent */
+  return code;
 }
 
-int mcp_store_firewall_remove(mcp_store_t *st, mcp_fw_type_t type, const char *value)
+int mcp_store_firewall_remove(mcp_store_t *st, mcp_firewall_type_t type, const char *value)
 {
   int changes;
   int code = rule_mutate(st, STMT_FW_REMOVE, type, value, "removing firewall rule", &changes);
   if (code == 0 && changes == 0) {
-    store_set_err(st, "no firewall rule %s %s", mcp_fw_type_name(type), value);
+    store_set_err(st, "no firewall rule %s %s", mcp_firewall_type_name(type), value);
     return MCP_ENOENT;
   }
   return code;
@@ -693,8 +698,8 @@ static int store_walk(mcp_store_t *st, int which, const mcp_store_visitor_t *v, 
         ret = v->route(data, store_col_text(stmt, 0), store_col_text(stmt, 1),
                        store_col_text(stmt, 2));
     } else if (v->rule) {
-      mcp_fw_type_t type;
-      if (mcp_fw_type_parse((const char *)sqlite3_column_text(stmt, 0), &type) != 0) {
+      mcp_firewall_type_t type;
+      if (mcp_firewall_type_parse((const char *)sqlite3_column_text(stmt, 0), &type) != 0) {
         store_set_err(st, "loading: firewall rule with unknown type");
         ret = MCP_EIO;
       } else {

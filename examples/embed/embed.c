@@ -83,10 +83,11 @@ static void format_bound(const mcp_listener_t *l, char *out, size_t len)
  */
 static int switch_route(mcp_listener_t *l, const char *hostname, const char *backend)
 {
-  mcp_routes_t *next = mcp_routes_clone(mcp_listener_routes(l));
-  if (!next)
-    return MCP_ENOMEM;
-  int err = mcp_routes_put(next, hostname, backend);
+  mcp_routes_t *next;
+  int err = mcp_routes_clone(mcp_listener_routes(l), &next);
+  if (err)
+    return err;
+  err = mcp_routes_put(next, hostname, backend);
   if (err == 0)
     mcp_listener_set_routes(l, next); /* takes its own reference */
   mcp_routes_unref(next);
@@ -172,9 +173,9 @@ static int start_listener(app_t *app, const char *addr, const char *hostname,
     fprintf(stderr, "embed: listener %s: %s\n", addr, mcp_strerror(err));
     return err;
   }
-  mcp_routes_t *rt = mcp_routes_new();
-  if (!rt) {
-    err = MCP_ENOMEM;
+  mcp_routes_t *rt;
+  err = mcp_routes_new(&rt);
+  if (err) {
     goto fail;
   }
   err = mcp_routes_put(rt, hostname, backend);

@@ -1,9 +1,12 @@
 /*
  * libmcproxy error codes.
  *
- * Every libmcproxy function that can fail returns 0 (or a non-negative value it documents) on
- * success and one of these negative codes on failure. The errno-style codes have the same
- * values as libuv's UV_E* codes on Unix, so a uv error can be passed through unchanged.
+ * Every libmcproxy function that can fail returns 0 on success and a negative code on failure:
+ * one of these, or a libuv UV_E* code passed through (the errno-style codes below have the same
+ * values as libuv's on Unix). Results come back through out-parameters; "already there" is
+ * either MCP_EEXIST (where the caller must know) or success (where the operation is
+ * idempotent), never a positive value. Predicates that cannot fail return 1 or 0. The
+ * conventions are written down in docs/ARCHITECTURE.md.
  */
 #ifndef MCPROXY_ERROR_H
 #define MCPROXY_ERROR_H

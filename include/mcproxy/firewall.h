@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 
 #include "mcproxy/error.h"
+#include "mcproxy/geoip.h"
 
 /* Signals: libmcproxy never installs a signal handler or changes a signal mask. It writes to
  * sockets with write(2) and splice(2) (through libuv, without MSG_NOSIGNAL), which raise SIGPIPE
@@ -25,57 +26,47 @@ extern "C" {
 #endif
 
 /* Rule types; the values match FirewallRuleType in the admin proto. */
-typedef enum mcp_fw_type_e {
-  MCP_FW_IP = 1,
-  MCP_FW_CIDR = 2,
-  MCP_FW_COUNTRY = 3,
-} mcp_fw_type_t;
+typedef enum mcp_firewall_type_e {
+  MCP_FIREWALL_IP = 1,
+  MCP_FIREWALL_CIDR = 2,
+  MCP_FIREWALL_COUNTRY = 3,
+} mcp_firewall_type_t;
 
 /* Longest canonical rule value ("ffff:...:ffff/128" is 43 bytes), plus NUL. */
-#define MCP_FW_VALUE_MAX 48
+#define MCP_FIREWALL_VALUE_MAX 48
 
 /* "ip", "cidr", "country" (the names used by the store and the CLI), or NULL. */
-const char *mcp_fw_type_name(mcp_fw_type_t type);
-/* The inverse of mcp_fw_type_name; returns 0 and sets *type, or MCP_EINVAL. */
-int mcp_fw_type_parse(const char *name, mcp_fw_type_t *type);
+const char *mcp_firewall_type_name(mcp_firewall_type_t type);
+/* The inverse of mcp_firewall_type_name; returns 0 and sets *type, or MCP_EINVAL. */
+int mcp_firewall_type_parse(const char *name, mcp_firewall_type_t *type);
 
 /*
- * Validates a rule value and writes its canonical text to out (MCP_FW_VALUE_MAX bytes):
+ * Validates a rule value and writes its canonical text to out (MCP_FIREWALL_VALUE_MAX bytes):
  * IP addresses as inet_ntop prints them (IPv4-mapped IPv6 becomes IPv4), CIDRs as
  * "network/prefix" with host bits cleared, countries as two uppercase ASCII letters.
  * Returns 0 or MCP_EINVAL.
  */
-int mcp_fw_normalize(mcp_fw_type_t type, const char *value, char *out);
-
-/*
- * An open GeoIP (MaxMind DB) file, reference counted so that a firewall snapshot in use keeps
- * the old file open while SIGHUP opens a new one. Lookups are thread-safe.
- */
-typedef struct mcp_geoip_s mcp_geoip_t;
-
-/* Opens path. Returns 0, or MCP_EIO with a message naming the file and the problem in err. */
-int mcp_geoip_open(const char *path, mcp_geoip_t **out, char *err, size_t errlen);
-mcp_geoip_t *mcp_geoip_ref(mcp_geoip_t *g);
-void mcp_geoip_unref(mcp_geoip_t *g);
-/* Writes the client's ISO country code (2 letters + NUL) to cc and returns 0, or MCP_ENOENT. */
-int mcp_geoip_country(const mcp_geoip_t *g, const struct sockaddr *addr, char cc[3]);
+int mcp_firewall_normalize(mcp_firewall_type_t type, const char *value, char *out);
 
 typedef struct mcp_firewall_s mcp_firewall_t;
 
-/* A new empty firewall with reference count 1, or NULL when out of memory. */
-mcp_firewall_t *mcp_firewall_new(void);
-/* A deep copy (rules and GeoIP reference) with reference count 1, or NULL. */
-mcp_firewall_t *mcp_firewall_clone(const mcp_firewall_t *src);
+/* Creates an empty firewall with reference count 1 in *out. Returns 0 or MCP_ENOMEM. */
+int mcp_firewall_new(mcp_firewall_t **out);
+/*
+ * Creates a deep copy of src (rules and GeoIP reference; NULL: an empty firewall) with
+ * reference count 1 in *out. Returns 0 or MCP_ENOMEM (*out untouched).
+ */
+int mcp_firewall_clone(const mcp_firewall_t *src, mcp_firewall_t **out);
 
 /*
- * Adds a rule (value validated and normalised as by mcp_fw_normalize). Returns 0 when added,
- * 1 when the rule was already there (adding is idempotent), MCP_EINVAL, or MCP_ENOMEM.
+ * Adds a rule (value validated and normalised as by mcp_firewall_normalize). Idempotent: returns 0
+ * when added and when the rule was already there; else MCP_EINVAL or MCP_ENOMEM.
  * Country rules are accepted without a GeoIP database (they then match nothing); the admin
  * layer refuses them with FAILED_PRECONDITION before calling this. Unpublished firewalls only.
  */
-int mcp_firewall_add(mcp_firewall_t *fw, mcp_fw_type_t type, const char *value);
+int mcp_firewall_add(mcp_firewall_t *fw, mcp_firewall_type_t type, const char *value);
 /* Removes a rule. Returns 0, MCP_EINVAL, or MCP_ENOENT. Unpublished firewalls only. */
-int mcp_firewall_remove(mcp_firewall_t *fw, mcp_fw_type_t type, const char *value);
+int mcp_firewall_remove(mcp_firewall_t *fw, mcp_firewall_type_t type, const char *value);
 /* Replaces the GeoIP database used for country rules (takes a new reference; NULL clears). */
 void mcp_firewall_set_geoip(mcp_firewall_t *fw, mcp_geoip_t *geoip);
 mcp_geoip_t *mcp_firewall_geoip(const mcp_firewall_t *fw);
@@ -84,7 +75,8 @@ mcp_geoip_t *mcp_firewall_geoip(const mcp_firewall_t *fw);
 int mcp_firewall_seal(mcp_firewall_t *fw);
 
 /*
- * Returns 1 if the client address is blocked, 0 if not. fw must be sealed. Any thread.
+ * A predicate (it cannot fail): returns 1 if the client address is blocked, 0 if not. fw must
+ * be sealed. Any thread.
  */
 int mcp_firewall_check(const mcp_firewall_t *fw, const struct sockaddr *client);
 
@@ -95,8 +87,8 @@ size_t mcp_firewall_country_count(const mcp_firewall_t *fw);
  * Calls cb for every rule, ordered by type then value; stops early and returns cb's value when
  * it is non-zero, else returns 0.
  */
-typedef int (*mcp_fw_rule_cb)(void *data, mcp_fw_type_t type, const char *value);
-int mcp_firewall_foreach(const mcp_firewall_t *fw, mcp_fw_rule_cb cb, void *data);
+typedef int (*mcp_firewall_rule_cb)(void *data, mcp_firewall_type_t type, const char *value);
+int mcp_firewall_foreach(const mcp_firewall_t *fw, mcp_firewall_rule_cb cb, void *data);
 
 mcp_firewall_t *mcp_firewall_ref(mcp_firewall_t *fw);
 void mcp_firewall_unref(mcp_firewall_t *fw);

@@ -9,7 +9,7 @@
  *
  * Threading: a listener lives on the uv_loop_t it was created with. Every function here must be
  * called on that loop's thread, except where its comment says otherwise. Route tables and firewalls are immutable snapshots shared by
- * reference count (see router.h, firewall.h); publishing a new one never disturbs established
+ * reference count (see routes.h, firewall.h); publishing a new one never disturbs established
  * connections.
  */
 #ifndef MCPROXY_LISTENER_H
@@ -18,9 +18,10 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "mcproxy/conn.h"
 #include "mcproxy/error.h"
 #include "mcproxy/firewall.h"
-#include "mcproxy/router.h"
+#include "mcproxy/routes.h"
 
 /* Signals: libmcproxy never installs a signal handler or changes a signal mask. It writes to
  * sockets with write(2) and splice(2) (through libuv, without MSG_NOSIGNAL), which raise SIGPIPE
@@ -29,38 +30,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* How a connection ended, as logged in outcome=. */
-typedef enum mcp_outcome_e {
-  MCP_OUTCOME_OK = 0,
-  MCP_OUTCOME_LIMIT,
-  MCP_OUTCOME_BLOCKED,
-  MCP_OUTCOME_UNROUTED,
-  MCP_OUTCOME_TIMEOUT,
-  MCP_OUTCOME_BACKEND_ERROR,
-} mcp_outcome_t;
-
-/* "ok", "limit", "blocked", "unrouted", "timeout", "backend_error". */
-const char *mcp_outcome_name(mcp_outcome_t outcome);
-
-/* What is known about a connection when it ends. Strings are "-" when unknown. */
-typedef struct mcp_conn_record_s {
-  const char *listener;
-  const char *client;  /* "ip:port" or "[ip]:port" */
-  const char *sni;
-  const char *backend;
-  mcp_outcome_t outcome;
-  uint64_t bytes_in;   /* client -> backend, ClientHello included */
-  uint64_t bytes_out;  /* backend -> client */
-  uint64_t duration_ms;
-} mcp_conn_record_t;
-
-/*
- * Formats rec as one log line without a newline:
- * "listener=... client=... sni=... backend=... outcome=... bytes_in=N bytes_out=N duration_ms=N".
- * Returns the length snprintf would have written.
- */
-int mcp_conn_record_format(const mcp_conn_record_t *rec, char *buf, size_t len);
 
 typedef struct mcp_listener_s mcp_listener_t;
 
@@ -105,7 +74,7 @@ typedef struct mcp_listener_stats_s {
  * kernel for a free port, which tests use) into out and writes its canonical text (as stored
  * and shown) to text (64 bytes, may be NULL). Returns 0 or MCP_EINVAL.
  */
-int mcp_listen_addr_parse(const char *addr, struct sockaddr_storage *out, char *text);
+int mcp_listener_addr_parse(const char *addr, struct sockaddr_storage *out, char *text);
 
 /*
  * Creates a listener on loop (not yet listening). The config is copied. It starts with an empty

@@ -49,11 +49,14 @@ void mcp_store_close(mcp_store_t *st);
 /* The message of the last failure on this handle ("" if none). */
 const char *mcp_store_errmsg(const mcp_store_t *st);
 
-/* The highest applied migration. */
-int mcp_store_schema_version(mcp_store_t *st);
+/* Writes the highest applied migration to *version. Returns 0 or a negative code. */
+int mcp_store_schema_version(mcp_store_t *st, int *version);
 
-/* 1 if the database holds no listener and no firewall rule (a first run), 0 if it does, or <0. */
-int mcp_store_is_empty(mcp_store_t *st);
+/*
+ * Sets *empty to 1 if the database holds no listener and no firewall rule (a first run), else
+ * to 0. Returns 0 or a negative code (*empty untouched).
+ */
+int mcp_store_is_empty(mcp_store_t *st, int *empty);
 
 /* An explicit transaction around several mutations (BEGIN IMMEDIATE / COMMIT / ROLLBACK). */
 int mcp_store_begin(mcp_store_t *st);
@@ -63,7 +66,7 @@ void mcp_store_rollback(mcp_store_t *st);
 /* Adds a listener. MCP_EEXIST if addr exists, MCP_ERANGE if max_connections < 0. */
 int mcp_store_listener_add(mcp_store_t *st, const char *addr, int64_t max_connections);
 /* MCP_ENOENT for an unknown listener, MCP_ERANGE for a negative limit. */
-int mcp_store_update_listener_max_connections(mcp_store_t *st, const char *addr,
+int mcp_store_listener_set_max_connections(mcp_store_t *st, const char *addr,
                                               int64_t max_connections);
 
 /* Upsert. MCP_ENOENT for an unknown listener. */
@@ -72,10 +75,10 @@ int mcp_store_route_put(mcp_store_t *st, const char *listener_addr, const char *
 /* MCP_ENOENT for an unknown listener or route. */
 int mcp_store_route_remove(mcp_store_t *st, const char *listener_addr, const char *hostname);
 
-/* Idempotent: 0 when added, 1 when it was already there. */
-int mcp_store_firewall_add(mcp_store_t *st, mcp_fw_type_t type, const char *value);
+/* Idempotent: 0 when added and when the rule was already there. */
+int mcp_store_firewall_add(mcp_store_t *st, mcp_firewall_type_t type, const char *value);
 /* MCP_ENOENT for a missing rule. */
-int mcp_store_firewall_remove(mcp_store_t *st, mcp_fw_type_t type, const char *value);
+int mcp_store_firewall_remove(mcp_store_t *st, mcp_firewall_type_t type, const char *value);
 
 /*
  * Reads everything in one read transaction (a consistent view), calling the visitor's callbacks:
@@ -86,7 +89,7 @@ int mcp_store_firewall_remove(mcp_store_t *st, mcp_fw_type_t type, const char *v
 typedef struct mcp_store_visitor_s {
   int (*listener)(void *data, const char *addr, int64_t max_connections);
   int (*route)(void *data, const char *listener_addr, const char *hostname, const char *backend);
-  int (*rule)(void *data, mcp_fw_type_t type, const char *value);
+  int (*rule)(void *data, mcp_firewall_type_t type, const char *value);
 } mcp_store_visitor_t;
 int mcp_store_load(mcp_store_t *st, const mcp_store_visitor_t *visitor, void *data);
 

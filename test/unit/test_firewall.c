@@ -18,6 +18,23 @@
 #include "mcproxy/error.h"
 #include "mcproxy/firewall.h"
 
+/* The constructors, asserting success. */
+static mcp_firewall_t *new_firewall(void)
+{
+  mcp_firewall_t *fw = NULL;
+  assert_int_equal(mcp_firewall_new(&fw), 0);
+  assert_non_null(fw);
+  return fw;
+}
+
+static mcp_firewall_t *clone_firewall(const mcp_firewall_t *src)
+{
+  mcp_firewall_t *fw = NULL;
+  assert_int_equal(mcp_firewall_clone(src, &fw), 0);
+  assert_non_null(fw);
+  return fw;
+}
+
 typedef unsigned __int128 u128;
 
 /* ---- helpers ----------------------------------------------------------------------------- */
@@ -86,12 +103,12 @@ static struct sockaddr_storage sa4mapped(uint32_t a)
 
 static mcp_firewall_t *firewall_of(const char *const *ips, const char *const *cidrs)
 {
-  mcp_firewall_t *fw = mcp_firewall_new();
+  mcp_firewall_t *fw = new_firewall();
   assert_non_null(fw);
   for (; ips && *ips; ips++)
-    assert_int_equal(mcp_firewall_add(fw, MCP_FW_IP, *ips), 0);
+    assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_IP, *ips), 0);
   for (; cidrs && *cidrs; cidrs++)
-    assert_int_equal(mcp_firewall_add(fw, MCP_FW_CIDR, *cidrs), 0);
+    assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_CIDR, *cidrs), 0);
   assert_int_equal(mcp_firewall_seal(fw), 0);
   return fw;
 }
@@ -100,28 +117,28 @@ static mcp_firewall_t *firewall_of(const char *const *ips, const char *const *ci
 
 static void type_names_round_trip(void **state)
 {
-  mcp_fw_type_t t;
+  mcp_firewall_type_t t;
 
-  assert_string_equal(mcp_fw_type_name(MCP_FW_IP), "ip");
-  assert_string_equal(mcp_fw_type_name(MCP_FW_CIDR), "cidr");
-  assert_string_equal(mcp_fw_type_name(MCP_FW_COUNTRY), "country");
-  assert_null(mcp_fw_type_name((mcp_fw_type_t)0));
-  assert_null(mcp_fw_type_name((mcp_fw_type_t)4));
-  assert_int_equal(mcp_fw_type_parse("ip", &t), 0);
-  assert_int_equal(t, MCP_FW_IP);
-  assert_int_equal(mcp_fw_type_parse("cidr", &t), 0);
-  assert_int_equal(t, MCP_FW_CIDR);
-  assert_int_equal(mcp_fw_type_parse("country", &t), 0);
-  assert_int_equal(t, MCP_FW_COUNTRY);
-  assert_int_equal(mcp_fw_type_parse("IP", &t), MCP_EINVAL);
-  assert_int_equal(mcp_fw_type_parse("", &t), MCP_EINVAL);
-  assert_int_equal(mcp_fw_type_parse("ip ", &t), MCP_EINVAL);
-  assert_int_equal(mcp_fw_type_parse("countries", &t), MCP_EINVAL);
-  assert_int_equal(mcp_fw_type_parse(NULL, &t), MCP_EINVAL);
+  assert_string_equal(mcp_firewall_type_name(MCP_FIREWALL_IP), "ip");
+  assert_string_equal(mcp_firewall_type_name(MCP_FIREWALL_CIDR), "cidr");
+  assert_string_equal(mcp_firewall_type_name(MCP_FIREWALL_COUNTRY), "country");
+  assert_null(mcp_firewall_type_name((mcp_firewall_type_t)0));
+  assert_null(mcp_firewall_type_name((mcp_firewall_type_t)4));
+  assert_int_equal(mcp_firewall_type_parse("ip", &t), 0);
+  assert_int_equal(t, MCP_FIREWALL_IP);
+  assert_int_equal(mcp_firewall_type_parse("cidr", &t), 0);
+  assert_int_equal(t, MCP_FIREWALL_CIDR);
+  assert_int_equal(mcp_firewall_type_parse("country", &t), 0);
+  assert_int_equal(t, MCP_FIREWALL_COUNTRY);
+  assert_int_equal(mcp_firewall_type_parse("IP", &t), MCP_EINVAL);
+  assert_int_equal(mcp_firewall_type_parse("", &t), MCP_EINVAL);
+  assert_int_equal(mcp_firewall_type_parse("ip ", &t), MCP_EINVAL);
+  assert_int_equal(mcp_firewall_type_parse("countries", &t), MCP_EINVAL);
+  assert_int_equal(mcp_firewall_type_parse(NULL, &t), MCP_EINVAL);
 }
 
 struct norm_case {
-  mcp_fw_type_t type;
+  mcp_firewall_type_t type;
   const char *in;
   const char *out; /* NULL: must be rejected */
 };
@@ -129,118 +146,118 @@ struct norm_case {
 static void normalize_table(void **state)
 {
   static const struct norm_case cases[] = {
-      {MCP_FW_IP, "1.2.3.4", "1.2.3.4"},
-      {MCP_FW_IP, "0.0.0.0", "0.0.0.0"},
-      {MCP_FW_IP, "255.255.255.255", "255.255.255.255"},
-      {MCP_FW_IP, "::FFFF:1.2.3.4", "1.2.3.4"},
-      {MCP_FW_IP, "::ffff:0102:0304", "1.2.3.4"},
-      {MCP_FW_IP, "2001:DB8:0:0:0:0:0:1", "2001:db8::1"},
-      {MCP_FW_IP, "::1", "::1"},
-      {MCP_FW_IP, "::", "::"},
-      {MCP_FW_IP, "0000:0000:0000:0000:0000:0000:0000:0001", "::1"},
-      {MCP_FW_IP, "", NULL},
-      {MCP_FW_IP, " 1.2.3.4", NULL},
-      {MCP_FW_IP, "1.2.3.4 ", NULL},
-      {MCP_FW_IP, "1.2.3.4\n", NULL},
-      {MCP_FW_IP, "1.2.3", NULL},
-      {MCP_FW_IP, "1.2.3.4.5", NULL},
-      {MCP_FW_IP, "256.1.1.1", NULL},
-      {MCP_FW_IP, "01.2.3.4", NULL},
-      {MCP_FW_IP, "0x1.2.3.4", NULL},
-      {MCP_FW_IP, "16909060", NULL},
-      {MCP_FW_IP, "1.2.3.4/32", NULL},
-      {MCP_FW_IP, "::g", NULL},
-      {MCP_FW_IP, ":::1", NULL},
-      {MCP_FW_IP, "1:2:3:4:5:6:7:8:9", NULL},
-      {MCP_FW_IP, "fe80::1%eth0", NULL},
-      {MCP_FW_IP, "[::1]", NULL},
-      {MCP_FW_IP, "KP", NULL},
-      {MCP_FW_CIDR, "10.1.2.3/8", "10.0.0.0/8"},
-      {MCP_FW_CIDR, "10.0.0.0/8", "10.0.0.0/8"},
-      {MCP_FW_CIDR, "1.2.3.4/0", "0.0.0.0/0"},
-      {MCP_FW_CIDR, "1.2.3.4/32", "1.2.3.4/32"},
-      {MCP_FW_CIDR, "1.2.3.255/31", "1.2.3.254/31"},
-      {MCP_FW_CIDR, "192.168.77.200/20", "192.168.64.0/20"},
-      {MCP_FW_CIDR, "2001:DB8::FF/120", "2001:db8::/120"},
-      {MCP_FW_CIDR, "2001:db8:ffff::/33", "2001:db8:8000::/33"},
-      {MCP_FW_CIDR, "ffff::1/0", "::/0"},
-      {MCP_FW_CIDR, "2001:db8::1/128", "2001:db8::1/128"},
-      {MCP_FW_CIDR, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128",
+      {MCP_FIREWALL_IP, "1.2.3.4", "1.2.3.4"},
+      {MCP_FIREWALL_IP, "0.0.0.0", "0.0.0.0"},
+      {MCP_FIREWALL_IP, "255.255.255.255", "255.255.255.255"},
+      {MCP_FIREWALL_IP, "::FFFF:1.2.3.4", "1.2.3.4"},
+      {MCP_FIREWALL_IP, "::ffff:0102:0304", "1.2.3.4"},
+      {MCP_FIREWALL_IP, "2001:DB8:0:0:0:0:0:1", "2001:db8::1"},
+      {MCP_FIREWALL_IP, "::1", "::1"},
+      {MCP_FIREWALL_IP, "::", "::"},
+      {MCP_FIREWALL_IP, "0000:0000:0000:0000:0000:0000:0000:0001", "::1"},
+      {MCP_FIREWALL_IP, "", NULL},
+      {MCP_FIREWALL_IP, " 1.2.3.4", NULL},
+      {MCP_FIREWALL_IP, "1.2.3.4 ", NULL},
+      {MCP_FIREWALL_IP, "1.2.3.4\n", NULL},
+      {MCP_FIREWALL_IP, "1.2.3", NULL},
+      {MCP_FIREWALL_IP, "1.2.3.4.5", NULL},
+      {MCP_FIREWALL_IP, "256.1.1.1", NULL},
+      {MCP_FIREWALL_IP, "01.2.3.4", NULL},
+      {MCP_FIREWALL_IP, "0x1.2.3.4", NULL},
+      {MCP_FIREWALL_IP, "16909060", NULL},
+      {MCP_FIREWALL_IP, "1.2.3.4/32", NULL},
+      {MCP_FIREWALL_IP, "::g", NULL},
+      {MCP_FIREWALL_IP, ":::1", NULL},
+      {MCP_FIREWALL_IP, "1:2:3:4:5:6:7:8:9", NULL},
+      {MCP_FIREWALL_IP, "fe80::1%eth0", NULL},
+      {MCP_FIREWALL_IP, "[::1]", NULL},
+      {MCP_FIREWALL_IP, "KP", NULL},
+      {MCP_FIREWALL_CIDR, "10.1.2.3/8", "10.0.0.0/8"},
+      {MCP_FIREWALL_CIDR, "10.0.0.0/8", "10.0.0.0/8"},
+      {MCP_FIREWALL_CIDR, "1.2.3.4/0", "0.0.0.0/0"},
+      {MCP_FIREWALL_CIDR, "1.2.3.4/32", "1.2.3.4/32"},
+      {MCP_FIREWALL_CIDR, "1.2.3.255/31", "1.2.3.254/31"},
+      {MCP_FIREWALL_CIDR, "192.168.77.200/20", "192.168.64.0/20"},
+      {MCP_FIREWALL_CIDR, "2001:DB8::FF/120", "2001:db8::/120"},
+      {MCP_FIREWALL_CIDR, "2001:db8:ffff::/33", "2001:db8:8000::/33"},
+      {MCP_FIREWALL_CIDR, "ffff::1/0", "::/0"},
+      {MCP_FIREWALL_CIDR, "2001:db8::1/128", "2001:db8::1/128"},
+      {MCP_FIREWALL_CIDR, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128",
        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"},
-      {MCP_FW_CIDR, "::ffff:10.1.2.3/104", "::ffff:10.0.0.0/104"},
-      {MCP_FW_CIDR, "1.2.3.4", NULL},
-      {MCP_FW_CIDR, "1.2.3.4/", NULL},
-      {MCP_FW_CIDR, "/8", NULL},
-      {MCP_FW_CIDR, "1.2.3.4/33", NULL},
-      {MCP_FW_CIDR, "1.2.3.4/100", NULL},
-      {MCP_FW_CIDR, "1.2.3.4/1000", NULL},
-      {MCP_FW_CIDR, "::/129", NULL},
-      {MCP_FW_CIDR, "1.2.3.4/-1", NULL},
-      {MCP_FW_CIDR, "1.2.3.4/+8", NULL},
-      {MCP_FW_CIDR, "1.2.3.4/08", NULL},
-      {MCP_FW_CIDR, "1.2.3.4/00", NULL},
-      {MCP_FW_CIDR, "1.2.3.4/8/8", NULL},
-      {MCP_FW_CIDR, "1.2.3.4/ 8", NULL},
-      {MCP_FW_CIDR, "1.2.3.4 /8", NULL},
-      {MCP_FW_CIDR, "1.2.3.4/8 ", NULL},
-      {MCP_FW_CIDR, "1.2.3.4/8x", NULL},
-      {MCP_FW_CIDR, "1.2.3/24", NULL},
-      {MCP_FW_CIDR, "300.0.0.0/8", NULL},
-      {MCP_FW_CIDR, "", NULL},
-      {MCP_FW_COUNTRY, "kp", "KP"},
-      {MCP_FW_COUNTRY, "De", "DE"},
-      {MCP_FW_COUNTRY, "ZZ", "ZZ"},
-      {MCP_FW_COUNTRY, "", NULL},
-      {MCP_FW_COUNTRY, "K", NULL},
-      {MCP_FW_COUNTRY, "KPX", NULL},
-      {MCP_FW_COUNTRY, "K1", NULL},
-      {MCP_FW_COUNTRY, " KP", NULL},
-      {MCP_FW_COUNTRY, "KP ", NULL},
-      {MCP_FW_COUNTRY, "K P", NULL},
-      {MCP_FW_COUNTRY, "K-", NULL},
-      {MCP_FW_COUNTRY, "@[", NULL},
-      {MCP_FW_COUNTRY, "`{", NULL},
-      {MCP_FW_COUNTRY, "\xc3\xa9", NULL},
-      {MCP_FW_COUNTRY, "1.2.3.4", NULL},
-      {(mcp_fw_type_t)0, "1.2.3.4", NULL},
-      {(mcp_fw_type_t)4, "KP", NULL},
+      {MCP_FIREWALL_CIDR, "::ffff:10.1.2.3/104", "::ffff:10.0.0.0/104"},
+      {MCP_FIREWALL_CIDR, "1.2.3.4", NULL},
+      {MCP_FIREWALL_CIDR, "1.2.3.4/", NULL},
+      {MCP_FIREWALL_CIDR, "/8", NULL},
+      {MCP_FIREWALL_CIDR, "1.2.3.4/33", NULL},
+      {MCP_FIREWALL_CIDR, "1.2.3.4/100", NULL},
+      {MCP_FIREWALL_CIDR, "1.2.3.4/1000", NULL},
+      {MCP_FIREWALL_CIDR, "::/129", NULL},
+      {MCP_FIREWALL_CIDR, "1.2.3.4/-1", NULL},
+      {MCP_FIREWALL_CIDR, "1.2.3.4/+8", NULL},
+      {MCP_FIREWALL_CIDR, "1.2.3.4/08", NULL},
+      {MCP_FIREWALL_CIDR, "1.2.3.4/00", NULL},
+      {MCP_FIREWALL_CIDR, "1.2.3.4/8/8", NULL},
+      {MCP_FIREWALL_CIDR, "1.2.3.4/ 8", NULL},
+      {MCP_FIREWALL_CIDR, "1.2.3.4 /8", NULL},
+      {MCP_FIREWALL_CIDR, "1.2.3.4/8 ", NULL},
+      {MCP_FIREWALL_CIDR, "1.2.3.4/8x", NULL},
+      {MCP_FIREWALL_CIDR, "1.2.3/24", NULL},
+      {MCP_FIREWALL_CIDR, "300.0.0.0/8", NULL},
+      {MCP_FIREWALL_CIDR, "", NULL},
+      {MCP_FIREWALL_COUNTRY, "kp", "KP"},
+      {MCP_FIREWALL_COUNTRY, "De", "DE"},
+      {MCP_FIREWALL_COUNTRY, "ZZ", "ZZ"},
+      {MCP_FIREWALL_COUNTRY, "", NULL},
+      {MCP_FIREWALL_COUNTRY, "K", NULL},
+      {MCP_FIREWALL_COUNTRY, "KPX", NULL},
+      {MCP_FIREWALL_COUNTRY, "K1", NULL},
+      {MCP_FIREWALL_COUNTRY, " KP", NULL},
+      {MCP_FIREWALL_COUNTRY, "KP ", NULL},
+      {MCP_FIREWALL_COUNTRY, "K P", NULL},
+      {MCP_FIREWALL_COUNTRY, "K-", NULL},
+      {MCP_FIREWALL_COUNTRY, "@[", NULL},
+      {MCP_FIREWALL_COUNTRY, "`{", NULL},
+      {MCP_FIREWALL_COUNTRY, "\xc3\xa9", NULL},
+      {MCP_FIREWALL_COUNTRY, "1.2.3.4", NULL},
+      {(mcp_firewall_type_t)0, "1.2.3.4", NULL},
+      {(mcp_firewall_type_t)4, "KP", NULL},
   };
 
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     const struct norm_case *c = &cases[i];
-    char out[MCP_FW_VALUE_MAX];
+    char out[MCP_FIREWALL_VALUE_MAX];
     print_message("%d \"%s\"\n", (int)c->type, c->in);
     if (c->out) {
-      assert_int_equal(mcp_fw_normalize(c->type, c->in, out), 0);
+      assert_int_equal(mcp_firewall_normalize(c->type, c->in, out), 0);
       assert_string_equal(out, c->out);
       /* Canonical text is a fixed point. */
-      char again[MCP_FW_VALUE_MAX];
-      assert_int_equal(mcp_fw_normalize(c->type, out, again), 0);
+      char again[MCP_FIREWALL_VALUE_MAX];
+      assert_int_equal(mcp_firewall_normalize(c->type, out, again), 0);
       assert_string_equal(again, out);
     } else {
-      assert_int_equal(mcp_fw_normalize(c->type, c->in, out), MCP_EINVAL);
+      assert_int_equal(mcp_firewall_normalize(c->type, c->in, out), MCP_EINVAL);
     }
   }
 }
 
 static void normalize_rejects_overlong_and_null(void **state)
 {
-  char out[MCP_FW_VALUE_MAX];
+  char out[MCP_FIREWALL_VALUE_MAX];
   char big[5000];
 
   memset(big, '1', sizeof(big) - 1);
   big[sizeof(big) - 1] = '\0';
-  assert_int_equal(mcp_fw_normalize(MCP_FW_IP, big, out), MCP_EINVAL);
-  assert_int_equal(mcp_fw_normalize(MCP_FW_CIDR, big, out), MCP_EINVAL);
-  assert_int_equal(mcp_fw_normalize(MCP_FW_COUNTRY, big, out), MCP_EINVAL);
+  assert_int_equal(mcp_firewall_normalize(MCP_FIREWALL_IP, big, out), MCP_EINVAL);
+  assert_int_equal(mcp_firewall_normalize(MCP_FIREWALL_CIDR, big, out), MCP_EINVAL);
+  assert_int_equal(mcp_firewall_normalize(MCP_FIREWALL_COUNTRY, big, out), MCP_EINVAL);
   /* Zeros padding an IPv6 address past any sane length. */
   snprintf(big, sizeof(big), "0000:0000:0000:0000:0000:0000:0000:00000000000000000000001/128");
-  assert_int_equal(mcp_fw_normalize(MCP_FW_CIDR, big, out), MCP_EINVAL);
-  assert_int_equal(mcp_fw_normalize(MCP_FW_IP, NULL, out), MCP_EINVAL);
-  assert_int_equal(mcp_fw_normalize(MCP_FW_IP, "1.2.3.4", NULL), MCP_EINVAL);
+  assert_int_equal(mcp_firewall_normalize(MCP_FIREWALL_CIDR, big, out), MCP_EINVAL);
+  assert_int_equal(mcp_firewall_normalize(MCP_FIREWALL_IP, NULL, out), MCP_EINVAL);
+  assert_int_equal(mcp_firewall_normalize(MCP_FIREWALL_IP, "1.2.3.4", NULL), MCP_EINVAL);
   /* The longest valid input (an IPv6 address with an IPv4 tail, all digits spelled out). */
   assert_int_equal(
-      mcp_fw_normalize(MCP_FW_CIDR, "0000:0000:0000:0000:0000:ffff:255.255.255.255/128", out), 0);
+      mcp_firewall_normalize(MCP_FIREWALL_CIDR, "0000:0000:0000:0000:0000:ffff:255.255.255.255/128", out), 0);
   assert_string_equal(out, "::ffff:255.255.255.255/128");
 }
 
@@ -248,47 +265,47 @@ static void normalize_rejects_overlong_and_null(void **state)
 
 static void add_is_idempotent(void **state)
 {
-  mcp_firewall_t *fw = mcp_firewall_new();
+  mcp_firewall_t *fw = new_firewall();
 
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_IP, "1.2.3.4"), 0);
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_IP, "1.2.3.4"), 1);
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_IP, "::ffff:1.2.3.4"), 1);
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_CIDR, "10.1.2.3/8"), 0);
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_CIDR, "10.0.0.0/8"), 1);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_IP, "1.2.3.4"), 0);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_IP, "1.2.3.4"), 0);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_IP, "::ffff:1.2.3.4"), 0);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_CIDR, "10.1.2.3/8"), 0);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_CIDR, "10.0.0.0/8"), 0);
   /* The same text as a different type is a different rule. */
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_CIDR, "1.2.3.4/32"), 0);
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_COUNTRY, "kp"), 0);
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_COUNTRY, "KP"), 1);
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_COUNTRY, "de"), 0);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_CIDR, "1.2.3.4/32"), 0);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_COUNTRY, "kp"), 0);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_COUNTRY, "KP"), 0);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_COUNTRY, "de"), 0);
   assert_int_equal(mcp_firewall_count(fw), 5);
   assert_int_equal(mcp_firewall_country_count(fw), 2);
 
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_IP, "1.2.3"), MCP_EINVAL);
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_CIDR, "1.2.3.4"), MCP_EINVAL);
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_COUNTRY, "KPX"), MCP_EINVAL);
-  assert_int_equal(mcp_firewall_add(fw, (mcp_fw_type_t)9, "KP"), MCP_EINVAL);
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_IP, NULL), MCP_EINVAL);
-  assert_int_equal(mcp_firewall_add(NULL, MCP_FW_IP, "1.2.3.4"), MCP_EINVAL);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_IP, "1.2.3"), MCP_EINVAL);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_CIDR, "1.2.3.4"), MCP_EINVAL);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_COUNTRY, "KPX"), MCP_EINVAL);
+  assert_int_equal(mcp_firewall_add(fw, (mcp_firewall_type_t)9, "KP"), MCP_EINVAL);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_IP, NULL), MCP_EINVAL);
+  assert_int_equal(mcp_firewall_add(NULL, MCP_FIREWALL_IP, "1.2.3.4"), MCP_EINVAL);
   assert_int_equal(mcp_firewall_count(fw), 5);
   mcp_firewall_unref(fw);
 }
 
 static void remove_reports_missing_rules(void **state)
 {
-  mcp_firewall_t *fw = mcp_firewall_new();
+  mcp_firewall_t *fw = new_firewall();
 
-  assert_int_equal(mcp_firewall_remove(fw, MCP_FW_IP, "1.2.3.4"), MCP_ENOENT);
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_IP, "1.2.3.4"), 0);
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_IP, "2001:db8::1"), 0);
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_COUNTRY, "KP"), 0);
-  assert_int_equal(mcp_firewall_remove(fw, MCP_FW_IP, "1.2.3.5"), MCP_ENOENT);
-  assert_int_equal(mcp_firewall_remove(fw, MCP_FW_CIDR, "1.2.3.4/32"), MCP_ENOENT);
-  assert_int_equal(mcp_firewall_remove(fw, MCP_FW_IP, "1.2.3.4.5"), MCP_EINVAL);
-  assert_int_equal(mcp_firewall_remove(fw, MCP_FW_COUNTRY, "K"), MCP_EINVAL);
+  assert_int_equal(mcp_firewall_remove(fw, MCP_FIREWALL_IP, "1.2.3.4"), MCP_ENOENT);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_IP, "1.2.3.4"), 0);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_IP, "2001:db8::1"), 0);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_COUNTRY, "KP"), 0);
+  assert_int_equal(mcp_firewall_remove(fw, MCP_FIREWALL_IP, "1.2.3.5"), MCP_ENOENT);
+  assert_int_equal(mcp_firewall_remove(fw, MCP_FIREWALL_CIDR, "1.2.3.4/32"), MCP_ENOENT);
+  assert_int_equal(mcp_firewall_remove(fw, MCP_FIREWALL_IP, "1.2.3.4.5"), MCP_EINVAL);
+  assert_int_equal(mcp_firewall_remove(fw, MCP_FIREWALL_COUNTRY, "K"), MCP_EINVAL);
   /* Removal normalises like add. */
-  assert_int_equal(mcp_firewall_remove(fw, MCP_FW_IP, "::FFFF:1.2.3.4"), 0);
-  assert_int_equal(mcp_firewall_remove(fw, MCP_FW_IP, "1.2.3.4"), MCP_ENOENT);
-  assert_int_equal(mcp_firewall_remove(fw, MCP_FW_COUNTRY, "kp"), 0);
+  assert_int_equal(mcp_firewall_remove(fw, MCP_FIREWALL_IP, "::FFFF:1.2.3.4"), 0);
+  assert_int_equal(mcp_firewall_remove(fw, MCP_FIREWALL_IP, "1.2.3.4"), MCP_ENOENT);
+  assert_int_equal(mcp_firewall_remove(fw, MCP_FIREWALL_COUNTRY, "kp"), 0);
   assert_int_equal(mcp_firewall_count(fw), 1);
   assert_int_equal(mcp_firewall_country_count(fw), 0);
   assert_int_equal(mcp_firewall_seal(fw), 0);
@@ -302,7 +319,7 @@ static void random_rule_edits_match_reference(void **state)
 {
   enum { N = 400, STEPS = 20000 };
   static unsigned char ref[N];
-  mcp_firewall_t *fw = mcp_firewall_new();
+  mcp_firewall_t *fw = new_firewall();
   size_t present = 0;
 
   memset(ref, 0, sizeof(ref));
@@ -311,11 +328,11 @@ static void random_rule_edits_match_reference(void **state)
     char ip[32];
     snprintf(ip, sizeof(ip), "10.0.%d.%d", k / 256, k % 256);
     if (rng() % 2) {
-      assert_int_equal(mcp_firewall_add(fw, MCP_FW_IP, ip), ref[k] ? 1 : 0);
+      assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_IP, ip), 0);
       present += !ref[k];
       ref[k] = 1;
     } else {
-      assert_int_equal(mcp_firewall_remove(fw, MCP_FW_IP, ip), ref[k] ? 0 : MCP_ENOENT);
+      assert_int_equal(mcp_firewall_remove(fw, MCP_FIREWALL_IP, ip), ref[k] ? 0 : MCP_ENOENT);
       present -= ref[k];
       ref[k] = 0;
     }
@@ -512,16 +529,16 @@ static void cidr_overlapping_nested_and_adjacent(void **state)
   mcp_firewall_unref(gap);
 
   /* Removing the outer range leaves the nested ones, and nothing else. */
-  mcp_firewall_t *c = mcp_firewall_clone(fw);
-  assert_int_equal(mcp_firewall_remove(c, MCP_FW_CIDR, "10.0.0.0/8"), 0);
-  assert_int_equal(mcp_firewall_remove(c, MCP_FW_CIDR, "10.0.0.0/9"), 0);
+  mcp_firewall_t *c = clone_firewall(fw);
+  assert_int_equal(mcp_firewall_remove(c, MCP_FIREWALL_CIDR, "10.0.0.0/8"), 0);
+  assert_int_equal(mcp_firewall_remove(c, MCP_FIREWALL_CIDR, "10.0.0.0/9"), 0);
   assert_int_equal(mcp_firewall_seal(c), 0);
   assert_int_equal(blocked(c, "10.1.0.0"), 1);
   assert_int_equal(blocked(c, "10.1.255.255"), 1);
   assert_int_equal(blocked(c, "10.0.255.255"), 0);
   assert_int_equal(blocked(c, "10.2.0.0"), 0);
   assert_int_equal(blocked(c, "10.200.0.1"), 0);
-  assert_int_equal(mcp_firewall_remove(c, MCP_FW_CIDR, "10.1.0.0/16"), 0);
+  assert_int_equal(mcp_firewall_remove(c, MCP_FIREWALL_CIDR, "10.1.0.0/16"), 0);
   assert_int_equal(mcp_firewall_seal(c), 0);
   assert_int_equal(blocked(c, "10.1.0.0"), 0);
   assert_int_equal(blocked(c, "10.1.2.0"), 1);
@@ -660,8 +677,8 @@ static void cidr_random_property_against_brute_force(void **state)
   enum { N4 = 10000, N6 = 3000, PROBES = 3000 };
   struct cidr4 *c4 = calloc(N4, sizeof(*c4));
   struct cidr6 *c6 = calloc(N6, sizeof(*c6));
-  mcp_firewall_t *fw = mcp_firewall_new();
-  char text[MCP_FW_VALUE_MAX + 16];
+  mcp_firewall_t *fw = new_firewall();
+  char text[MCP_FIREWALL_VALUE_MAX + 16];
 
   assert_non_null(c4);
   assert_non_null(c6);
@@ -672,7 +689,7 @@ static void cidr_random_property_against_brute_force(void **state)
     c4[i].net = (uint32_t)rng() & c4[i].mask;
     c4[i].live = 1;
     cidr_text4(&c4[i], p, text, sizeof(text));
-    int rc = mcp_firewall_add(fw, MCP_FW_CIDR, text);
+    int rc = mcp_firewall_add(fw, MCP_FIREWALL_CIDR, text);
     assert_true(rc == 0 || rc == 1);
   }
   for (size_t i = 0; i < N6; i++) {
@@ -682,7 +699,7 @@ static void cidr_random_property_against_brute_force(void **state)
     c6[i].net = (((u128)0x20010db8 << 96) | (rand128() >> 32 >> (rng() % 24))) & c6[i].mask;
     c6[i].live = 1;
     cidr_text6(c6[i].net, p, text, sizeof(text));
-    int rc = mcp_firewall_add(fw, MCP_FW_CIDR, text);
+    int rc = mcp_firewall_add(fw, MCP_FIREWALL_CIDR, text);
     assert_true(rc == 0 || rc == 1);
   }
   assert_int_equal(mcp_firewall_seal(fw), 0);
@@ -692,7 +709,7 @@ static void cidr_random_property_against_brute_force(void **state)
   for (size_t i = 0; i < N4; i += 3) {
     unsigned p = (unsigned)__builtin_popcount(c4[i].mask);
     cidr_text4(&c4[i], p, text, sizeof(text));
-    int rc = mcp_firewall_remove(fw, MCP_FW_CIDR, text);
+    int rc = mcp_firewall_remove(fw, MCP_FIREWALL_CIDR, text);
     assert_true(rc == 0 || (rc == MCP_ENOENT && !c4[i].live));
     for (size_t j = 0; j < N4; j++)
       if (c4[j].net == c4[i].net && c4[j].mask == c4[i].mask)
@@ -702,7 +719,7 @@ static void cidr_random_property_against_brute_force(void **state)
     unsigned p = (unsigned)(__builtin_popcountll((uint64_t)(c6[i].mask >> 64)) +
                             __builtin_popcountll((uint64_t)c6[i].mask));
     cidr_text6(c6[i].net, p, text, sizeof(text));
-    int rc = mcp_firewall_remove(fw, MCP_FW_CIDR, text);
+    int rc = mcp_firewall_remove(fw, MCP_FIREWALL_CIDR, text);
     assert_true(rc == 0 || (rc == MCP_ENOENT && !c6[i].live));
     for (size_t j = 0; j < N6; j++)
       if (c6[j].net == c6[i].net && c6[j].mask == c6[i].mask)
@@ -719,17 +736,17 @@ static void cidr_random_property_against_brute_force(void **state)
 static void many_rules_seal_and_check(void **state)
 {
   enum { N = 100000 };
-  mcp_firewall_t *fw = mcp_firewall_new();
+  mcp_firewall_t *fw = new_firewall();
   char text[64];
 
   /* 100,000 single IPs (seeding a large block list must not be quadratic). */
   for (uint32_t i = 0; i < N; i++) {
     snprintf(text, sizeof(text), "100.%u.%u.%u", (i >> 16) & 255, (i >> 8) & 255, i & 255);
-    assert_int_equal(mcp_firewall_add(fw, MCP_FW_IP, text), 0);
+    assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_IP, text), 0);
   }
   for (uint32_t i = 0; i < 1000; i++) {
     snprintf(text, sizeof(text), "2001:db8:%x::%x", i, i);
-    assert_int_equal(mcp_firewall_add(fw, MCP_FW_IP, text), 0);
+    assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_IP, text), 0);
   }
   assert_int_equal(mcp_firewall_count(fw), N + 1000);
   assert_int_equal(mcp_firewall_seal(fw), 0);
@@ -756,15 +773,15 @@ static void clone_is_independent(void **state)
   mcp_firewall_t *fw = firewall_of(ips, cidrs);
   mcp_firewall_t *reader = mcp_firewall_ref(fw);
 
-  mcp_firewall_t *c = mcp_firewall_clone(fw);
+  mcp_firewall_t *c = clone_firewall(fw);
   assert_non_null(c);
   assert_int_equal(mcp_firewall_count(c), 3);
   /* A clone of a sealed firewall can be checked straight away. */
   assert_int_equal(blocked(c, "10.9.9.9"), 1);
-  assert_int_equal(mcp_firewall_add(c, MCP_FW_IP, "2.2.2.2"), 0);
-  assert_int_equal(mcp_firewall_remove(c, MCP_FW_IP, "1.1.1.1"), 0);
-  assert_int_equal(mcp_firewall_remove(c, MCP_FW_CIDR, "10.0.0.0/8"), 0);
-  assert_int_equal(mcp_firewall_add(c, MCP_FW_CIDR, "2001:db8::/32"), 0);
+  assert_int_equal(mcp_firewall_add(c, MCP_FIREWALL_IP, "2.2.2.2"), 0);
+  assert_int_equal(mcp_firewall_remove(c, MCP_FIREWALL_IP, "1.1.1.1"), 0);
+  assert_int_equal(mcp_firewall_remove(c, MCP_FIREWALL_CIDR, "10.0.0.0/8"), 0);
+  assert_int_equal(mcp_firewall_add(c, MCP_FIREWALL_CIDR, "2001:db8::/32"), 0);
   assert_int_equal(mcp_firewall_seal(c), 0);
 
   assert_int_equal(blocked(c, "2.2.2.2"), 1);
@@ -787,13 +804,13 @@ static void clone_is_independent(void **state)
   assert_null(mcp_firewall_ref(NULL));
 
   /* Clones of empty and NULL firewalls are usable. */
-  mcp_firewall_t *e = mcp_firewall_new();
-  mcp_firewall_t *c1 = mcp_firewall_clone(e);
-  mcp_firewall_t *c2 = mcp_firewall_clone(NULL);
+  mcp_firewall_t *e = new_firewall();
+  mcp_firewall_t *c1 = clone_firewall(e);
+  mcp_firewall_t *c2 = clone_firewall(NULL);
   assert_non_null(c1);
   assert_non_null(c2);
   assert_int_equal(blocked(c1, "1.1.1.1"), 0);
-  assert_int_equal(mcp_firewall_add(c2, MCP_FW_IP, "1.1.1.1"), 0);
+  assert_int_equal(mcp_firewall_add(c2, MCP_FIREWALL_IP, "1.1.1.1"), 0);
   assert_int_equal(mcp_firewall_seal(c2), 0);
   assert_int_equal(blocked(c2, "1.1.1.1"), 1);
   assert_int_equal(blocked(e, "1.1.1.1"), 0);
@@ -803,15 +820,15 @@ static void clone_is_independent(void **state)
 }
 
 struct rules_seen {
-  char text[16][MCP_FW_VALUE_MAX + 16];
+  char text[16][MCP_FIREWALL_VALUE_MAX + 16];
   size_t n, stop_after;
 };
 
-static int collect_rule(void *data, mcp_fw_type_t type, const char *value)
+static int collect_rule(void *data, mcp_firewall_type_t type, const char *value)
 {
   struct rules_seen *s = data;
   assert_true(s->n < 16);
-  snprintf(s->text[s->n], sizeof(s->text[0]), "%s %s", mcp_fw_type_name(type), value);
+  snprintf(s->text[s->n], sizeof(s->text[0]), "%s %s", mcp_firewall_type_name(type), value);
   s->n++;
   return s->stop_after && s->n == s->stop_after ? 7 : 0;
 }
@@ -821,16 +838,16 @@ static void foreach_orders_by_type_then_value(void **state)
   static const char *const want[] = {"ip 1.2.3.4",      "ip 2001:db8::1", "ip 9.9.9.9",
                                      "cidr 10.0.0.0/8", "cidr ::/0",      "country DE",
                                      "country KP"};
-  mcp_firewall_t *fw = mcp_firewall_new();
+  mcp_firewall_t *fw = new_firewall();
   struct rules_seen s;
 
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_COUNTRY, "kp"), 0);
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_CIDR, "10.1.1.1/8"), 0);
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_IP, "9.9.9.9"), 0);
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_COUNTRY, "de"), 0);
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_IP, "2001:DB8::1"), 0);
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_CIDR, "::/0"), 0);
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_IP, "::ffff:1.2.3.4"), 0);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_COUNTRY, "kp"), 0);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_CIDR, "10.1.1.1/8"), 0);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_IP, "9.9.9.9"), 0);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_COUNTRY, "de"), 0);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_IP, "2001:DB8::1"), 0);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_CIDR, "::/0"), 0);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_IP, "::ffff:1.2.3.4"), 0);
 
   memset(&s, 0, sizeof(s));
   assert_int_equal(mcp_firewall_foreach(fw, collect_rule, &s), 0);
@@ -931,12 +948,12 @@ static void country_rules_block_with_geoip(void **state)
   struct geo_fixture *f = *state;
   mcp_geoip_t *g = NULL;
   char err[512] = "";
-  mcp_firewall_t *fw = mcp_firewall_new();
+  mcp_firewall_t *fw = new_firewall();
 
   assert_int_equal(mcp_geoip_open(f->path, &g, err, sizeof(err)), 0);
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_COUNTRY, "kp"), 0);
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_COUNTRY, "CU"), 0);
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_COUNTRY, "FR"), 0);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_COUNTRY, "kp"), 0);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_COUNTRY, "CU"), 0);
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_COUNTRY, "FR"), 0);
   assert_int_equal(mcp_firewall_seal(fw), 0);
 
   /* Without a database, country rules match nothing. */
@@ -956,9 +973,9 @@ static void country_rules_block_with_geoip(void **state)
   assert_int_equal(blocked(fw, "::1"), 0);
 
   /* A clone shares the database; removing a rule there does not touch the original. */
-  mcp_firewall_t *c = mcp_firewall_clone(fw);
+  mcp_firewall_t *c = clone_firewall(fw);
   assert_ptr_equal(mcp_firewall_geoip(c), g);
-  assert_int_equal(mcp_firewall_remove(c, MCP_FW_COUNTRY, "KP"), 0);
+  assert_int_equal(mcp_firewall_remove(c, MCP_FIREWALL_COUNTRY, "KP"), 0);
   assert_int_equal(mcp_firewall_seal(c), 0);
   assert_int_equal(blocked(c, "127.0.0.3"), 0);
   assert_int_equal(blocked(fw, "127.0.0.3"), 1);
@@ -970,7 +987,7 @@ static void country_rules_block_with_geoip(void **state)
   mcp_firewall_unref(c);
 
   /* With a database but no country rules, nothing is blocked by country. */
-  mcp_firewall_t *plain = mcp_firewall_new();
+  mcp_firewall_t *plain = new_firewall();
   mcp_firewall_set_geoip(plain, mcp_firewall_geoip(fw));
   assert_int_equal(blocked(plain, "127.0.0.3"), 0);
   mcp_firewall_unref(plain);

@@ -19,6 +19,23 @@
 
 #include "mcproxy/mcproxy.h"
 
+/* The constructors, asserting success. */
+static mcp_routes_t *new_routes(void)
+{
+  mcp_routes_t *rt = NULL;
+  assert_int_equal(mcp_routes_new(&rt), 0);
+  assert_non_null(rt);
+  return rt;
+}
+
+static mcp_firewall_t *new_firewall(void)
+{
+  mcp_firewall_t *fw = NULL;
+  assert_int_equal(mcp_firewall_new(&fw), 0);
+  assert_non_null(fw);
+  return fw;
+}
+
 #define MAX_BYTES 4096
 
 typedef struct side_s {
@@ -84,7 +101,7 @@ static void on_record(void *data, const mcp_conn_record_t *rec)
 {
   fixture_t *f = data;
   f->records++;
-  snprintf(f->last_outcome, sizeof(f->last_outcome), "%s", mcp_outcome_name(rec->outcome));
+  snprintf(f->last_outcome, sizeof(f->last_outcome), "%s", mcp_conn_outcome_name(rec->outcome));
 }
 
 /* Runs the loop until *flag is non-zero or 5 s pass. */
@@ -126,7 +143,7 @@ static int setup(void **state)
       .data = f,
   };
   assert_int_equal(mcp_listener_new(&f->loop, &cfg, &f->l), 0);
-  mcp_routes_t *rt = mcp_routes_new();
+  mcp_routes_t *rt = new_routes();
   assert_int_equal(mcp_routes_put(rt, "app.example.com", f->backend_addr), 0);
   mcp_listener_set_routes(f->l, rt);
   mcp_routes_unref(rt);
@@ -259,7 +276,7 @@ static void relays_hello_byte_for_byte_then_both_ways(void **state)
 static void unknown_sni_is_closed_without_reaching_a_backend(void **state)
 {
   fixture_t *f = *state;
-  mcp_routes_t *rt = mcp_routes_new();
+  mcp_routes_t *rt = new_routes();
   assert_int_equal(mcp_routes_put(rt, "other.example.com", f->backend_addr), 0);
   mcp_listener_set_routes(f->l, rt);
   mcp_routes_unref(rt);
@@ -282,8 +299,8 @@ static void unknown_sni_is_closed_without_reaching_a_backend(void **state)
 static void blocked_client_is_reset(void **state)
 {
   fixture_t *f = *state;
-  mcp_firewall_t *fw = mcp_firewall_new();
-  assert_int_equal(mcp_firewall_add(fw, MCP_FW_CIDR, "127.0.0.0/8"), 0);
+  mcp_firewall_t *fw = new_firewall();
+  assert_int_equal(mcp_firewall_add(fw, MCP_FIREWALL_CIDR, "127.0.0.0/8"), 0);
   assert_int_equal(mcp_listener_set_firewall(f->l, fw), 0);
   mcp_firewall_unref(fw);
 

@@ -21,6 +21,21 @@
 
 #include "../../lib/store.c"
 
+/* The store's predicates, asserting that the query itself succeeds. */
+static int schema_version(mcp_store_t *st)
+{
+  int v = -1;
+  assert_int_equal(mcp_store_schema_version(st, &v), 0);
+  return v;
+}
+
+static int store_empty(mcp_store_t *st)
+{
+  int e = -1;
+  assert_int_equal(mcp_store_is_empty(st, &e), 0);
+  return e;
+}
+
 typedef struct test_ctx_s {
   char dir[64];
   char db[128];
@@ -153,7 +168,7 @@ static int dump_route(void *data, const char *l, const char *h, const char *b)
   return dump_add(data, "R %s %s %s\n", l, h, b);
 }
 
-static int dump_rule(void *data, mcp_fw_type_t type, const char *value)
+static int dump_rule(void *data, mcp_firewall_type_t type, const char *value)
 {
   return dump_add(data, "F %d %s\n", (int)type, value);
 }
@@ -182,8 +197,8 @@ static void fresh_open_creates_schema_v3_in_wal_mode(void **state)
   int64_t before = (int64_t)time(NULL);
   t->st = open_ok(t);
   int64_t after = (int64_t)time(NULL);
-  assert_int_equal(mcp_store_schema_version(t->st), 3);
-  assert_int_equal(mcp_store_is_empty(t->st), 1);
+  assert_int_equal(schema_version(t->st), 3);
+  assert_int_equal(store_empty(t->st), 1);
 
   /* The store's own connection enforces foreign keys and waits for locks. */
   assert_int_equal(raw_int(t->st->db, "PRAGMA foreign_keys"), 1);
@@ -223,7 +238,7 @@ static void reopen_is_a_no_op(void **state)
   sqlite3_close(raw);
 
   t->st = open_ok(t);
-  assert_int_equal(mcp_store_schema_version(t->st), 3);
+  assert_int_equal(schema_version(t->st), 3);
   raw = raw_open(t->db);
   assert_int_equal(raw_int(raw, "SELECT COUNT(*) FROM schema_migrations"), 3);
   assert_int_equal(raw_int(raw, "SELECT COUNT(*) FROM schema_migrations WHERE applied_at = 12345"),
@@ -263,7 +278,7 @@ static void migrates_version_2_database_to_3(void **state)
   sqlite3_close(raw);
 
   t->st = open_ok(t);
-  assert_int_equal(mcp_store_schema_version(t->st), 3);
+  assert_int_equal(schema_version(t->st), 3);
   dump_t d;
   dump(t->st, &d);
   assert_string_equal(d.buf, "L [::]:25565 0\n"
@@ -282,7 +297,7 @@ static void migrates_version_2_database_to_3(void **state)
   assert_int_not_equal(
       sqlite3_exec(raw, "UPDATE listeners SET max_connections = -1", NULL, NULL, NULL), SQLITE_OK);
   sqlite3_close(raw);
-  assert_int_equal(mcp_store_update_listener_max_connections(t->st, "[::]:25565", 50), 0);
+  assert_int_equal(mcp_store_listener_set_max_connections(t->st, "[::]:25565", 50), 0);
   dump(t->st, &d);
   assert_non_null(strstr(d.buf, "L [::]:25565 50\n"));
 }
@@ -405,33 +420,33 @@ static void firewall_add_is_idempotent_and_remove(void **state)
 {
   test_ctx_t *t = *state;
   t->st = open_ok(t);
-  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FW_IP, "192.0.2.1"), 0);
-  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FW_IP, "192.0.2.1"), 1);
+  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FIREWALL_IP, "192.0.2.1"), 0);
+  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FIREWALL_IP, "192.0.2.1"), 0);
   /* The same text under another type is another rule. */
-  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FW_COUNTRY, "192.0.2.1"), 0);
+  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FIREWALL_COUNTRY, "192.0.2.1"), 0);
   assert_int_equal(raw_int(t->st->db, "SELECT COUNT(*) FROM firewall_rules"), 2);
-  assert_int_equal(mcp_store_firewall_add(t->st, (mcp_fw_type_t)9, "x"), MCP_EINVAL);
+  assert_int_equal(mcp_store_firewall_add(t->st, (mcp_firewall_type_t)9, "x"), MCP_EINVAL);
 
-  assert_int_equal(mcp_store_firewall_remove(t->st, MCP_FW_IP, "192.0.2.1"), 0);
-  assert_int_equal(mcp_store_firewall_remove(t->st, MCP_FW_IP, "192.0.2.1"), MCP_ENOENT);
-  assert_int_equal(mcp_store_firewall_remove(t->st, MCP_FW_CIDR, "192.0.2.1"), MCP_ENOENT);
-  assert_int_equal(mcp_store_firewall_remove(t->st, (mcp_fw_type_t)0, "192.0.2.1"), MCP_EINVAL);
+  assert_int_equal(mcp_store_firewall_remove(t->st, MCP_FIREWALL_IP, "192.0.2.1"), 0);
+  assert_int_equal(mcp_store_firewall_remove(t->st, MCP_FIREWALL_IP, "192.0.2.1"), MCP_ENOENT);
+  assert_int_equal(mcp_store_firewall_remove(t->st, MCP_FIREWALL_CIDR, "192.0.2.1"), MCP_ENOENT);
+  assert_int_equal(mcp_store_firewall_remove(t->st, (mcp_firewall_type_t)0, "192.0.2.1"), MCP_EINVAL);
   dump_t d;
   dump(t->st, &d);
   assert_string_equal(d.buf, "F 3 192.0.2.1\n");
 }
 
-static void update_listener_max_connections(void **state)
+static void listener_set_max_connections(void **state)
 {
   test_ctx_t *t = *state;
   dump_t d;
   t->st = open_ok(t);
   assert_int_equal(mcp_store_listener_add(t->st, "0.0.0.0:25565", 10), 0);
-  assert_int_equal(mcp_store_update_listener_max_connections(t->st, "0.0.0.0:25565", 200), 0);
+  assert_int_equal(mcp_store_listener_set_max_connections(t->st, "0.0.0.0:25565", 200), 0);
   /* Setting the value it already has matched a row, so it is not "not found". */
-  assert_int_equal(mcp_store_update_listener_max_connections(t->st, "0.0.0.0:25565", 200), 0);
-  assert_int_equal(mcp_store_update_listener_max_connections(t->st, "0.0.0.0:1", 5), MCP_ENOENT);
-  assert_int_equal(mcp_store_update_listener_max_connections(t->st, "0.0.0.0:25565", -3),
+  assert_int_equal(mcp_store_listener_set_max_connections(t->st, "0.0.0.0:25565", 200), 0);
+  assert_int_equal(mcp_store_listener_set_max_connections(t->st, "0.0.0.0:1", 5), MCP_ENOENT);
+  assert_int_equal(mcp_store_listener_set_max_connections(t->st, "0.0.0.0:25565", -3),
                    MCP_ERANGE);
   dump(t->st, &d);
   assert_string_equal(d.buf, "L 0.0.0.0:25565 200\n");
@@ -449,14 +464,14 @@ static void seeding_commits_in_one_transaction(void **state)
   assert_int_equal(mcp_store_begin(t->st), MCP_EIO);
   assert_int_equal(mcp_store_listener_add(t->st, "0.0.0.0:25565", 3), 0);
   assert_int_equal(mcp_store_route_put(t->st, "0.0.0.0:25565", "a.example", "10.0.0.1:1"), 0);
-  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FW_CIDR, "198.51.100.0/24"), 0);
+  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FIREWALL_CIDR, "198.51.100.0/24"), 0);
   /* A failed mutation inside the transaction undoes only itself. */
   assert_int_equal(mcp_store_listener_add(t->st, "0.0.0.0:25565", 0), MCP_EEXIST);
   assert_int_equal(mcp_store_route_put(t->st, "0.0.0.0:25565", "b.example", "10.0.0.2:1"), 0);
   /* The whole batch is invisible to other connections until it commits. */
   assert_int_equal(raw_int(raw, "SELECT COUNT(*) FROM listeners"), 0);
   /* Reads through the store see the open transaction. */
-  assert_int_equal(mcp_store_is_empty(t->st), 0);
+  assert_int_equal(store_empty(t->st), 0);
   dump_t d;
   dump(t->st, &d);
   assert_int_equal(d.calls, 4);
@@ -476,27 +491,27 @@ static void seeding_rollback_leaves_nothing(void **state)
   assert_int_equal(mcp_store_begin(t->st), 0);
   assert_int_equal(mcp_store_listener_add(t->st, "0.0.0.0:25565", 3), 0);
   assert_int_equal(mcp_store_route_put(t->st, "0.0.0.0:25565", "a.example", "10.0.0.1:1"), 0);
-  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FW_IP, "203.0.113.9"), 0);
+  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FIREWALL_IP, "203.0.113.9"), 0);
   mcp_store_rollback(t->st);
-  assert_int_equal(mcp_store_is_empty(t->st), 1);
+  assert_int_equal(store_empty(t->st), 1);
   assert_int_equal(raw_int(t->st->db, "SELECT COUNT(*) FROM routes"), 0);
   /* The handle works normally afterwards (each mutation in its own transaction again). */
   mcp_store_rollback(t->st);
   assert_int_equal(mcp_store_listener_add(t->st, "0.0.0.0:25565", 3), 0);
-  assert_int_equal(mcp_store_is_empty(t->st), 0);
+  assert_int_equal(store_empty(t->st), 0);
 }
 
 static void is_empty_before_and_after(void **state)
 {
   test_ctx_t *t = *state;
   t->st = open_ok(t);
-  assert_int_equal(mcp_store_is_empty(t->st), 1);
-  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FW_COUNTRY, "XX"), 0);
-  assert_int_equal(mcp_store_is_empty(t->st), 0);
-  assert_int_equal(mcp_store_firewall_remove(t->st, MCP_FW_COUNTRY, "XX"), 0);
-  assert_int_equal(mcp_store_is_empty(t->st), 1);
+  assert_int_equal(store_empty(t->st), 1);
+  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FIREWALL_COUNTRY, "XX"), 0);
+  assert_int_equal(store_empty(t->st), 0);
+  assert_int_equal(mcp_store_firewall_remove(t->st, MCP_FIREWALL_COUNTRY, "XX"), 0);
+  assert_int_equal(store_empty(t->st), 1);
   assert_int_equal(mcp_store_listener_add(t->st, "0.0.0.0:25565", 0), 0);
-  assert_int_equal(mcp_store_is_empty(t->st), 0);
+  assert_int_equal(store_empty(t->st), 0);
 }
 
 static void load_walks_in_documented_order(void **state)
@@ -508,10 +523,10 @@ static void load_walks_in_documented_order(void **state)
   assert_int_equal(mcp_store_route_put(t->st, "b:2", "z.example", "z:1"), 0);
   assert_int_equal(mcp_store_route_put(t->st, "b:2", "m.example", "m:1"), 0);
   assert_int_equal(mcp_store_route_put(t->st, "a:1", "y.example", "y:1"), 0);
-  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FW_COUNTRY, "AA"), 0);
-  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FW_IP, "192.0.2.9"), 0);
-  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FW_CIDR, "10.0.0.0/8"), 0);
-  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FW_IP, "192.0.2.1"), 0);
+  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FIREWALL_COUNTRY, "AA"), 0);
+  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FIREWALL_IP, "192.0.2.9"), 0);
+  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FIREWALL_CIDR, "10.0.0.0/8"), 0);
+  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FIREWALL_IP, "192.0.2.1"), 0);
 
   dump_t d;
   dump(t->st, &d);
@@ -575,11 +590,11 @@ static void busy_database_returns_ebusy_and_changes_nothing(void **state)
   assert_true(waited < 2000.0);
   assert_true(strlen(mcp_store_errmsg(t->st)) > 0);
   assert_int_equal(mcp_store_route_put(t->st, "a:1", "x.example", "x:1"), MCP_EBUSY);
-  assert_int_equal(mcp_store_update_listener_max_connections(t->st, "a:1", 9), MCP_EBUSY);
-  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FW_IP, "192.0.2.1"), MCP_EBUSY);
+  assert_int_equal(mcp_store_listener_set_max_connections(t->st, "a:1", 9), MCP_EBUSY);
+  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FIREWALL_IP, "192.0.2.1"), MCP_EBUSY);
   assert_int_equal(mcp_store_begin(t->st), MCP_EBUSY);
   /* WAL: readers are not blocked by the writer. */
-  assert_int_equal(mcp_store_is_empty(t->st), 0);
+  assert_int_equal(store_empty(t->st), 0);
   dump_t d;
   dump(t->st, &d);
   assert_string_equal(d.buf, "L a:1 0\n");
@@ -630,7 +645,7 @@ static void read_only_connection_is_eio(void **state)
   raw_exec(t->st->db, "PRAGMA query_only = ON");
   assert_int_equal(mcp_store_listener_add(t->st, "b:2", 0), MCP_EIO);
   assert_true(strlen(mcp_store_errmsg(t->st)) > 0);
-  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FW_IP, "192.0.2.1"), MCP_EIO);
+  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FIREWALL_IP, "192.0.2.1"), MCP_EIO);
   assert_int_equal(sqlite3_get_autocommit(t->st->db), 1);
   raw_exec(t->st->db, "PRAGMA query_only = OFF");
   dump_t d;
@@ -650,7 +665,7 @@ static void snapshot_while_another_connection_writes(void **state)
   t->st = open_ok(t);
   assert_int_equal(mcp_store_listener_add(t->st, "a:1", 4), 0);
   assert_int_equal(mcp_store_route_put(t->st, "a:1", "x.example", "x:1"), 0);
-  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FW_CIDR, "10.0.0.0/8"), 0);
+  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FIREWALL_CIDR, "10.0.0.0/8"), 0);
   dump_t before;
   dump(t->st, &before);
 
@@ -677,7 +692,7 @@ static void snapshot_while_another_connection_writes(void **state)
   char ok[16];
   raw_text(copy->db, "PRAGMA integrity_check", ok, sizeof(ok));
   assert_string_equal(ok, "ok");
-  assert_int_equal(mcp_store_schema_version(copy), 3);
+  assert_int_equal(schema_version(copy), 3);
   dump_t after;
   dump(copy, &after);
   assert_string_equal(after.buf, before.buf);
@@ -713,20 +728,20 @@ static void snapshot_refusals(void **state)
 /* The type names the store writes are the ones the schema's CHECK constraint allows. */
 static void every_rule_type_fits_the_schema(void **state)
 {
-  static const mcp_fw_type_t types[] = {MCP_FW_IP, MCP_FW_CIDR, MCP_FW_COUNTRY};
+  static const mcp_firewall_type_t types[] = {MCP_FIREWALL_IP, MCP_FIREWALL_CIDR, MCP_FIREWALL_COUNTRY};
   static const char *const values[] = {"192.0.2.1", "192.0.2.0/24", "KP"};
   for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
-    const char *name = mcp_fw_type_name(types[i]);
+    const char *name = mcp_firewall_type_name(types[i]);
     assert_non_null(name);
-    mcp_fw_type_t back = 0;
-    assert_int_equal(mcp_fw_type_parse(name, &back), 0);
+    mcp_firewall_type_t back = 0;
+    assert_int_equal(mcp_firewall_type_parse(name, &back), 0);
     assert_int_equal(back, types[i]);
   }
   test_ctx_t *t = *state;
   t->st = open_ok(t); /* closed by teardown */
   for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
     assert_int_equal(mcp_store_firewall_add(t->st, types[i], values[i]), 0);
-  assert_int_equal(mcp_store_firewall_add(t->st, (mcp_fw_type_t)4, "x"), MCP_EINVAL);
+  assert_int_equal(mcp_store_firewall_add(t->st, (mcp_firewall_type_t)4, "x"), MCP_EINVAL);
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -744,7 +759,7 @@ int main(void)
       T(route_put_upsert_and_remove),
       T(route_for_unknown_listener_is_enoent),
       T(firewall_add_is_idempotent_and_remove),
-      T(update_listener_max_connections),
+      T(listener_set_max_connections),
       T(seeding_commits_in_one_transaction),
       T(seeding_rollback_leaves_nothing),
       T(is_empty_before_and_after),

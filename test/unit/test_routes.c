@@ -1,7 +1,8 @@
 /*
- * Unit tests of lib/router.c through its public API: backend parsing (good and hostile input),
- * loop detection against listener addresses, and route tables (normalisation, upsert, remove,
- * clone independence, ordered iteration, and a 100,000-route table).
+ * Unit tests of lib/backend.c and lib/routes.c through their public API: backend parsing (good
+ * and hostile input), loop detection against listener addresses, and route tables
+ * (normalisation, upsert, remove, clone independence, ordered iteration, and a 100,000-route
+ * table).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,7 +16,24 @@
 #include <cmocka.h>
 
 #include "mcproxy/error.h"
-#include "mcproxy/router.h"
+#include "mcproxy/routes.h"
+
+/* The constructors, asserting success. */
+static mcp_routes_t *new_routes(void)
+{
+  mcp_routes_t *rt = NULL;
+  assert_int_equal(mcp_routes_new(&rt), 0);
+  assert_non_null(rt);
+  return rt;
+}
+
+static mcp_routes_t *clone_routes(const mcp_routes_t *src)
+{
+  mcp_routes_t *rt = NULL;
+  assert_int_equal(mcp_routes_clone(src, &rt), 0);
+  assert_non_null(rt);
+  return rt;
+}
 
 /* ---- helpers ----------------------------------------------------------------------------- */
 
@@ -342,7 +360,7 @@ static void loops_to_ignores_hostname_backends(void **state)
 
 static void routes_lookup_is_case_insensitive_and_ignores_trailing_dot(void **state)
 {
-  mcp_routes_t *rt = mcp_routes_new();
+  mcp_routes_t *rt = new_routes();
   const mcp_backend_t *b;
 
   assert_non_null(rt);
@@ -377,7 +395,7 @@ static void routes_lookup_is_case_insensitive_and_ignores_trailing_dot(void **st
 
 static void routes_lookup_miss(void **state)
 {
-  mcp_routes_t *rt = mcp_routes_new();
+  mcp_routes_t *rt = new_routes();
 
   assert_null(mcp_routes_lookup(rt, "a.example.com", 13));
   assert_int_equal(mcp_routes_put(rt, "a.example.com", "10.0.0.1:443"), 0);
@@ -389,7 +407,7 @@ static void routes_lookup_miss(void **state)
 
 static void routes_put_upserts(void **state)
 {
-  mcp_routes_t *rt = mcp_routes_new();
+  mcp_routes_t *rt = new_routes();
   const mcp_backend_t *b;
 
   assert_int_equal(mcp_routes_put(rt, "app.example.com", "10.0.0.1:443"), 0);
@@ -409,7 +427,7 @@ static void routes_put_upserts(void **state)
 
 static void routes_put_rejects_bad_input_and_leaves_table_unchanged(void **state)
 {
-  mcp_routes_t *rt = mcp_routes_new();
+  mcp_routes_t *rt = new_routes();
   char *longname = long_hostname(MCP_HOSTNAME_MAX + 1);
 
   assert_int_equal(mcp_routes_put(rt, "app.example.com", "10.0.0.1:443"), 0);
@@ -433,7 +451,7 @@ static void routes_put_rejects_bad_input_and_leaves_table_unchanged(void **state
 
 static void routes_remove_reports_missing_routes(void **state)
 {
-  mcp_routes_t *rt = mcp_routes_new();
+  mcp_routes_t *rt = new_routes();
 
   assert_int_equal(mcp_routes_remove(rt, "a.example.com"), MCP_ENOENT);
   assert_int_equal(mcp_routes_put(rt, "a.example.com", "10.0.0.1:443"), 0);
@@ -455,7 +473,7 @@ static void routes_remove_reports_missing_routes(void **state)
 
 static void routes_clone_is_independent(void **state)
 {
-  mcp_routes_t *orig = mcp_routes_new();
+  mcp_routes_t *orig = new_routes();
 
   assert_int_equal(mcp_routes_put(orig, "a.example.com", "10.0.0.1:443"), 0);
   assert_int_equal(mcp_routes_put(orig, "b.example.com", "10.0.0.2:443"), 0);
@@ -465,7 +483,7 @@ static void routes_clone_is_independent(void **state)
   mcp_routes_t *reader = mcp_routes_ref(orig);
   assert_ptr_equal(reader, orig);
   const mcp_backend_t *held = mcp_routes_lookup(reader, "a.example.com", 13);
-  mcp_routes_t *clone = mcp_routes_clone(orig);
+  mcp_routes_t *clone = clone_routes(orig);
   assert_non_null(clone);
   assert_ptr_not_equal(clone, orig);
   assert_int_equal(mcp_routes_count(clone), 3);
@@ -492,9 +510,9 @@ static void routes_clone_is_independent(void **state)
   assert_null(mcp_routes_ref(NULL));
 
   /* Clones of an empty table and of NULL are empty, editable tables. */
-  mcp_routes_t *empty = mcp_routes_new();
-  mcp_routes_t *c1 = mcp_routes_clone(empty);
-  mcp_routes_t *c2 = mcp_routes_clone(NULL);
+  mcp_routes_t *empty = new_routes();
+  mcp_routes_t *c1 = clone_routes(empty);
+  mcp_routes_t *c2 = clone_routes(NULL);
   assert_non_null(c1);
   assert_non_null(c2);
   assert_int_equal(mcp_routes_put(c1, "x.com", "10.0.0.1:1"), 0);
@@ -530,7 +548,7 @@ static void routes_foreach_visits_in_hostname_order(void **state)
                                        "b-1.net",   "b.net", "m.example.org", "mid.dle",
                                        "zeta.com",  "zz.top"};
   const size_t n = sizeof(names) / sizeof(names[0]);
-  mcp_routes_t *rt = mcp_routes_new();
+  mcp_routes_t *rt = new_routes();
   struct collect c;
 
   for (size_t i = 0; i < n; i++) {
@@ -555,7 +573,7 @@ static void routes_foreach_visits_in_hostname_order(void **state)
   assert_int_equal(c.n, 3);
 
   /* An empty table calls nothing. */
-  mcp_routes_t *empty = mcp_routes_new();
+  mcp_routes_t *empty = new_routes();
   memset(&c, 0, sizeof(c));
   assert_int_equal(mcp_routes_foreach(empty, collect_cb, &c), 0);
   assert_int_equal(c.n, 0);
@@ -571,7 +589,7 @@ static void routes_random_edits_match_reference(void **state)
 {
   enum { NAMES = 300, STEPS = 20000 };
   static int ref[NAMES]; /* 0 = absent, else backend port */
-  mcp_routes_t *rt = mcp_routes_new();
+  mcp_routes_t *rt = new_routes();
   size_t present = 0;
 
   memset(ref, 0, sizeof(ref));
@@ -612,7 +630,7 @@ static void routes_random_edits_match_reference(void **state)
 static void routes_handle_100k_entries(void **state)
 {
   enum { N = 100000 };
-  mcp_routes_t *rt = mcp_routes_new();
+  mcp_routes_t *rt = new_routes();
   char name[64], backend[32];
 
   for (int i = 0; i < N; i++) {
@@ -631,7 +649,7 @@ static void routes_handle_100k_entries(void **state)
   }
   assert_null(mcp_routes_lookup(rt, "host100000.example.com", 22));
 
-  mcp_routes_t *clone = mcp_routes_clone(rt);
+  mcp_routes_t *clone = clone_routes(rt);
   assert_non_null(clone);
   assert_int_equal(mcp_routes_count(clone), N);
   for (int i = 0; i < N; i += 2) {

@@ -1,5 +1,5 @@
 /*
- * router: per-listener route tables (SNI hostname -> backend).
+ * routes: per-listener route tables (SNI hostname -> backend).
  *
  * A table is built or copied by one thread, then published to a listener with
  * mcp_listener_set_routes(). From then on it is an immutable snapshot shared by reference
@@ -10,16 +10,14 @@
  *
  * Lookups are exact and case-insensitive (hostnames are stored normalised), O(1) on average.
  */
-#ifndef MCPROXY_ROUTER_H
-#define MCPROXY_ROUTER_H
+#ifndef MCPROXY_ROUTES_H
+#define MCPROXY_ROUTES_H
 
 #include <stddef.h>
 #include <stdint.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 
+#include "mcproxy/backend.h"
 #include "mcproxy/error.h"
-#include "mcproxy/hostname.h"
 
 /* Signals: libmcproxy never installs a signal handler or changes a signal mask. It writes to
  * sockets with write(2) and splice(2) (through libuv, without MSG_NOSIGNAL), which raise SIGPIPE
@@ -29,46 +27,16 @@
 extern "C" {
 #endif
 
-/* Longest canonical backend text: "[" IPv6 "]:" port or hostname ":" port, plus NUL. */
-#define MCP_BACKEND_MAX (MCP_HOSTNAME_MAX + 8)
-
-/*
- * A parsed backend. IP literals are resolved at parse time (addr.sa.sa_family is AF_INET or
- * AF_INET6, port included, and the data plane connects without DNS); a hostname backend has
- * family AF_UNSPEC and is resolved at connect time: its hostname is text[0..host_len). text is
- * the canonical form ("10.0.0.1:443", "[2001:db8::1]:443", "backend.internal:443").
- */
-typedef struct mcp_backend_s {
-  union {
-    struct sockaddr sa;
-    struct sockaddr_in in;
-    struct sockaddr_in6 in6;
-  } addr;
-  uint16_t port;
-  uint16_t host_len; /* hostname backends: length of the hostname prefix of text; else 0 */
-  char text[MCP_BACKEND_MAX];
-} mcp_backend_t;
-
-/*
- * Parses "IPv4:port", "[IPv6]:port" or "hostname:port" (port 1-65535; a trailing dot on the
- * hostname is dropped). Returns 0 or MCP_EINVAL.
- */
-int mcp_backend_parse(const char *in, mcp_backend_t *out);
-
-/*
- * Returns 1 if connecting to backend would reach the listener bound at listen_addr (the same
- * address and port, or a wildcard listener and a loopback/unspecified/local-interface backend on
- * the same port), else 0. Hostname backends are not resolved and return 0.
- */
-int mcp_backend_loops_to(const mcp_backend_t *backend, const struct sockaddr *listen_addr);
-
 typedef struct mcp_routes_s mcp_routes_t;
 
-/* A new empty table with reference count 1, or NULL when out of memory. */
-mcp_routes_t *mcp_routes_new(void);
+/* Creates an empty table with reference count 1 in *out. Returns 0 or MCP_ENOMEM. */
+int mcp_routes_new(mcp_routes_t **out);
 
-/* A deep copy of src with reference count 1 (to edit and publish), or NULL when out of memory. */
-mcp_routes_t *mcp_routes_clone(const mcp_routes_t *src);
+/*
+ * Creates a deep copy of src (NULL: an empty table) with reference count 1 in *out, to edit
+ * and publish. Returns 0 or MCP_ENOMEM (*out untouched).
+ */
+int mcp_routes_clone(const mcp_routes_t *src, mcp_routes_t **out);
 
 /*
  * Adds or replaces hostname -> backend (both validated and normalised). Returns 0, MCP_EINVAL
@@ -92,8 +60,8 @@ size_t mcp_routes_count(const mcp_routes_t *rt);
  * Calls cb for every route in hostname order; stops early and returns cb's value when it is
  * non-zero, else returns 0.
  */
-typedef int (*mcp_route_cb)(void *data, const char *hostname, const mcp_backend_t *backend);
-int mcp_routes_foreach(const mcp_routes_t *rt, mcp_route_cb cb, void *data);
+typedef int (*mcp_routes_cb)(void *data, const char *hostname, const mcp_backend_t *backend);
+int mcp_routes_foreach(const mcp_routes_t *rt, mcp_routes_cb cb, void *data);
 
 /* Reference counting (atomic). unref frees the table when the count reaches zero; NULL is ok. */
 mcp_routes_t *mcp_routes_ref(mcp_routes_t *rt);

@@ -1,0 +1,55 @@
+/*
+ * conn: what a listener reports about each connection when it ends (see listener.h,
+ * mcp_listener_config_t.on_conn_end). The connection object itself is internal (lib/conn.c).
+ */
+#ifndef MCPROXY_CONN_H
+#define MCPROXY_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Signals: libmcproxy never installs a signal handler or changes a signal mask. It writes to
+ * sockets with write(2) and splice(2) (through libuv, without MSG_NOSIGNAL), which raise SIGPIPE
+ * when a peer has gone, so a program that runs listeners must ignore SIGPIPE
+ * (signal(SIGPIPE, SIG_IGN)) before it starts one. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* How a connection ended, as logged in outcome=. */
+typedef enum mcp_conn_outcome_e {
+  MCP_CONN_OUTCOME_OK = 0,
+  MCP_CONN_OUTCOME_LIMIT,
+  MCP_CONN_OUTCOME_BLOCKED,
+  MCP_CONN_OUTCOME_UNROUTED,
+  MCP_CONN_OUTCOME_TIMEOUT,
+  MCP_CONN_OUTCOME_BACKEND_ERROR,
+} mcp_conn_outcome_t;
+
+/* "ok", "limit", "blocked", "unrouted", "timeout", "backend_error". */
+const char *mcp_conn_outcome_name(mcp_conn_outcome_t outcome);
+
+/* What is known about a connection when it ends. Strings are "-" when unknown. */
+typedef struct mcp_conn_record_s {
+  const char *listener;
+  const char *client;  /* "ip:port" or "[ip]:port" */
+  const char *sni;
+  const char *backend;
+  mcp_conn_outcome_t outcome;
+  uint64_t bytes_in;   /* client -> backend, ClientHello included */
+  uint64_t bytes_out;  /* backend -> client */
+  uint64_t duration_ms;
+} mcp_conn_record_t;
+
+/*
+ * Formats rec as one log line without a newline:
+ * "listener=... client=... sni=... backend=... outcome=... bytes_in=N bytes_out=N duration_ms=N".
+ * Returns the length snprintf would have written.
+ */
+int mcp_conn_record_format(const mcp_conn_record_t *rec, char *buf, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

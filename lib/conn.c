@@ -1,0 +1,377 @@
+/*
+ * conn: the connection object, the buffer pools, the timeout lists and the close.
+ *
+ * lib/listener.c creates connections and walks them from accept to route; lib/relay.c takes
+ * them from connect to the end of the relay. Both call in here; nothing here calls them. The
+ * order below follows a connection: its object, the buffers it borrows, the timeout list it
+ * sits on, then its close and the record it leaves. See docs/ARCHITECTURE.md.
+ */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conn_internal.h"
+
+static void timer_cb(uv_timer_t *timer);
+
+int mcp__conns_init(mcp__conns_t *cs, uv_loop_t *loop, const uint64_t timeouts_ms[MCP__T_COUNT],
+                    int copy_relay)
+{
+  memset(cs, 0, sizeof(*cs));
+  cs->loop = loop;
+  for (int i = 0; i < MCP__T_COUNT; i++)
+    cs->tlists[i].timeout_ms = timeouts_ms[i];
+  cs->hello_pool.size = MCP__HELLO_CHUNK;
+  cs->relay_pool.size = MCP__RELAY_CHUNK;
+  cs->splice_r = cs->splice_w = -1;
+  int pfd[2];
+  if (!copy_relay && pipe2(pfd, O_NONBLOCK | O_CLOEXEC) == 0) {
+    cs->splice_r = pfd[0];
+    cs->splice_w = pfd[1];
+  }
+  int err = uv_timer_init(loop, &cs->timer);
+  if (err) {
+    if (cs->splice_r >= 0) {
+      close(cs->splice_r);
+      close(cs->splice_w);
+    }
+    return err;
+  }
+  cs->timer.data = cs;
+  return 0;
+}
+
+/* ---- connection objects ---- */
+
+int mcp__conn_new(mcp__conns_t *cs, mcp__conn_t **out)
+{
+  mcp__conn_t *c = cs->free;
+  if (c) {
+    cs->free = c->tnext;
+    cs->free_len--;
+  } else {
+    c = malloc(sizeof(*c));
+    if (!c)
+      return UV_ENOMEM;
+  }
+  cs->live++;
+  memset(c, 0, offsetof(mcp__conn_t, sni));
+  c->sni[0] = '\0';
+  c->backend_text[0] = '\0';
+  c->cs = cs;
+  c->tlist = MCP__T_NONE;
+  c->started_ms = uv_now(cs->loop);
+  *out = c;
+  return 0;
+}
+
+/* After both handles have closed: back to the free list (or to malloc). */
+static void conn_release(mcp__conn_t *c)
+{
+  mcp__conns_t *cs = c->cs;
+  cs->live--;
+  if (cs->free_len < MCP__CONN_KEEP) {
+    c->tnext = cs->free;
+    cs->free = c;
+    cs->free_len++;
+  } else {
+    free(c);
+  }
+  /* Last: on_empty may free cs itself. */
+  if (cs->live == 0 && cs->on_empty)
+    cs->on_empty(cs);
+}
+
+/* ---- buffer pools ---- */
+
+mcp__chunk_t *mcp__pool_get(mcp__pool_t *pool)
+{
+  mcp__chunk_t *ch = pool->free;
+  if (ch) {
+    pool->free = ch->u.next;
+    pool->len--;
+    return ch;
+  }
+  ch = malloc(sizeof(mcp__chunk_t) + pool->size);
+  if (ch)
+    ch->pool = pool;
+  return ch;
+}
+
+void mcp__pool_put(mcp__chunk_t *ch)
+{
+  if (!ch)
+    return;
+  mcp__pool_t *pool = ch->pool;
+  if (pool->len >= MCP__POOL_KEEP) {
+    free(ch);
+    return;
+  }
+  ch->u.next = pool->free;
+  pool->free = ch;
+  pool->len++;
+}
+
+static void pool_drain(mcp__pool_t *pool)
+{
+  while (pool->free) {
+    mcp__chunk_t *ch = pool->free;
+    pool->free = ch->u.next;
+    free(ch);
+  }
+  pool->len = 0;
+}
+
+/* ---- timeout lists ---- */
+
+static void tlist_unlink(mcp__tlist_t *t, mcp__conn_t *c)
+{
+  if (c->tprev)
+    c->tprev->tnext = c->tnext;
+  else
+    t->head = c->tnext;
+  if (c->tnext)
+    c->tnext->tprev = c->tprev;
+  else
+    t->tail = c->tprev;
+  c->tprev = c->tnext = NULL;
+}
+
+static void tlist_append(mcp__tlist_t *t, mcp__conn_t *c, uint64_t now)
+{
+  c->tkey = now;
+  c->tprev = t->tail;
+  c->tnext = NULL;
+  if (t->tail)
+    t->tail->tnext = c;
+  else
+    t->head = c;
+  t->tail = c;
+}
+
+/* Arms the timer for the earliest deadline among the list heads. */
+static void timer_rearm(mcp__conns_t *cs)
+{
+  uint64_t due = 0;
+  for (int i = 0; i < MCP__T_COUNT; i++) {
+    mcp__tlist_t *t = &cs->tlists[i];
+    if (t->head && (!due || t->head->tkey + t->timeout_ms < due))
+      due = t->head->tkey + t->timeout_ms;
+  }
+  if (!due) {
+    uv_timer_stop(&cs->timer);
+    cs->timer_due = 0;
+    return;
+  }
+  if (due == cs->timer_due)
+    return;
+  uint64_t now = uv_now(cs->loop);
+  cs->timer_due = due;
+  uv_timer_start(&cs->timer, timer_cb, due > now ? due - now : 0, 0);
+}
+
+void mcp__conn_timeout_set(mcp__conn_t *c, int tlist)
+{
+  mcp__conns_t *cs = c->cs;
+  if (c->tlist != MCP__T_NONE)
+    tlist_unlink(&cs->tlists[c->tlist], c);
+  c->tlist = tlist;
+  tlist_append(&cs->tlists[tlist], c, uv_now(cs->loop));
+  /* A new tail never moves a list's own deadline earlier, but it may be the first entry. */
+  if (!cs->timer_due || c->tkey + cs->tlists[tlist].timeout_ms < cs->timer_due)
+    timer_rearm(cs);
+}
+
+void mcp__conn_timeout_touch(mcp__conn_t *c)
+{
+  mcp__conns_t *cs = c->cs;
+  uint64_t now = uv_now(cs->loop);
+  /* uv_now is cached per loop iteration: many reads in one iteration move the entry once. */
+  if (c->tkey == now || c->tlist == MCP__T_NONE)
+    return;
+  mcp__tlist_t *t = &cs->tlists[c->tlist];
+  tlist_unlink(t, c);
+  tlist_append(t, c, now);
+}
+
+static void timeout_clear(mcp__conn_t *c)
+{
+  if (c->tlist == MCP__T_NONE)
+    return;
+  tlist_unlink(&c->cs->tlists[c->tlist], c);
+  c->tlist = MCP__T_NONE;
+}
+
+static void timer_cb(uv_timer_t *timer)
+{
+  mcp__conns_t *cs = timer->data;
+  uint64_t now = uv_now(cs->loop);
+  cs->timer_due = 0;
+  for (int i = 0; i < MCP__T_COUNT; i++) {
+    mcp__tlist_t *t = &cs->tlists[i];
+    while (t->head && t->head->tkey + t->timeout_ms <= now) {
+      mcp__conn_t *c = t->head;
+      if (i == MCP__T_HANDSHAKE)
+        MCP__COUNT(cs->counters, unrouted_total, 1);
+      mcp__conn_close(c, MCP_CONN_OUTCOME_TIMEOUT);
+    }
+  }
+  timer_rearm(cs);
+}
+
+/* ---- close ---- */
+
+static void conn_record(mcp__conn_t *c);
+
+static void on_conn_handle_closed(uv_handle_t *h)
+{
+  mcp__conn_t *c = h->data;
+  if (--c->handles_open > 0)
+    return;
+  conn_record(c);
+  conn_release(c);
+}
+
+/*
+ * Linux answers close() with a reset instead of a FIN when received bytes were never read. A
+ * client refused before relaying (limit, unrouted, timeout) has often sent its ClientHello
+ * already, so throw away what is queued (MSG_TRUNC: without copying it) to close it normally.
+ */
+static void discard_unread(mcp__conn_t *c)
+{
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)&c->client, &fd) == 0)
+    (void)recv(fd, NULL, MCP__RELAY_CHUNK, MSG_DONTWAIT | MSG_TRUNC);
+}
+
+void mcp__conn_close(mcp__conn_t *c, mcp_conn_outcome_t outcome)
+{
+  if (c->closing)
+    return;
+  c->closing = 1;
+  c->outcome = (uint8_t)outcome;
+  timeout_clear(c);
+  if (c->counted) {
+    MCP__COUNT(c->cs->counters, active, -1);
+    c->counted = 0;
+  }
+  if (c->hello) {
+    mcp__pool_put(c->hello);
+    c->hello = NULL;
+  }
+  if (c->gai) {
+    /* The DNS callback still runs (cancelled or not); it sees no connection and frees itself. */
+    c->gai->conn = NULL;
+    uv_cancel((uv_req_t *)&c->gai->req);
+    c->gai = NULL;
+  }
+
+  /* Write and connect requests are cancelled by uv_close and their callbacks run (and return
+   * their chunks) before the close callbacks. */
+  c->handles_open = 1;
+  if (outcome == MCP_CONN_OUTCOME_BLOCKED) {
+    uv_tcp_close_reset(&c->client, on_conn_handle_closed);
+  } else {
+    if (!c->relaying)
+      discard_unread(c);
+    uv_close((uv_handle_t *)&c->client, on_conn_handle_closed);
+  }
+  if (c->backend_inited) {
+    c->handles_open++;
+    uv_close((uv_handle_t *)&c->backend, on_conn_handle_closed);
+  }
+}
+
+void mcp__conns_close_all(mcp__conns_t *cs)
+{
+  for (int i = 0; i < MCP__T_COUNT; i++) {
+    while (cs->tlists[i].head)
+      mcp__conn_close(cs->tlists[i].head, MCP_CONN_OUTCOME_TIMEOUT);
+  }
+}
+
+void mcp__conns_finish(mcp__conns_t *cs)
+{
+  pool_drain(&cs->hello_pool);
+  pool_drain(&cs->relay_pool);
+  if (cs->splice_r >= 0) {
+    close(cs->splice_r);
+    close(cs->splice_w);
+    cs->splice_r = cs->splice_w = -1;
+  }
+  while (cs->free) {
+    mcp__conn_t *c = cs->free;
+    cs->free = c->tnext;
+    free(c);
+  }
+  cs->free_len = 0;
+}
+
+/* ---- the record a connection leaves ---- */
+
+static const char *const outcome_names[] = {
+    [MCP_CONN_OUTCOME_OK] = "ok",
+    [MCP_CONN_OUTCOME_LIMIT] = "limit",
+    [MCP_CONN_OUTCOME_BLOCKED] = "blocked",
+    [MCP_CONN_OUTCOME_UNROUTED] = "unrouted",
+    [MCP_CONN_OUTCOME_TIMEOUT] = "timeout",
+    [MCP_CONN_OUTCOME_BACKEND_ERROR] = "backend_error",
+};
+
+const char *mcp_conn_outcome_name(mcp_conn_outcome_t outcome)
+{
+  if ((unsigned)outcome >= sizeof(outcome_names) / sizeof(outcome_names[0]))
+    return "-";
+  return outcome_names[outcome];
+}
+
+int mcp_conn_record_format(const mcp_conn_record_t *r, char *buf, size_t len)
+{
+  return snprintf(buf, len,
+                  "listener=%s client=%s sni=%s backend=%s outcome=%s bytes_in=%llu "
+                  "bytes_out=%llu duration_ms=%llu",
+                  r->listener, r->client, r->sni, r->backend, mcp_conn_outcome_name(r->outcome),
+                  (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out,
+                  (unsigned long long)r->duration_ms);
+}
+
+void mcp__sockaddr_format(const struct sockaddr *sa, char *out, size_t len)
+{
+  char ip[INET6_ADDRSTRLEN];
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+    snprintf(out, len, "%s:%u", ip, ntohs(in->sin_port));
+  } else if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+    snprintf(out, len, "[%s]:%u", ip, ntohs(in6->sin6_port));
+  } else {
+    snprintf(out, len, "-");
+  }
+}
+
+/* Hands what is known about the ended connection to the owner's on_end. */
+static void conn_record(mcp__conn_t *c)
+{
+  mcp__conns_t *cs = c->cs;
+  if (!cs->on_end)
+    return;
+  char client[INET6_ADDRSTRLEN + 8];
+  mcp__sockaddr_format((struct sockaddr *)&c->client_addr, client, sizeof(client));
+  mcp_conn_record_t rec = {
+      .listener = cs->name,
+      .client = client,
+      .sni = c->sni[0] ? c->sni : "-",
+      .backend = c->backend_text[0] ? c->backend_text : "-",
+      .outcome = (mcp_conn_outcome_t)c->outcome,
+      .bytes_in = c->bytes_in,
+      .bytes_out = c->bytes_out,
+      .duration_ms = uv_now(cs->loop) - c->started_ms,
+  };
+  cs->on_end(cs->data, &rec);
+}

@@ -1,0 +1,230 @@
+/*
+ * Internal: the connection object and what a listener keeps for its connections (lib/conn.c).
+ *
+ * Both lib/listener.c (accept to route) and lib/relay.c (connect and relay) use this module;
+ * it uses neither of them, so a connection's path through the files runs one way:
+ * listener.c -> conn.c <- relay.c. See docs/ARCHITECTURE.md.
+ */
+#ifndef MCPROXY_CONN_INTERNAL_H
+#define MCPROXY_CONN_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <netinet/in.h>
+#include <uv.h>
+
+#include "mcproxy/backend.h"
+#include "mcproxy/conn.h"
+#include "mcproxy/sni.h"
+
+/*
+ * Buffers come from two pools of fixed-size chunks: hello chunks hold the largest ClientHello
+ * the parser accepts; relay chunks hold what one relay read or one splice moves (64 KiB, the
+ * default capacity of a Linux pipe).
+ */
+#define MCP__HELLO_CHUNK MCP_SNI_MAX_INPUT
+#define MCP__RELAY_CHUNK 65536
+/* Chunks kept on a pool's free list; more are returned to malloc. */
+#define MCP__POOL_KEEP 64
+/* Connection objects kept on a free list; more are returned to malloc. */
+#define MCP__CONN_KEEP 256
+
+/* ---- buffer pools ---- */
+
+typedef struct mcp__pool_s mcp__pool_t;
+
+/*
+ * A pool chunk. Its header is the free-list link while pooled and the write request while its
+ * bytes are being written, so a connection carries no write request of its own: an idle
+ * connection costs neither a buffer nor a request.
+ */
+typedef struct mcp__chunk_s {
+  union {
+    struct mcp__chunk_s *next;
+    uv_write_t wreq;
+  } u;
+  mcp__pool_t *pool;
+  char data[];
+} mcp__chunk_t;
+
+/* Chunks of one size. Loop thread only; zero-initialise it and set size before use. */
+struct mcp__pool_s {
+  mcp__chunk_t *free;
+  int len;
+  size_t size; /* bytes of data per chunk */
+};
+
+#define MCP__CHUNK_OF(ptr) ((mcp__chunk_t *)((char *)(ptr) - offsetof(mcp__chunk_t, data)))
+
+/* A chunk from the pool's free list, else a new one; NULL when out of memory. */
+mcp__chunk_t *mcp__pool_get(mcp__pool_t *pool);
+/* Gives a chunk back to its pool (freed when the pool already keeps enough). NULL is ok. */
+void mcp__pool_put(mcp__chunk_t *chunk);
+
+/* ---- counters ---- */
+
+/*
+ * The limit and counters of one listen address. Listeners on the same address in several worker
+ * loops (SO_REUSEPORT) share one, so max_connections holds exactly across loops and status
+ * shows totals; hence atomics. Allocated by the first listener of the address, freed with its
+ * last one.
+ */
+typedef struct mcp__counters_s {
+  atomic_int_fast64_t refs;
+  atomic_int_fast64_t max_connections;
+  atomic_int_fast64_t active;
+  atomic_int_fast64_t accepted_total;
+  atomic_int_fast64_t rejected_limit_total;
+  atomic_int_fast64_t blocked_total;
+  atomic_int_fast64_t unrouted_total;
+} mcp__counters_t;
+
+/* Adds n to a counter and returns the value before. */
+#define MCP__COUNT(k, field, n) atomic_fetch_add_explicit(&(k)->field, (n), memory_order_relaxed)
+
+/* ---- connections ---- */
+
+typedef struct mcp__conn_s mcp__conn_t;
+
+/* Which timeout list a connection is on. */
+enum {
+  MCP__T_NONE = -1,
+  MCP__T_HANDSHAKE = 0,
+  MCP__T_CONNECT = 1,
+  MCP__T_IDLE = 2,
+  MCP__T_COUNT = 3,
+};
+
+/*
+ * A list of connections that all share one timeout. Entries are appended with key = now, so the
+ * list stays ordered by deadline (key + timeout) and only its head needs checking.
+ */
+typedef struct mcp__tlist_s {
+  mcp__conn_t *head, *tail;
+  uint64_t timeout_ms;
+} mcp__tlist_t;
+
+/*
+ * Everything one listener keeps for its connections: the buffer pools, the timeout lists and
+ * their timer, the loop's splice pipe, a free list of connection objects and the count of live
+ * ones. Embedded in the listener; initialised by mcp__conns_init, released by
+ * mcp__conns_finish once no connection is live and the timer has closed. Loop thread only.
+ */
+typedef struct mcp__conns_s {
+  uv_loop_t *loop;
+  uv_timer_t timer;   /* the timeout lists; timer.data is this struct */
+  uint64_t timer_due; /* 0 when not armed */
+  /* Every live connection that is not closing is on exactly one of these lists. */
+  mcp__tlist_t tlists[MCP__T_COUNT];
+
+  mcp__pool_t hello_pool;
+  mcp__pool_t relay_pool;
+  /*
+   * The loop's splice pipe, or -1 when the relay copies through user space. It is empty
+   * whenever control is back in the loop: whatever a splice puts in is spliced out or read
+   * back out before the callback returns, so every connection on the loop can share it.
+   */
+  int splice_r, splice_w;
+
+  mcp__conn_t *free; /* released connection objects, linked through tnext */
+  int free_len;
+  int64_t live; /* allocated connection objects, closing ones included */
+
+  mcp__counters_t *counters; /* the owner's; shared with listeners on the same address */
+  const char *name;          /* the listen address, for records */
+  void (*on_end)(void *data, const mcp_conn_record_t *rec); /* may be NULL */
+  void *data;
+  /* Called when the last live connection object is released; NULL until the owner frees. */
+  void (*on_empty)(struct mcp__conns_s *cs);
+} mcp__conns_t;
+
+/* A DNS lookup in flight. Freed by its callback, which may run after the connection is gone. */
+typedef struct mcp__gai_s {
+  uv_getaddrinfo_t req;
+  mcp__conn_t *conn; /* NULL once the connection has closed */
+} mcp__gai_t;
+
+/* One direction of the relay: bytes read from src are written to dst. */
+typedef struct mcp__pipe_s {
+  mcp__chunk_t *pending; /* the chunk being written to dst, else NULL */
+  uint8_t eof;       /* src reached EOF */
+  uint8_t shut;      /* shutdown of dst requested */
+  uint8_t shut_done; /* that shutdown completed */
+} mcp__pipe_t;
+
+/*
+ * One accepted connection. Allocated with mcp__conn_new at accept, returned to cs's free list
+ * after mcp__conn_close once both handles have closed. Loop thread only.
+ */
+struct mcp__conn_s {
+  mcp__conns_t *cs;
+  mcp__conn_t *tprev, *tnext; /* timeout list links (tnext also links the free list) */
+  uint64_t tkey;              /* when it was (re)appended to its list */
+  int tlist;                  /* MCP__T_* */
+
+  uv_tcp_t client;
+  uv_tcp_t backend;
+  union {
+    uv_connect_t connect;
+    uv_shutdown_t shutdown[2]; /* [0] backend write side, [1] client write side */
+  } req;
+
+  mcp__chunk_t *hello; /* the ClientHello bytes until forwarded */
+  uint32_t hello_len;
+  mcp_sni_t sni_state;
+
+  mcp__pipe_t up;   /* client -> backend */
+  mcp__pipe_t down; /* backend -> client */
+
+  struct sockaddr_in6 client_addr; /* large enough for either family */
+  uint64_t started_ms;
+  uint64_t bytes_in, bytes_out;
+  mcp__gai_t *gai; /* pending DNS lookup, if any */
+
+  uint8_t closing;
+  uint8_t handles_open;   /* close callbacks still to come */
+  uint8_t backend_inited;
+  uint8_t counted;        /* counted in the active connections */
+  uint8_t relaying;
+  uint8_t outcome;        /* mcp_conn_outcome_t */
+
+  char sni[MCP_HOSTNAME_MAX + 1];
+  char backend_text[MCP_BACKEND_MAX];
+};
+
+/*
+ * Prepares cs on loop: empty pools, the three timeout lists with their timeouts (ms, non-zero),
+ * the timer, and unless copy_relay the splice pipe (copying when no pipe can be had). Returns
+ * 0 or a libuv error. The caller sets counters, name, on_end and data.
+ */
+int mcp__conns_init(mcp__conns_t *cs, uv_loop_t *loop, const uint64_t timeouts_ms[MCP__T_COUNT],
+                    int copy_relay);
+/* Closes every connection at once (outcome timeout, as a drain past its deadline). */
+void mcp__conns_close_all(mcp__conns_t *cs);
+/* Frees the pools, the pipe and the free list. Only once no connection is live. */
+void mcp__conns_finish(mcp__conns_t *cs);
+
+/*
+ * A connection object for cs in *out (zeroed, start time now, on no timeout list). Returns 0
+ * or UV_ENOMEM. The caller initialises the client handle.
+ */
+int mcp__conn_new(mcp__conns_t *cs, mcp__conn_t **out);
+
+/*
+ * Ends a connection with an outcome: off its timeout list, out of the active count, its
+ * ClientHello chunk back, DNS abandoned, both handles closed (the client with a reset when
+ * blocked). Once they have closed the record goes to on_end and the object back to the free
+ * list. Safe to call more than once; only the first outcome counts.
+ */
+void mcp__conn_close(mcp__conn_t *c, mcp_conn_outcome_t outcome);
+
+/* Puts c on timeout list tlist (MCP__T_*), off any other, with its deadline counted from now. */
+void mcp__conn_timeout_set(mcp__conn_t *c, int tlist);
+/* Activity: restarts c's deadline on its list (at most once per loop iteration). */
+void mcp__conn_timeout_touch(mcp__conn_t *c);
+
+/* Formats an IPv4/IPv6 socket address as "ip:port" or "[ip]:port" ("-" for anything else). */
+void mcp__sockaddr_format(const struct sockaddr *sa, char *out, size_t len);
+
+#endif
