@@ -1,5 +1,5 @@
 /*
- * admin_client: a small blocking gRPC client for ProxyAdminService (SPEC §5), used by the admin
+ * admin_client: a small blocking gRPC client for ProxyAdminService (proto/mc_proxy/v1/admin.proto), used by the admin
  * commands. Unary calls only, each with a deadline, over a unix socket (no TLS) or TCP with TLS
  * (optionally presenting a client certificate for mTLS).
  *

@@ -1,7 +1,7 @@
 /*
- * config: the INI file of SPEC §3, parsed with inih.
+ * config: the INI file described in docs/man/mc-proxy.ini.5, parsed with inih.
  *
- * config_load() fills an mcp_config_t or fails with one message naming the file, the line and
+ * config_load() fills a config_t or fails with one message naming the file, the line and
  * the problem ("mc-proxy.ini:12: [listener \"...\"] route: backend \"x\" is not host:port").
  * Relative paths in the file are resolved against the directory of the config file.
  * Owned by the caller; free with config_free(). Main thread only.
@@ -38,7 +38,7 @@ typedef struct config_rule_s {
   int line;
 } config_rule_t;
 
-typedef struct mcp_config_s {
+typedef struct config_s {
   char path[PATH_MAX]; /* the config file itself */
 
   /* [database] */
@@ -70,18 +70,25 @@ typedef struct mcp_config_s {
   /* [listener "ADDR"] sections, in file order. */
   config_listener_t *listeners;
   size_t nlisteners;
-} mcp_config_t;
+} config_t;
 
 /* Returns 0, or -1 with a "file:line: problem" message in err. */
-int config_load(const char *path, mcp_config_t *cfg, char *err, size_t errlen);
-void config_free(mcp_config_t *cfg);
+int config_load(const char *path, config_t *cfg, char *err, size_t errlen);
+void config_free(config_t *cfg);
 
 /*
  * Frees only the listeners, routes and firewall rules (the seed of a first run), keeping every
  * other setting. The server calls it once the database is loaded: with 100,000 routes in the file
  * they would otherwise hold tens of MiB for the life of the process.
  */
-void config_free_seed(mcp_config_t *cfg);
+void config_free_seed(config_t *cfg);
+
+/*
+ * 1 if a route to backend would reach the proxy's own listener at listen_addr (a canonical
+ * listener address) and so connect to itself forever, else 0. Used for the file (config_load) and
+ * for admin changes (control.c), so both refuse the same loops.
+ */
+int config_backend_loops_to(const mcp_backend_t *backend, const char *listen_addr);
 
 /* Parses "250ms", "5s", "2m", "1h" or a bare number of seconds. Returns 0 or -1. */
 int config_parse_duration(const char *text, uint64_t *ms);

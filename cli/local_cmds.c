@@ -89,7 +89,7 @@ static int parse_args(const char *cmd, const char *usage, int argc, char **argv,
 }
 
 /* The files the config names must be readable by this user (the server runs as it too). */
-static int check_readable(const mcp_config_t *cfg, const char *what, const char *path)
+static int check_readable(const config_t *cfg, const char *what, const char *path)
 {
   if (!path[0])
     return 0;
@@ -103,7 +103,7 @@ static int check_readable(const mcp_config_t *cfg, const char *what, const char 
 }
 
 /* The effective settings, for operators and for tests of defaults and path resolution. */
-static void print_settings(const mcp_config_t *cfg)
+static void print_settings(const config_t *cfg)
 {
   printf("database.path = %s\n", cfg->db_path);
   printf("proxy.connect_timeout_ms = %llu\n", (unsigned long long)cfg->connect_timeout_ms);
@@ -142,7 +142,7 @@ int cmd_check(int argc, char **argv)
   if (rc >= 0)
     return rc;
 
-  mcp_config_t cfg;
+  config_t cfg;
   char err[1024];
   if (config_load(path, &cfg, err, sizeof(err)) != 0) {
     fprintf(stderr, "%s\n", err);
@@ -242,7 +242,7 @@ int cmd_snapshot(int argc, char **argv)
   if (rc >= 0)
     return rc;
 
-  mcp_config_t cfg;
+  config_t cfg;
   char err[1024];
   if (config_load(path, &cfg, err, sizeof(err)) != 0) {
     fprintf(stderr, "%s\n", err);
