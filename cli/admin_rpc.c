@@ -77,6 +77,22 @@ static void do_get_status(void *ctx, admin_call_t *c)
   free(ls);
 }
 
+/*
+ * Allocates a reply list: room for cap messages of size bytes each, and the array of pointers
+ * to them that protobuf-c packs. Returns 0, or -1 when out of memory (c is then answered).
+ */
+static int list_alloc(admin_call_t *c, size_t cap, size_t size, void **items, void ***ptrs)
+{
+  *items = calloc(cap ? cap : 1, size);
+  *ptrs = calloc(cap ? cap : 1, sizeof(void *));
+  if (*items && *ptrs)
+    return 0;
+  free(*items);
+  free(*ptrs);
+  admin_call_reply(c, GRPC_STATUS_INTERNAL, "out of memory", NULL);
+  return -1;
+}
+
 typedef struct route_list_s {
   McProxy__V1__Route *routes;
   McProxy__V1__Route **ptrs;
@@ -115,14 +131,11 @@ static void do_list_routes(void *ctx, admin_call_t *c)
   mcp_routes_t *rt = mcp_listener_routes(l);
   route_list_t rl = {0};
   rl.cap = rt ? mcp_routes_count(rt) : 0;
-  rl.routes = calloc(rl.cap ? rl.cap : 1, sizeof(*rl.routes));
-  rl.ptrs = calloc(rl.cap ? rl.cap : 1, sizeof(*rl.ptrs));
-  if (!rl.routes || !rl.ptrs) {
-    free(rl.routes);
-    free(rl.ptrs);
-    admin_call_reply(c, GRPC_STATUS_INTERNAL, "out of memory", NULL);
+  void *items, **ptrs;
+  if (list_alloc(c, rl.cap, sizeof(*rl.routes), &items, &ptrs) != 0)
     return;
-  }
+  rl.routes = items;
+  rl.ptrs = (McProxy__V1__Route **)ptrs;
   if (rt)
     mcp_routes_foreach(rt, collect_route, &rl);
   McProxy__V1__ListRoutesResponse resp = MC_PROXY__V1__LIST_ROUTES_RESPONSE__INIT;
@@ -159,14 +172,11 @@ static void do_list_rules(void *ctx, admin_call_t *c)
   mcp_firewall_t *fw = rpc->st->firewall;
   rule_list_t rl = {0};
   rl.cap = fw ? mcp_firewall_count(fw) : 0;
-  rl.rules = calloc(rl.cap ? rl.cap : 1, sizeof(*rl.rules));
-  rl.ptrs = calloc(rl.cap ? rl.cap : 1, sizeof(*rl.ptrs));
-  if (!rl.rules || !rl.ptrs) {
-    free(rl.rules);
-    free(rl.ptrs);
-    admin_call_reply(c, GRPC_STATUS_INTERNAL, "out of memory", NULL);
+  void *items, **ptrs;
+  if (list_alloc(c, rl.cap, sizeof(*rl.rules), &items, &ptrs) != 0)
     return;
-  }
+  rl.rules = items;
+  rl.ptrs = (McProxy__V1__FirewallRule **)ptrs;
   if (fw)
     mcp_firewall_foreach(fw, collect_rule, &rl);
   McProxy__V1__ListFirewallRulesResponse resp = MC_PROXY__V1__LIST_FIREWALL_RULES_RESPONSE__INIT;

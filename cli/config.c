@@ -15,6 +15,11 @@
  *
  * The first problem found stops the load: config_load() frees what it built and returns -1
  * with one "FILE:LINE: problem" message, so the program never starts half-configured.
+ *
+ * Longer than our usual 600 lines on purpose: it is one parser, and every part of it (reader,
+ * sections, keys, whole-file checks) works on the same loader state and reports through the same
+ * fail(); split up, that state would need an internal header shared by all the pieces.
+ * Its tests are test/unit/test_config.c.
  */
 #include <errno.h>
 #include <ini.h>

@@ -1,5 +1,4 @@
 /* mc-proxy: dispatches to one command; each lives in its own file (see cli.h). */
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -23,17 +22,6 @@ static const char usage[] =
     "  version                                print the version\n"
     "\n"
     "Run 'mc-proxy COMMAND --help' for a command's options.\n";
-
-int cli_usage_error(const char *cmd, const char *fmt, ...)
-{
-  va_list ap;
-  fprintf(stderr, "mc-proxy %s: ", cmd);
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fprintf(stderr, "\nTry 'mc-proxy %s --help'.\n", cmd);
-  return EXIT_USAGE;
-}
 
 static const struct {
   const char *name;

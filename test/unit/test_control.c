@@ -1,7 +1,8 @@
 /*
  * Unit tests for the control queue (cli/control.c): real SQLite files in a fresh temporary
  * directory, a real uv loop running libuv's work threads, real listeners (created, not started:
- * nothing is bound). No worker loops, so a publication completes at once.
+ * nothing is bound). Most tests run without worker loops, so a publication completes at once;
+ * one starts a worker loop so that a change spends time being published.
  *
  * What is checked: requests are written and answered in the order they were submitted, a bad
  * request is answered at once without waiting for the queue, and the shutdown promise: the
@@ -22,6 +23,7 @@
 
 #include "control.h"
 #include "state.h"
+#include "workers.h"
 
 #define LISTENER "127.0.0.1:18443"
 #define MAX_REQS 16
@@ -106,13 +108,42 @@ static int teardown(void **state)
   return 0;
 }
 
+/* Like setup, plus one worker loop: the listener listens (port 0) and a worker shares it. */
+static int setup_workers(void **state)
+{
+  if (setup(state) != 0)
+    return -1;
+  ctx_t *t = *state;
+  char err[256];
+  mcp_listener_free(t->st.listeners[0], NULL, NULL);
+  mcp_listener_config_t lc = {.addr = "127.0.0.1:0", .reuseport = 1};
+  t->st.listener_config = lc;
+  if (mcp_listener_new(&t->loop, &lc, &t->st.listeners[0]) != 0)
+    return -1;
+  if (mcp_store_listener_add(t->st.store, mcp_listener_addr(t->st.listeners[0]), 0) != 0)
+    return -1;
+  if (mcp_listener_set_firewall(t->st.listeners[0], t->st.firewall) != 0 ||
+      mcp_listener_start(t->st.listeners[0]) != 0)
+    return -1;
+  if (workers_start(&t->st, 2, err, sizeof(err)) != 0)
+    return -1;
+  return 0;
+}
+
+static int teardown_workers(void **state)
+{
+  ctx_t *t = *state;
+  workers_stop(&t->st);
+  return teardown(state);
+}
+
 static control_req_t *route_req(ctx_t *t, int i, control_op_t op, const char *host,
                                 const char *backend)
 {
   control_req_t *r = &t->reqs[i];
   memset(r, 0, sizeof(*r));
   r->op = op;
-  snprintf(r->listener, sizeof(r->listener), "%s", LISTENER);
+  snprintf(r->listener, sizeof(r->listener), "%s", mcp_listener_addr(t->st.listeners[0]));
   snprintf(r->hostname, sizeof(r->hostname), "%s", host);
   snprintf(r->backend, sizeof(r->backend), "%s", backend ? backend : "");
   r->done = on_done;
@@ -278,6 +309,42 @@ static void stop_when_idle_refuses_everything_later(void **state)
   assert_int_equal(control_busy(t->ctl), 0);
 }
 
+/*
+ * The shutdown promise holds while the change in flight is being published to the worker loops
+ * (written and applied on the main loop, not yet answered): the queued request is refused at once.
+ */
+static void stop_during_publication_refuses_the_queue(void **state)
+{
+  ctx_t *t = *state;
+  /* The publication normally outlasts one loop iteration; try a few times should it not. */
+  for (int attempt = 0; attempt < 5; attempt++) {
+    char host[64];
+    snprintf(host, sizeof(host), "a%d.example", attempt);
+    int base = t->nanswered;
+    int a = 2 * attempt, b = a + 1;
+    control_submit(t->ctl, route_req(t, a, CONTROL_ROUTE_ADD, host, "127.0.0.1:9001"));
+    control_submit(t->ctl, route_req(t, b, CONTROL_ROUTE_ADD, "b.example", "127.0.0.1:9002"));
+    for (int spins = 0; !mem_backend(t, host) && spins < MAX_SPINS; spins++)
+      uv_run(&t->loop, UV_RUN_ONCE);
+    assert_non_null(mem_backend(t, host));
+    if (t->nanswered != base) {
+      wait_answers(t, base + 2); /* published already: let both finish and try again */
+      continue;
+    }
+    assert_int_equal(control_busy(t->ctl), 1);
+    control_stop(t->ctl);
+    assert_int_equal(t->nanswered, base + 1);
+    assert_int_equal(t->answered[base], b);
+    assert_int_equal(t->status[b], MCP_EBUSY);
+    wait_answers(t, base + 2);
+    assert_int_equal(t->answered[base + 1], a);
+    assert_int_equal(t->status[a], 0);
+    assert_int_equal(control_busy(t->ctl), 0);
+    return;
+  }
+  fail_msg("every publication finished within one loop iteration");
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -290,6 +357,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(stop_completes_the_change_in_flight_and_refuses_the_queue,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(stop_when_idle_refuses_everything_later, setup, teardown),
+      cmocka_unit_test_setup_teardown(stop_during_publication_refuses_the_queue, setup_workers,
+                                      teardown_workers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
