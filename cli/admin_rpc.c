@@ -379,8 +379,7 @@ const admin_method_t admin_rpc_methods[] = {
     {"RemoveRoute", &mc_proxy__v1__remove_route_request__descriptor, do_remove_route},
     {"ListFirewallRules", &mc_proxy__v1__list_firewall_rules_request__descriptor, do_list_rules},
     {"AddFirewallRule", &mc_proxy__v1__add_firewall_rule_request__descriptor, do_add_rule},
-    {"RemoveFirewallRule", &mc_proxy__v1__remove_firewall_rule_request__descriptor,
-     do_remove_rule},
+    {"RemoveFirewallRule", &mc_proxy__v1__remove_firewall_rule_request__descriptor, do_remove_rule},
     {"SetListenerMaxConnections", &mc_proxy__v1__set_listener_max_connections_request__descriptor,
      do_set_max},
 };

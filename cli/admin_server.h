@@ -33,8 +33,7 @@ typedef struct admin_method_s {
  * another instance).
  */
 int admin_server_start(uv_loop_t *loop, const config_t *cfg, const admin_method_t *methods,
-                       size_t nmethods, void *ctx, admin_server_t **out, char *err,
-                       size_t errlen);
+                       size_t nmethods, void *ctx, admin_server_t **out, char *err, size_t errlen);
 
 /*
  * Stops accepting calls, cancels those in flight (calls not answered yet are cancelled with

@@ -57,7 +57,7 @@ typedef struct config_s {
   int has_grpc;
   char grpc_addr[PATH_MAX + 8]; /* "unix:/path" or "host:port" */
   int grpc_is_unix;
-  unsigned socket_mode;         /* default 0600 */
+  unsigned socket_mode; /* default 0600 */
   char tls_cert[PATH_MAX], tls_key[PATH_MAX], client_ca[PATH_MAX];
   /* Client-side credentials for the admin commands (optional). */
   char client_cert[PATH_MAX], client_key[PATH_MAX], server_ca[PATH_MAX];

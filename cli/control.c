@@ -20,8 +20,8 @@ struct control_s {
   state_t *st;
   control_req_t *head, *tail; /* waiting, not started */
   control_req_t *current;     /* NULL unless busy */
-  int busy;     /* a request is being written (or published to the workers) */
-  int stopping; /* control_stop() was called */
+  int busy;                   /* a request is being written (or published to the workers) */
+  int stopping;               /* control_stop() was called */
   uv_work_t work;
 };
 
@@ -74,8 +74,10 @@ static int validate(state_t *srv, control_req_t *req)
       return fail(req, MCP_EINVAL, "invalid hostname \"%s\"", req->hostname);
     snprintf(req->hostname, sizeof(req->hostname), "%s", canon);
     if (mcp_backend_parse(req->backend, &backend) != 0)
-      return fail(req, MCP_EINVAL, "invalid backend \"%s\" (want IPv4:port, [IPv6]:port or "
-                  "hostname:port)", req->backend);
+      return fail(req, MCP_EINVAL,
+                  "invalid backend \"%s\" (want IPv4:port, [IPv6]:port or "
+                  "hostname:port)",
+                  req->backend);
     snprintf(req->backend, sizeof(req->backend), "%s", backend.text);
     for (size_t i = 0; i < srv->nlisteners; i++)
       if (config_backend_loops_to(&backend, mcp_listener_addr(srv->listeners[i])))
@@ -183,8 +185,7 @@ static int apply(state_t *srv, control_req_t *req)
     state_set_firewall(srv, fw);
     return 0;
   }
-  mcp_listener_set_max_connections(state_find_listener(srv, req->listener),
-                                   req->max_connections);
+  mcp_listener_set_max_connections(state_find_listener(srv, req->listener), req->max_connections);
   return 0;
 }
 

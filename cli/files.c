@@ -23,8 +23,7 @@ char *files_read_pem(const char *what, const char *path, char *err, size_t errle
   int bad = !buf || ferror(f) || n > FILES_PEM_MAX;
   fclose(f);
   if (bad) {
-    snprintf(err, errlen, "%s%s%s: cannot read (unreadable or larger than 1 MiB)", what, sep,
-             path);
+    snprintf(err, errlen, "%s%s%s: cannot read (unreadable or larger than 1 MiB)", what, sep, path);
     free(buf);
     return NULL;
   }

@@ -92,8 +92,8 @@ static int parse_args(const char *cmd, const char *usage, int argc, char **argv,
  * Parses the arguments (parse_args) and loads the config they name into cfg. Returns -1 to go
  * on (cfg is then the caller's to free), or the exit status to return at once.
  */
-static int parse_and_load(const char *cmd, const char *usage, int argc, char **argv,
-                          int allow_out, config_t *cfg, const char **out, int *verbose)
+static int parse_and_load(const char *cmd, const char *usage, int argc, char **argv, int allow_out,
+                          config_t *cfg, const char **out, int *verbose)
 {
   const char *path = NULL;
   int rc = parse_args(cmd, usage, argc, argv, allow_out, &path, out, verbose);

@@ -27,8 +27,8 @@ static const struct {
   const char *name;
   int (*run)(int argc, char **argv);
 } commands[] = {
-    {"server", cmd_server},     {"check", cmd_check},       {"snapshot", cmd_snapshot},
-    {"status", cmd_status},     {"routes", cmd_routes},     {"firewall", cmd_firewall},
+    {"server", cmd_server},     {"check", cmd_check},   {"snapshot", cmd_snapshot},
+    {"status", cmd_status},     {"routes", cmd_routes}, {"firewall", cmd_firewall},
     {"listener", cmd_listener}, {"certs", cmd_certs},
 };
 

@@ -28,9 +28,9 @@
 /* Everything cmd_server() runs; main (loop) thread only. */
 typedef struct run_s {
   state_t srv;
-  control_t *ctl;         /* admin changes, one at a time (control.h) */
-  admin_server_t *admin;  /* NULL without [grpc], or once stopped */
-  admin_rpc_t rpc;        /* what the admin methods work on */
+  control_t *ctl;        /* admin changes, one at a time (control.h) */
+  admin_server_t *admin; /* NULL without [grpc], or once stopped */
+  admin_rpc_t rpc;       /* what the admin methods work on */
   uv_signal_t sigterm, sigint, sighup;
   uv_timer_t drain_poll;
   uv_prepare_t log_flush; /* writes the loop's buffered connection lines before it waits */
@@ -115,8 +115,8 @@ static int config_strset(const config_t *cfg, strset_t *s)
     const config_listener_t *cl = &cfg->listeners[i];
     err = strset_add(s, "listener %s %lld", cl->addr, (long long)cl->max_connections);
     for (size_t j = 0; j < cl->nroutes && !err; j++)
-      err = strset_add(s, "route %s %s %s", cl->addr, cl->routes[j].hostname,
-                       cl->routes[j].backend);
+      err =
+          strset_add(s, "route %s %s %s", cl->addr, cl->routes[j].hostname, cl->routes[j].backend);
   }
   for (size_t i = 0; i < cfg->nrules && !err; i++)
     err = strset_add(s, "rule %s %s", mcp_fw_type_name(cfg->rules[i].type), cfg->rules[i].value);
@@ -424,13 +424,12 @@ static int lock_database(run_t *run, char *err, size_t errlen)
 
 /* ---- the command ---- */
 
-static const char server_usage[] =
-    "usage: mc-proxy server -c FILE\n"
-    "\n"
-    "Runs the proxy in the foreground, logging to stderr.\n"
-    "\n"
-    "  -c, --config FILE   the INI config (see mc-proxy.ini(5))\n"
-    "  -h, --help          this help\n";
+static const char server_usage[] = "usage: mc-proxy server -c FILE\n"
+                                   "\n"
+                                   "Runs the proxy in the foreground, logging to stderr.\n"
+                                   "\n"
+                                   "  -c, --config FILE   the INI config (see mc-proxy.ini(5))\n"
+                                   "  -h, --help          this help\n";
 
 static int start(run_t *run, uv_loop_t *loop, config_t *cfg)
 {

@@ -187,8 +187,17 @@ static void durations_refuse_garbage(void **state)
 {
   (void)state;
   uint64_t ms = 42;
-  const char *bad[] = {"", "s", "-1s", "1.5s", "5 s", "5sec", "1d", "ms5",
-                       "99999999999999999999", "18446744073709551615h", NULL};
+  const char *bad[] = {"",
+                       "s",
+                       "-1s",
+                       "1.5s",
+                       "5 s",
+                       "5sec",
+                       "1d",
+                       "ms5",
+                       "99999999999999999999",
+                       "18446744073709551615h",
+                       NULL};
   for (int i = 0; bad[i]; i++)
     if (config_parse_duration(bad[i], &ms) == 0)
       fail_msg("\"%s\" parsed", bad[i]);
@@ -208,10 +217,9 @@ static void limit_errors_name_the_line(void **state)
   ctx_t *t = *state;
   expect_error(t, DB "[proxy]\nworkers = 0\n", 4, "expected a whole number from 1 to 1024");
   expect_error(t, DB "[proxy]\nworkers = 1025\n", 4, "from 1 to 1024");
-  expect_error(t, DB "[listener \"127.0.0.1:1\"]\nmax_connections = -1\n", 4,
-               "max_connections");
-  expect_error(t, DB "[listener \"127.0.0.1:1\"]\nmax_connections = 5\nmax_connections = 6\n",
-               5, "duplicate key, first on line 4");
+  expect_error(t, DB "[listener \"127.0.0.1:1\"]\nmax_connections = -1\n", 4, "max_connections");
+  expect_error(t, DB "[listener \"127.0.0.1:1\"]\nmax_connections = 5\nmax_connections = 6\n", 5,
+               "duplicate key, first on line 4");
 }
 
 static void value_errors_name_the_line(void **state)

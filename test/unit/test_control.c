@@ -348,8 +348,7 @@ static void stop_during_publication_refuses_the_queue(void **state)
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(requests_are_written_and_answered_in_order, setup,
-                                      teardown),
+      cmocka_unit_test_setup_teardown(requests_are_written_and_answered_in_order, setup, teardown),
       cmocka_unit_test_setup_teardown(a_bad_request_is_answered_at_once, setup, teardown),
       cmocka_unit_test_setup_teardown(validation_refuses_loops_and_unknown_listeners, setup,
                                       teardown),
