@@ -535,17 +535,17 @@ static void shutdown_grpc(admin_server_t *a)
 {
   uv_mutex_lock(&a->mu);
   a->stopping = 1;
-  admin_call_t *held = a->inbox_head;
+  admin_call_t *inbox = a->inbox_head;
   a->inbox_head = a->inbox_tail = NULL;
   uv_mutex_unlock(&a->mu);
 
-  /* Calls we hold get an answer now; a batch must never start on them after this. */
-  while (held) {
-    admin_call_t *next = held->next;
-    grpc_call_cancel_with_status(held->call, GRPC_STATUS_UNAVAILABLE, "mc-proxy is shutting down",
+  /* Calls still in the inbox get an answer now; a batch must never start on them after this. */
+  while (inbox) {
+    admin_call_t *next = inbox->next;
+    grpc_call_cancel_with_status(inbox->call, GRPC_STATUS_UNAVAILABLE, "mc-proxy is shutting down",
                                  NULL);
-    call_free(held);
-    held = next;
+    call_free(inbox);
+    inbox = next;
   }
   /* Calls a method has not answered yet (waiting for a database write): the method still holds
    * them, so they are orphaned (freed by their admin_call_reply) rather than freed here. */
@@ -645,23 +645,17 @@ static void log_started(const config_t *cfg)
   log_info("admin API listening on %s%s", cfg->grpc_addr, how);
 }
 
-int admin_server_start(uv_loop_t *loop, const config_t *cfg, const admin_method_t *methods,
-                       size_t nmethods, void *ctx, admin_server_t **out, char *err, size_t errlen)
+/*
+ * Allocates the server with its lock, condition variable and async handle (on loop). Returns
+ * NULL with a message in err. Undone by admin_free().
+ */
+static admin_server_t *admin_new(uv_loop_t *loop, const admin_method_t *methods, size_t nmethods,
+                                 void *ctx, char *err, size_t errlen)
 {
-  const char *sock_path = cfg->grpc_is_unix ? cfg->grpc_addr + strlen("unix:") : NULL;
-  grpc_server_credentials *creds;
-  char warn[1024];
-  int rc;
-
-  if (certs_check_config(cfg, err, errlen, warn, sizeof(warn)) != 0)
-    return -1;
-  if (warn[0])
-    log_warn("admin API: %s", warn);
-
   admin_server_t *a = calloc(1, sizeof(*a));
   if (!a) {
     snprintf(err, errlen, "out of memory");
-    return -1;
+    return NULL;
   }
   a->methods = methods;
   a->nmethods = nmethods;
@@ -675,14 +669,69 @@ int admin_server_start(uv_loop_t *loop, const config_t *cfg, const admin_method_
     snprintf(err, errlen, "cannot create a condition variable");
     goto fail_cond;
   }
-  rc = uv_async_init(loop, &a->async, on_async);
+  int rc = uv_async_init(loop, &a->async, on_async);
   if (rc != 0) {
     snprintf(err, errlen, "uv_async_init: %s", uv_strerror(rc));
     goto fail_async;
   }
   a->async.data = a;
+  return a;
 
-  /* From here on a is freed when its async handle has closed (on_async_closed). */
+fail_async:
+  uv_cond_destroy(&a->cond);
+fail_cond:
+  uv_mutex_destroy(&a->mu);
+fail_mutex:
+  free(a);
+  return NULL;
+}
+
+/* Releases the socket lock and closes the async handle; a itself is freed when it has closed. */
+static void admin_free(admin_server_t *a)
+{
+  if (a->lock_fd >= 0)
+    close(a->lock_fd);
+  a->lock_fd = -1;
+  uv_close((uv_handle_t *)&a->async, on_async_closed);
+}
+
+/* The server has started: widens the socket's mode, arms the first calls, starts the thread. */
+static int start_serving(admin_server_t *a, const config_t *cfg, const char *sock_path, char *err,
+                         size_t errlen)
+{
+  if (sock_path && chmod(sock_path, cfg->socket_mode) != 0) {
+    snprintf(err, errlen, "chmod %o %s: %s", cfg->socket_mode, sock_path, strerror(errno));
+    return -1;
+  }
+  for (int i = 0; i < ADMIN_PENDING_REQUESTS; i++) {
+    if (arm_request(a) != 0) {
+      snprintf(err, errlen, "cannot accept calls (grpc_server_request_call failed)");
+      return -1;
+    }
+  }
+  int rc = uv_thread_create(&a->thread, cq_thread, a);
+  if (rc != 0) {
+    snprintf(err, errlen, "cannot start the admin thread: %s", uv_strerror(rc));
+    return -1;
+  }
+  a->thread_started = 1;
+  return 0;
+}
+
+int admin_server_start(uv_loop_t *loop, const config_t *cfg, const admin_method_t *methods,
+                       size_t nmethods, void *ctx, admin_server_t **out, char *err, size_t errlen)
+{
+  const char *sock_path = cfg->grpc_is_unix ? cfg->grpc_addr + strlen("unix:") : NULL;
+  grpc_server_credentials *creds;
+  char warn[1024];
+
+  if (certs_check_config(cfg, err, errlen, warn, sizeof(warn)) != 0)
+    return -1;
+  if (warn[0])
+    log_warn("admin API: %s", warn);
+  admin_server_t *a = admin_new(loop, methods, nmethods, ctx, err, errlen);
+  if (!a)
+    return -1;
   if (sock_path && claim_socket_path(a, sock_path, err, errlen) != 0)
     goto fail_claim;
   creds = make_credentials(cfg, err, errlen);
@@ -694,23 +743,8 @@ int admin_server_start(uv_loop_t *loop, const config_t *cfg, const admin_method_
   if (create_server(a, cfg, sock_path, creds, err, errlen) != 0)
     goto fail_create;
   grpc_server_start(a->server);
-
-  if (sock_path && chmod(sock_path, cfg->socket_mode) != 0) {
-    snprintf(err, errlen, "chmod %o %s: %s", cfg->socket_mode, sock_path, strerror(errno));
+  if (start_serving(a, cfg, sock_path, err, errlen) != 0)
     goto fail_started;
-  }
-  for (int i = 0; i < ADMIN_PENDING_REQUESTS; i++) {
-    if (arm_request(a) != 0) {
-      snprintf(err, errlen, "cannot accept calls (grpc_server_request_call failed)");
-      goto fail_started;
-    }
-  }
-  rc = uv_thread_create(&a->thread, cq_thread, a);
-  if (rc != 0) {
-    snprintf(err, errlen, "cannot start the admin thread: %s", uv_strerror(rc));
-    goto fail_started;
-  }
-  a->thread_started = 1;
   *out = a;
   log_started(cfg);
   return 0;
@@ -720,17 +754,7 @@ fail_started:
 fail_create:
   grpc_shutdown_blocking();
 fail_claim:
-  if (a->lock_fd >= 0)
-    close(a->lock_fd);
-  uv_close((uv_handle_t *)&a->async, on_async_closed);
-  return -1;
-
-fail_async:
-  uv_cond_destroy(&a->cond);
-fail_cond:
-  uv_mutex_destroy(&a->mu);
-fail_mutex:
-  free(a);
+  admin_free(a);
   return -1;
 }
 
@@ -740,8 +764,6 @@ void admin_server_stop(admin_server_t *a)
     return;
   shutdown_grpc(a);
   grpc_shutdown_blocking();
-  if (a->lock_fd >= 0)
-    close(a->lock_fd);
-  uv_close((uv_handle_t *)&a->async, on_async_closed);
+  admin_free(a);
   log_info("admin API stopped");
 }

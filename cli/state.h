@@ -5,7 +5,8 @@
  *
  * The state_t is owned by cmd_server() (server.c) and lives on the main (loop) thread; every
  * field is touched only on that thread. It holds no control or admin-server state of its own:
- * those modules own their structs (control_t, admin_server_t) and are given a state_t.
+ * those modules own their structs (control_t, admin_server_t); control and admin_rpc are given
+ * a state_t.
  */
 #ifndef MCP_CLI_STATE_H
 #define MCP_CLI_STATE_H
