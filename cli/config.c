@@ -769,32 +769,44 @@ static int check_grpc(loader_t *ld)
   return 1;
 }
 
-int config_backend_loops_to(const mcp_backend_t *backend, const char *listen_addr)
+int config_find_loop(const mcp_backend_t *backend, const struct sockaddr_storage *listen_addrs,
+                     size_t n)
 {
-  struct sockaddr_storage ss;
-  if (mcp_listen_addr_parse(listen_addr, &ss, NULL) != 0)
-    return 0;
-  return mcp_backend_loops_to(backend, (const struct sockaddr *)&ss);
+  for (size_t i = 0; i < n; i++)
+    if (mcp_backend_loops_to(backend, (const struct sockaddr *)&listen_addrs[i]))
+      return (int)i;
+  return -1;
 }
 
 /* A route whose backend is one of the file's own listeners would connect to itself forever. */
 static int check_loops(loader_t *ld)
 {
   config_t *cfg = ld->cfg;
-  for (size_t i = 0; i < cfg->nlisteners; i++) {
+  if (cfg->nlisteners == 0)
+    return 1;
+  /* Parsed once: a file may hold 1,024 listeners and 100,000 routes. */
+  struct sockaddr_storage *addrs = calloc(cfg->nlisteners, sizeof(*addrs));
+  if (!addrs)
+    return fail(ld, 0, "out of memory");
+  int ok = 1;
+  for (size_t i = 0; i < cfg->nlisteners && ok; i++)
+    if (mcp_listen_addr_parse(cfg->listeners[i].addr, &addrs[i], NULL) != 0)
+      ok = fail(ld, cfg->listeners[i].line, "listener address no longer parses");
+  for (size_t i = 0; i < cfg->nlisteners && ok; i++) {
     const config_listener_t *l = &cfg->listeners[i];
-    for (size_t r = 0; r < l->nroutes; r++) {
+    for (size_t r = 0; r < l->nroutes && ok; r++) {
       mcp_backend_t b;
+      int j;
       if (mcp_backend_parse(l->routes[r].backend, &b) != 0)
-        return fail(ld, l->routes[r].line, "route backend no longer parses");
-      for (size_t j = 0; j < cfg->nlisteners; j++)
-        if (config_backend_loops_to(&b, cfg->listeners[j].addr))
-          return fail(ld, l->routes[r].line,
-                      "[listener \"%s\"] route: backend %s loops back to this proxy's listener %s",
-                      l->addr, b.text, cfg->listeners[j].addr);
+        ok = fail(ld, l->routes[r].line, "route backend no longer parses");
+      else if ((j = config_find_loop(&b, addrs, cfg->nlisteners)) >= 0)
+        ok = fail(ld, l->routes[r].line,
+                  "[listener \"%s\"] route: backend %s loops back to this proxy's listener %s",
+                  l->addr, b.text, cfg->listeners[j].addr);
     }
   }
-  return 1;
+  free(addrs);
+  return ok;
 }
 
 static int check_whole(loader_t *ld)

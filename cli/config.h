@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "mcproxy/firewall.h"
 #include "mcproxy/router.h"
@@ -84,11 +85,12 @@ void config_free(config_t *cfg);
 void config_free_seed(config_t *cfg);
 
 /*
- * 1 if a route to backend would reach the proxy's own listener at listen_addr (a canonical
- * listener address) and so connect to itself forever, else 0. Used for the file (config_load) and
+ * Which of the proxy's own listeners (n parsed listen addresses) a route to backend would reach,
+ * connecting to itself forever: its index, or -1 for none. Used for the file (config_load) and
  * for admin changes (control.c), so both refuse the same loops.
  */
-int config_backend_loops_to(const mcp_backend_t *backend, const char *listen_addr);
+int config_find_loop(const mcp_backend_t *backend, const struct sockaddr_storage *listen_addrs,
+                     size_t n);
 
 /* Parses "250ms", "5s", "2m", "1h" or a bare number of seconds. Returns 0 or -1. */
 int config_parse_duration(const char *text, uint64_t *ms);

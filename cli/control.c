@@ -50,6 +50,18 @@ static int fail(control_req_t *req, int status, const char *fmt, const char *arg
   return status;
 }
 
+/* 1 if a route to backend would reach one of srv's own listeners (config_find_loop). */
+static int loops_to_a_listener(state_t *srv, const mcp_backend_t *backend)
+{
+  for (size_t i = 0; i < srv->nlisteners; i++) {
+    struct sockaddr_storage ss;
+    if (mcp_listen_addr_parse(mcp_listener_addr(srv->listeners[i]), &ss, NULL) == 0 &&
+        config_find_loop(backend, &ss, 1) == 0)
+      return 1;
+  }
+  return 0;
+}
+
 /* Checks req against the live state and normalises its strings in place. Loop thread. */
 static int validate(state_t *srv, control_req_t *req)
 {
@@ -79,10 +91,8 @@ static int validate(state_t *srv, control_req_t *req)
                   "hostname:port)",
                   req->backend);
     snprintf(req->backend, sizeof(req->backend), "%s", backend.text);
-    for (size_t i = 0; i < srv->nlisteners; i++)
-      if (config_backend_loops_to(&backend, mcp_listener_addr(srv->listeners[i])))
-        return fail(req, MCP_ELOOP, "backend %s is this proxy's own listener (a loop)",
-                    req->backend);
+    if (loops_to_a_listener(srv, &backend))
+      return fail(req, MCP_ELOOP, "backend %s is this proxy's own listener (a loop)", req->backend);
     return 0;
   }
   case CONTROL_ROUTE_REMOVE:

@@ -16,6 +16,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "mcproxy/listener.h"
 
 typedef struct ctx_s {
   char dir[64];
@@ -279,11 +280,15 @@ static void the_loop_check_is_shared(void **state)
 {
   (void)state;
   mcp_backend_t b;
+  struct sockaddr_storage addrs[3];
+  assert_int_equal(mcp_listen_addr_parse("127.0.0.1:8444", &addrs[0], NULL), 0);
+  assert_int_equal(mcp_listen_addr_parse("0.0.0.0:8443", &addrs[1], NULL), 0);
+  assert_int_equal(mcp_listen_addr_parse("127.0.0.1:8443", &addrs[2], NULL), 0);
   assert_int_equal(mcp_backend_parse("127.0.0.1:8443", &b), 0);
-  assert_int_equal(config_backend_loops_to(&b, "127.0.0.1:8443"), 1);
-  assert_int_equal(config_backend_loops_to(&b, "0.0.0.0:8443"), 1);
-  assert_int_equal(config_backend_loops_to(&b, "127.0.0.1:8444"), 0);
-  assert_int_equal(config_backend_loops_to(&b, "not an address"), 0);
+  assert_int_equal(config_find_loop(&b, addrs, 3), 1); /* the wildcard comes first */
+  assert_int_equal(config_find_loop(&b, &addrs[2], 1), 0);
+  assert_int_equal(config_find_loop(&b, addrs, 1), -1);
+  assert_int_equal(config_find_loop(&b, addrs, 0), -1);
 }
 
 static void whole_file_errors(void **state)
