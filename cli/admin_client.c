@@ -21,8 +21,8 @@
 #include <grpc/support/log.h>
 #include <grpc/support/time.h>
 
-/* Credential files are small; anything bigger is not one. */
-#define PEM_MAX (1 << 20)
+#include "files.h"
+
 /* Replies are small too (a route list of thousands of entries fits easily). */
 #define REPLY_MAX (16 << 20)
 
@@ -62,27 +62,6 @@ const char *admin_status_name(int code)
 /* gRPC's own log lines would break the one-line error contract of the commands. */
 static void quiet_log(gpr_log_func_args *args) {}
 
-/* Reads a whole (small) file into a NUL-terminated string the caller frees. */
-static char *read_pem(const char *what, const char *path, char *err, size_t errlen)
-{
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    snprintf(err, errlen, "%s %s: cannot read: %s", what, path, strerror(errno));
-    return NULL;
-  }
-  char *buf = malloc(PEM_MAX + 1);
-  size_t n = buf ? fread(buf, 1, PEM_MAX + 1, f) : 0;
-  int bad = !buf || ferror(f) || n > PEM_MAX;
-  fclose(f);
-  if (bad) {
-    snprintf(err, errlen, "%s %s: cannot read (unreadable or larger than 1 MiB)", what, path);
-    free(buf);
-    return NULL;
-  }
-  buf[n] = '\0';
-  return buf;
-}
-
 int admin_client_open(const admin_client_opts_t *opts, admin_client_t **out, char *err,
                       size_t errlen)
 {
@@ -91,11 +70,12 @@ int admin_client_open(const admin_client_opts_t *opts, admin_client_t **out, cha
   int is_unix = !strncmp(opts->target, "unix:", 5);
 
   if (!is_unix) {
-    if (opts->ca_path && !(ca = read_pem("CA", opts->ca_path, err, errlen)))
+    if (opts->ca_path && !(ca = files_read_pem("CA", opts->ca_path, err, errlen)))
       goto fail;
-    if (opts->cert_path && !(cert = read_pem("client certificate", opts->cert_path, err, errlen)))
+    if (opts->cert_path &&
+        !(cert = files_read_pem("client certificate", opts->cert_path, err, errlen)))
       goto fail;
-    if (opts->key_path && !(key = read_pem("client key", opts->key_path, err, errlen)))
+    if (opts->key_path && !(key = files_read_pem("client key", opts->key_path, err, errlen)))
       goto fail;
   }
 

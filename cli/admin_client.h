@@ -1,7 +1,7 @@
 /*
- * admin_client: a small blocking gRPC client for ProxyAdminService (SPEC §5), used by the admin
- * commands. Unary calls only, each with a deadline, over a unix socket (no TLS) or TCP with TLS
- * (optionally presenting a client certificate for mTLS).
+ * admin_client: a small blocking gRPC client for ProxyAdminService (proto/mc_proxy/v1/admin.proto),
+ * used by the admin commands. Unary calls only, each with a deadline, over a unix socket (no TLS)
+ * or TCP with TLS (optionally presenting a client certificate for mTLS).
  *
  * One client per command invocation, used from one thread. It calls grpc_init() on open and
  * grpc_shutdown() on close.

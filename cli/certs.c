@@ -214,8 +214,7 @@ out:
   return rc;
 }
 
-int certs_check_config(const mcp_config_t *cfg, char *err, size_t errlen, char *warn,
-                       size_t warnlen)
+int certs_check_config(const config_t *cfg, char *err, size_t errlen, char *warn, size_t warnlen)
 {
   if (warn && warnlen)
     warn[0] = '\0';

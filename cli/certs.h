@@ -50,8 +50,7 @@ int certs_check_signed_by(const char *cert_path, const char *ca_path, char *err,
  * tls_cert issued by another CA than client_ca) is written to warn (may be NULL), else warn is
  * set to "". Does nothing for a unix-socket admin address without TLS files.
  */
-int certs_check_config(const mcp_config_t *cfg, char *err, size_t errlen, char *warn,
-                       size_t warnlen);
+int certs_check_config(const config_t *cfg, char *err, size_t errlen, char *warn, size_t warnlen);
 
 /*
  * Writes ca.pem, ca.key, server.pem, server.key, client.pem and client.key to dir (created with

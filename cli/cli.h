@@ -17,9 +17,9 @@ int cmd_status(int argc, char **argv);   /* admin_cmds.c */
 int cmd_routes(int argc, char **argv);   /* admin_cmds.c */
 int cmd_firewall(int argc, char **argv); /* admin_cmds.c */
 int cmd_listener(int argc, char **argv); /* admin_cmds.c */
-int cmd_certs(int argc, char **argv);    /* admin_cmds.c */
+int cmd_certs(int argc, char **argv);    /* certs_cmd.c */
 
-/* Prints the "see --help" hint for a usage error and returns EXIT_USAGE. */
+/* Prints the "see --help" hint for a usage error and returns EXIT_USAGE. cli.c */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

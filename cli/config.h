@@ -1,7 +1,7 @@
 /*
- * config: the INI file of SPEC §3, parsed with inih.
+ * config: the INI file described in docs/man/mc-proxy.ini.5, parsed with inih.
  *
- * config_load() fills an mcp_config_t or fails with one message naming the file, the line and
+ * config_load() fills a config_t or fails with one message naming the file, the line and
  * the problem ("mc-proxy.ini:12: [listener \"...\"] route: backend \"x\" is not host:port").
  * Relative paths in the file are resolved against the directory of the config file.
  * Owned by the caller; free with config_free(). Main thread only.
@@ -12,8 +12,10 @@
 #include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "mcproxy/firewall.h"
+#include "mcproxy/backend.h"
 #include "mcproxy/routes.h"
 
 #define CONFIG_ADDR_MAX 64
@@ -38,7 +40,7 @@ typedef struct config_rule_s {
   int line;
 } config_rule_t;
 
-typedef struct mcp_config_s {
+typedef struct config_s {
   char path[PATH_MAX]; /* the config file itself */
 
   /* [database] */
@@ -57,7 +59,7 @@ typedef struct mcp_config_s {
   int has_grpc;
   char grpc_addr[PATH_MAX + 8]; /* "unix:/path" or "host:port" */
   int grpc_is_unix;
-  unsigned socket_mode;         /* default 0600 */
+  unsigned socket_mode; /* default 0600 */
   char tls_cert[PATH_MAX], tls_key[PATH_MAX], client_ca[PATH_MAX];
   /* Client-side credentials for the admin commands (optional). */
   char client_cert[PATH_MAX], client_key[PATH_MAX], server_ca[PATH_MAX];
@@ -70,18 +72,26 @@ typedef struct mcp_config_s {
   /* [listener "ADDR"] sections, in file order. */
   config_listener_t *listeners;
   size_t nlisteners;
-} mcp_config_t;
+} config_t;
 
 /* Returns 0, or -1 with a "file:line: problem" message in err. */
-int config_load(const char *path, mcp_config_t *cfg, char *err, size_t errlen);
-void config_free(mcp_config_t *cfg);
+int config_load(const char *path, config_t *cfg, char *err, size_t errlen);
+void config_free(config_t *cfg);
 
 /*
  * Frees only the listeners, routes and firewall rules (the seed of a first run), keeping every
  * other setting. The server calls it once the database is loaded: with 100,000 routes in the file
  * they would otherwise hold tens of MiB for the life of the process.
  */
-void config_free_seed(mcp_config_t *cfg);
+void config_free_seed(config_t *cfg);
+
+/*
+ * Which of the proxy's own listeners (n parsed listen addresses) a route to backend would reach,
+ * connecting to itself forever: its index, or -1 for none. Used for the file (config_load) and
+ * for admin changes (control.c), so both refuse the same loops.
+ */
+int config_find_loop(const mcp_backend_t *backend, const struct sockaddr_storage *listen_addrs,
+                     size_t n);
 
 /* Parses "250ms", "5s", "2m", "1h" or a bare number of seconds. Returns 0 or -1. */
 int config_parse_duration(const char *text, uint64_t *ms);

@@ -4,40 +4,43 @@
  * the change in memory on the loop thread. See control.h.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "control.h"
 #include "log.h"
 #include "workers.h"
 
-/* gRPC status codes (grpc/impl/codegen/status.h), restated so control.c needs no gRPC header. */
-enum {
-  GRPC_OK = 0,
-  GRPC_INVALID_ARGUMENT = 3,
-  GRPC_NOT_FOUND = 5,
-  GRPC_FAILED_PRECONDITION = 9,
-  GRPC_INTERNAL = 13,
-  GRPC_UNAVAILABLE = 14,
+/*
+ * The queue. Requests wait in head..tail; current is the one being written or published (never
+ * in the queue). Loop thread only, except that work_cb reads current (and the store) on a work
+ * thread while busy.
+ */
+struct control_s {
+  state_t *st;
+  control_req_t *head, *tail; /* waiting, not started */
+  control_req_t *current;     /* NULL unless busy */
+  int busy;                   /* a request is being written (or published to the workers) */
+  int stopping;               /* control_stop() was called */
+  uv_work_t work;
 };
 
-int control_grpc_status(int status)
+control_t *control_new(state_t *st)
 {
-  switch (status) {
-  case 0:
-    return GRPC_OK;
-  case MCP_ENOENT:
-    return GRPC_NOT_FOUND;
-  case MCP_EINVAL:
-  case MCP_ERANGE:
-  case MCP_ELOOP:
-    return GRPC_INVALID_ARGUMENT;
-  case MCP_ENOGEOIP:
-    return GRPC_FAILED_PRECONDITION;
-  case MCP_EBUSY:
-    return GRPC_UNAVAILABLE;
-  default:
-    return GRPC_INTERNAL;
-  }
+  control_t *ctl = calloc(1, sizeof(*ctl));
+  if (ctl)
+    ctl->st = st;
+  return ctl;
+}
+
+void control_free(control_t *ctl)
+{
+  free(ctl);
+}
+
+int control_busy(const control_t *ctl)
+{
+  return ctl->busy;
 }
 
 static int fail(control_req_t *req, int status, const char *fmt, const char *arg)
@@ -47,8 +50,20 @@ static int fail(control_req_t *req, int status, const char *fmt, const char *arg
   return status;
 }
 
+/* 1 if a route to backend would reach one of srv's own listeners (config_find_loop). */
+static int loops_to_a_listener(state_t *srv, const mcp_backend_t *backend)
+{
+  for (size_t i = 0; i < srv->nlisteners; i++) {
+    struct sockaddr_storage ss;
+    if (mcp_listener_addr_parse(mcp_listener_addr(srv->listeners[i]), &ss, NULL) == 0 &&
+        config_find_loop(backend, &ss, 1) == 0)
+      return 1;
+  }
+  return 0;
+}
+
 /* Checks req against the live state and normalises its strings in place. Loop thread. */
-static int validate(server_t *srv, control_req_t *req)
+static int validate(state_t *srv, control_req_t *req)
 {
   char canon[MCP_BACKEND_MAX];
   mcp_listener_t *l = NULL;
@@ -56,7 +71,7 @@ static int validate(server_t *srv, control_req_t *req)
   if (req->op == CONTROL_ROUTE_ADD || req->op == CONTROL_ROUTE_REMOVE ||
       req->op == CONTROL_SET_MAX_CONNECTIONS) {
     req->listener[sizeof(req->listener) - 1] = '\0';
-    l = server_find_listener(srv, req->listener);
+    l = state_find_listener(srv, req->listener);
     if (!l)
       return fail(req, MCP_ENOENT, "no listener %s", req->listener);
     snprintf(req->listener, sizeof(req->listener), "%s", mcp_listener_addr(l));
@@ -71,16 +86,13 @@ static int validate(server_t *srv, control_req_t *req)
       return fail(req, MCP_EINVAL, "invalid hostname \"%s\"", req->hostname);
     snprintf(req->hostname, sizeof(req->hostname), "%s", canon);
     if (mcp_backend_parse(req->backend, &backend) != 0)
-      return fail(req, MCP_EINVAL, "invalid backend \"%s\" (want IPv4:port, [IPv6]:port or "
-                  "hostname:port)", req->backend);
+      return fail(req, MCP_EINVAL,
+                  "invalid backend \"%s\" (want IPv4:port, [IPv6]:port or "
+                  "hostname:port)",
+                  req->backend);
     snprintf(req->backend, sizeof(req->backend), "%s", backend.text);
-    for (size_t i = 0; i < srv->nlisteners; i++) {
-      struct sockaddr_storage ss;
-      mcp_listener_addr_parse(mcp_listener_addr(srv->listeners[i]), &ss, NULL);
-      if (mcp_backend_loops_to(&backend, (struct sockaddr *)&ss))
-        return fail(req, MCP_ELOOP, "backend %s is this proxy's own listener (a loop)",
-                    req->backend);
-    }
+    if (loops_to_a_listener(srv, &backend))
+      return fail(req, MCP_ELOOP, "backend %s is this proxy's own listener (a loop)", req->backend);
     return 0;
   }
   case CONTROL_ROUTE_REMOVE:
@@ -112,9 +124,9 @@ static int validate(server_t *srv, control_req_t *req)
 /* The database write. Runs on a libuv work thread; touches only the store and req. */
 static void work_cb(uv_work_t *w)
 {
-  server_t *srv = w->data;
-  control_req_t *req = srv->ctl_head;
-  mcp_store_t *st = srv->store;
+  control_t *ctl = w->data;
+  control_req_t *req = ctl->current;
+  mcp_store_t *st = ctl->st->store;
   int rc;
   switch (req->op) {
   case CONTROL_ROUTE_ADD:
@@ -152,10 +164,10 @@ static void work_cb(uv_work_t *w)
 }
 
 /* Publishes a committed change. Loop thread. Returns 0 or MCP_ENOMEM. */
-static int apply(server_t *srv, control_req_t *req)
+static int apply(state_t *srv, control_req_t *req)
 {
   if (req->op == CONTROL_ROUTE_ADD || req->op == CONTROL_ROUTE_REMOVE) {
-    mcp_listener_t *l = server_find_listener(srv, req->listener);
+    mcp_listener_t *l = state_find_listener(srv, req->listener);
     mcp_routes_t *rt;
     if (mcp_routes_clone(mcp_listener_routes(l), &rt) != 0)
       return MCP_ENOMEM;
@@ -172,7 +184,7 @@ static int apply(server_t *srv, control_req_t *req)
       return MCP_ENOMEM;
     int rc = req->op == CONTROL_RULE_ADD ? mcp_firewall_add(fw, req->rule_type, req->rule_value)
                                          : mcp_firewall_remove(fw, req->rule_type, req->rule_value);
-    if (rc == MCP_ENOENT || rc > 0)
+    if (rc == MCP_ENOENT)
       rc = 0;
     if (!rc)
       rc = mcp_firewall_seal(fw);
@@ -180,20 +192,16 @@ static int apply(server_t *srv, control_req_t *req)
       mcp_firewall_unref(fw);
       return rc;
     }
-    for (size_t i = 0; i < srv->nlisteners; i++)
-      mcp_listener_set_firewall(srv->listeners[i], fw);
-    mcp_firewall_unref(srv->firewall);
-    srv->firewall = fw;
+    state_set_firewall(srv, fw);
     return 0;
   }
-  mcp_listener_set_max_connections(server_find_listener(srv, req->listener),
-                                   req->max_connections);
+  mcp_listener_set_max_connections(state_find_listener(srv, req->listener), req->max_connections);
   return 0;
 }
 
-static void start_next(server_t *srv);
+static void start_next(control_t *ctl);
 
-static void finish(server_t *srv, control_req_t *req)
+static void finish(control_req_t *req)
 {
   req->done(req, req->status, req->status ? req->msg : "");
 }
@@ -202,7 +210,7 @@ static void finish(server_t *srv, control_req_t *req)
 static void on_published(void *data, int status)
 {
   control_req_t *req = data;
-  server_t *srv = req->srv;
+  control_t *ctl = req->ctl;
   if (status) {
     req->status = status;
     snprintf(req->msg, sizeof(req->msg),
@@ -210,44 +218,50 @@ static void on_published(void *data, int status)
              mcp_strerror(status));
     log_error("control: %s", req->msg);
   }
-  srv->ctl_busy = 0;
-  finish(srv, req);
-  start_next(srv);
+  ctl->busy = 0;
+  ctl->current = NULL;
+  finish(req);
+  start_next(ctl);
 }
 
 /* Refuses req without touching the database: the server is shutting down. */
-static void refuse_stopping(server_t *srv, control_req_t *req)
+static void refuse_stopping(control_req_t *req)
 {
   req->status = MCP_EBUSY;
   snprintf(req->msg, sizeof(req->msg), "mc-proxy is shutting down; nothing was changed");
-  finish(srv, req);
+  finish(req);
 }
 
-void control_stop(server_t *srv)
+void control_stop(control_t *ctl)
 {
-  srv->ctl_stopping = 1;
+  ctl->stopping = 1;
   /* The request being written (if any) completes normally; the ones behind it never start. */
-  control_req_t **link = srv->ctl_busy && srv->ctl_head ? &srv->ctl_head->next : &srv->ctl_head;
-  control_req_t *req = *link;
-  *link = NULL;
-  srv->ctl_tail = srv->ctl_head;
+  control_req_t *req = ctl->head;
+  ctl->head = ctl->tail = NULL;
   while (req) {
     control_req_t *next = req->next;
-    refuse_stopping(srv, req);
+    refuse_stopping(req);
     req = next;
   }
 }
 
+/* Takes the head request off the queue; it is the caller's to finish. */
+static control_req_t *pop(control_t *ctl)
+{
+  control_req_t *req = ctl->head;
+  ctl->head = req->next;
+  if (!ctl->head)
+    ctl->tail = NULL;
+  return req;
+}
+
 static void after_work_cb(uv_work_t *w, int status)
 {
-  server_t *srv = w->data;
-  control_req_t *req = srv->ctl_head;
-  srv->ctl_head = req->next;
-  if (!srv->ctl_head)
-    srv->ctl_tail = NULL;
+  control_t *ctl = w->data;
+  control_req_t *req = ctl->current;
 
   if (req->status == 0) {
-    int rc = apply(srv, req);
+    int rc = apply(ctl->st, req);
     if (rc) {
       /* Committed but not applied: memory is behind the database until a restart. */
       req->status = rc;
@@ -255,53 +269,53 @@ static void after_work_cb(uv_work_t *w, int status)
                mcp_strerror(rc));
       log_error("control: %s", req->msg);
     } else {
-      req->srv = srv;
-      workers_publish(srv, on_published, req);
+      req->ctl = ctl;
+      workers_publish(ctl->st, on_published, req);
       return;
     }
   }
-  srv->ctl_busy = 0;
-  finish(srv, req);
-  start_next(srv);
+  ctl->busy = 0;
+  ctl->current = NULL;
+  finish(req);
+  start_next(ctl);
 }
 
-static void start_next(server_t *srv)
+static void start_next(control_t *ctl)
 {
-  if (srv->ctl_busy || !srv->ctl_head || srv->ctl_stopping)
+  if (ctl->busy || !ctl->head || ctl->stopping)
     return;
-  srv->ctl_busy = 1;
-  srv->ctl_work.data = srv;
-  int rc = uv_queue_work(srv->loop, &srv->ctl_work, work_cb, after_work_cb);
+  ctl->busy = 1;
+  ctl->current = pop(ctl);
+  ctl->work.data = ctl;
+  int rc = uv_queue_work(ctl->st->loop, &ctl->work, work_cb, after_work_cb);
   if (rc) {
-    control_req_t *req = srv->ctl_head;
-    srv->ctl_head = req->next;
-    if (!srv->ctl_head)
-      srv->ctl_tail = NULL;
-    srv->ctl_busy = 0;
+    control_req_t *req = ctl->current;
+    ctl->current = NULL;
+    ctl->busy = 0;
     req->status = MCP_EIO;
     snprintf(req->msg, sizeof(req->msg), "cannot queue the database write: %s", uv_strerror(rc));
-    finish(srv, req);
-    start_next(srv);
+    finish(req);
+    start_next(ctl);
   }
 }
 
-void control_submit(server_t *srv, control_req_t *req)
+void control_submit(control_t *ctl, control_req_t *req)
 {
   req->status = 0;
   req->msg[0] = '\0';
   req->next = NULL;
-  if (srv->ctl_stopping) {
-    refuse_stopping(srv, req);
+  if (ctl->stopping) {
+    refuse_stopping(req);
     return;
   }
-  if (validate(srv, req) != 0) {
-    finish(srv, req);
+  if (validate(ctl->st, req) != 0) {
+    finish(req);
     return;
   }
-  if (srv->ctl_tail)
-    srv->ctl_tail->next = req;
+  if (ctl->tail)
+    ctl->tail->next = req;
   else
-    srv->ctl_head = req;
-  srv->ctl_tail = req;
-  start_next(srv);
+    ctl->head = req;
+  ctl->tail = req;
+  start_next(ctl);
 }

@@ -17,8 +17,13 @@
 
 #include <stdint.h>
 
+#include <uv.h>
+
 #include "config.h"
-#include "server.h"
+#include "state.h"
+
+typedef struct control_s control_t;
+typedef struct control_req_s control_req_t;
 
 typedef enum control_op_e {
   CONTROL_ROUTE_ADD,
@@ -42,23 +47,32 @@ struct control_req_s {
   void *data;
 
   /* Private to control.c. */
-  server_t *srv;
+  control_t *ctl;
   int status;
   char msg[512];
   control_req_t *next;
 };
 
+/*
+ * Creates the queue of changes to st (which must outlive it). Returns NULL when out of memory.
+ * Loop thread (st->loop).
+ */
+control_t *control_new(state_t *st);
+
 /* Queues req (owned by the caller until done). Loop thread only. */
-void control_submit(server_t *srv, control_req_t *req);
+void control_submit(control_t *ctl, control_req_t *req);
 
 /*
  * Shutdown: refuses (status MCP_EBUSY, nothing written) every queued request that has not
  * started and every later one. A request already being written completes normally, so the
- * server must keep its loop and listeners alive while srv->ctl_busy is set. Loop thread.
+ * server must keep its loop and listeners alive while control_busy() says so. Loop thread.
  */
-void control_stop(server_t *srv);
+void control_stop(control_t *ctl);
 
-/* Maps a control status to a gRPC status code (grpc_status_code values). */
-int control_grpc_status(int status);
+/* 1 while a request is being written or published to the worker loops, else 0. */
+int control_busy(const control_t *ctl);
+
+/* Frees ctl. It must not be busy (control_stop, then run the loop until control_busy is 0). */
+void control_free(control_t *ctl);
 
 #endif

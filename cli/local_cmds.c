@@ -88,8 +88,27 @@ static int parse_args(const char *cmd, const char *usage, int argc, char **argv,
   return -1;
 }
 
+/*
+ * Parses the arguments (parse_args) and loads the config they name into cfg. Returns -1 to go
+ * on (cfg is then the caller's to free), or the exit status to return at once.
+ */
+static int parse_and_load(const char *cmd, const char *usage, int argc, char **argv, int allow_out,
+                          config_t *cfg, const char **out, int *verbose)
+{
+  const char *path = NULL;
+  int rc = parse_args(cmd, usage, argc, argv, allow_out, &path, out, verbose);
+  if (rc >= 0)
+    return rc;
+  char err[1024];
+  if (config_load(path, cfg, err, sizeof(err)) != 0) {
+    fprintf(stderr, "%s\n", err);
+    return EXIT_USAGE;
+  }
+  return -1;
+}
+
 /* The files the config names must be readable by this user (the server runs as it too). */
-static int check_readable(const mcp_config_t *cfg, const char *what, const char *path)
+static int check_readable(const config_t *cfg, const char *what, const char *path)
 {
   if (!path[0])
     return 0;
@@ -103,7 +122,7 @@ static int check_readable(const mcp_config_t *cfg, const char *what, const char 
 }
 
 /* The effective settings, for operators and for tests of defaults and path resolution. */
-static void print_settings(const mcp_config_t *cfg)
+static void print_settings(const config_t *cfg)
 {
   printf("database.path = %s\n", cfg->db_path);
   printf("proxy.connect_timeout_ms = %llu\n", (unsigned long long)cfg->connect_timeout_ms);
@@ -136,18 +155,13 @@ static void print_settings(const mcp_config_t *cfg)
 
 int cmd_check(int argc, char **argv)
 {
-  const char *path = NULL, *out = NULL;
+  const char *out = NULL;
   int verbose = 0;
-  int rc = parse_args("check", check_usage, argc, argv, 0, &path, &out, &verbose);
+  config_t cfg;
+  char err[1024];
+  int rc = parse_and_load("check", check_usage, argc, argv, 0, &cfg, &out, &verbose);
   if (rc >= 0)
     return rc;
-
-  mcp_config_t cfg;
-  char err[1024];
-  if (config_load(path, &cfg, err, sizeof(err)) != 0) {
-    fprintf(stderr, "%s\n", err);
-    return EXIT_USAGE;
-  }
 
   int status = EXIT_OK;
   if (check_readable(&cfg, "[grpc] tls_cert", cfg.tls_cert) ||
@@ -236,18 +250,13 @@ static int default_snapshot_path(const char *db_path, char *out, size_t outlen)
 
 int cmd_snapshot(int argc, char **argv)
 {
-  const char *path = NULL, *out = NULL;
+  const char *out = NULL;
   int verbose = 0;
-  int rc = parse_args("snapshot", snapshot_usage, argc, argv, 1, &path, &out, &verbose);
+  config_t cfg;
+  char err[1024];
+  int rc = parse_and_load("snapshot", snapshot_usage, argc, argv, 1, &cfg, &out, &verbose);
   if (rc >= 0)
     return rc;
-
-  mcp_config_t cfg;
-  char err[1024];
-  if (config_load(path, &cfg, err, sizeof(err)) != 0) {
-    fprintf(stderr, "%s\n", err);
-    return EXIT_USAGE;
-  }
 
   int status = EXIT_REFUSED;
   mcp_store_t *st = NULL;

@@ -1,3 +1,4 @@
+/* log: one line per event on stderr. See log.h. */
 #include "log.h"
 
 #include <stdarg.h>
@@ -104,4 +105,16 @@ void log_flush(void)
     return;
   write_all(buffer, buffered);
   buffered = 0;
+}
+
+static void on_prepare(uv_prepare_t *h)
+{
+  log_flush();
+}
+
+void log_flush_each_iteration(uv_loop_t *loop, uv_prepare_t *prepare)
+{
+  uv_prepare_init(loop, prepare);
+  uv_prepare_start(prepare, on_prepare);
+  uv_unref((uv_handle_t *)prepare); /* it must not keep the loop alive on its own */
 }

@@ -5,6 +5,8 @@
 #ifndef MCP_CLI_LOG_H
 #define MCP_CLI_LOG_H
 
+#include <uv.h>
+
 enum { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 /* Messages below level are dropped. Default LOG_INFO. */
@@ -21,6 +23,14 @@ void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3
 void log_buffered(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Writes out the calling thread's buffered lines, if any. */
 void log_flush(void);
+
+/*
+ * Starts prepare, a handle that writes the calling thread's buffered lines (log_buffered) in
+ * every iteration of loop before it waits for I/O, so lines from the previous iteration's
+ * callbacks (close callbacks included) go out together. It does not keep the loop alive. Call it
+ * on the thread that runs loop, once per loop.
+ */
+void log_flush_each_iteration(uv_loop_t *loop, uv_prepare_t *prepare);
 
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)

@@ -1,5 +1,4 @@
 /* mc-proxy: dispatches to one command; each lives in its own file (see cli.h). */
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -24,23 +23,12 @@ static const char usage[] =
     "\n"
     "Run 'mc-proxy COMMAND --help' for a command's options.\n";
 
-int cli_usage_error(const char *cmd, const char *fmt, ...)
-{
-  va_list ap;
-  fprintf(stderr, "mc-proxy %s: ", cmd);
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fprintf(stderr, "\nTry 'mc-proxy %s --help'.\n", cmd);
-  return EXIT_USAGE;
-}
-
 static const struct {
   const char *name;
   int (*run)(int argc, char **argv);
 } commands[] = {
-    {"server", cmd_server},     {"check", cmd_check},       {"snapshot", cmd_snapshot},
-    {"status", cmd_status},     {"routes", cmd_routes},     {"firewall", cmd_firewall},
+    {"server", cmd_server},     {"check", cmd_check},   {"snapshot", cmd_snapshot},
+    {"status", cmd_status},     {"routes", cmd_routes}, {"firewall", cmd_firewall},
     {"listener", cmd_listener}, {"certs", cmd_certs},
 };
 

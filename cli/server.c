@@ -5,10 +5,8 @@
  * for up to shutdown_timeout, close the rest, exit 0. A second signal exits at once with 1.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
-#include <sys/file.h>
 #include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,16 +15,22 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin_rpc.h"
 #include "admin_server.h"
 #include "cli.h"
 #include "config.h"
 #include "control.h"
+#include "files.h"
 #include "log.h"
-#include "server.h"
+#include "state.h"
 #include "workers.h"
 
+/* Everything cmd_server() runs; main (loop) thread only. */
 typedef struct run_s {
-  server_t srv;
+  state_t srv;
+  control_t *ctl;        /* admin changes, one at a time (control.h) */
+  admin_server_t *admin; /* NULL without [grpc], or once stopped */
+  admin_rpc_t rpc;       /* what the admin methods work on */
   uv_signal_t sigterm, sigint, sighup;
   uv_timer_t drain_poll;
   uv_prepare_t log_flush; /* writes the loop's buffered connection lines before it waits */
@@ -36,41 +40,17 @@ typedef struct run_s {
   int lock_fd;
 } run_t;
 
-mcp_listener_t *server_find_listener(server_t *srv, const char *addr)
-{
-  char canon[64];
-  struct sockaddr_storage ss;
-  if (mcp_listener_addr_parse(addr, &ss, canon) != 0)
-    return NULL;
-  for (size_t i = 0; i < srv->nlisteners; i++)
-    if (!strcmp(mcp_listener_addr(srv->listeners[i]), canon))
-      return srv->listeners[i];
-  return NULL;
-}
-
 /* ---- connection log ---- */
 
 /*
  * Runs on whichever loop the connection lived on. The line goes into that thread's log buffer,
- * written once per loop iteration (server_flush_logs_each_iteration).
+ * written once per loop iteration (log_flush_each_iteration).
  */
 static void on_conn_end(void *data, const mcp_conn_record_t *rec)
 {
   char line[1024];
   mcp_conn_record_format(rec, line, sizeof(line));
   log_buffered(LOG_INFO, "conn %s", line);
-}
-
-static void on_log_flush(uv_prepare_t *h)
-{
-  log_flush();
-}
-
-void server_flush_logs_each_iteration(uv_loop_t *loop, uv_prepare_t *prepare)
-{
-  uv_prepare_init(loop, prepare);
-  uv_prepare_start(prepare, on_log_flush);
-  uv_unref((uv_handle_t *)prepare); /* it must not keep the loop alive on its own */
 }
 
 /* ---- seeding and loading ---- */
@@ -128,22 +108,22 @@ static void strset_free(strset_t *s)
   free(s->v);
 }
 
-static int config_strset(const mcp_config_t *cfg, strset_t *s)
+static int config_strset(const config_t *cfg, strset_t *s)
 {
   int err = 0;
   for (size_t i = 0; i < cfg->nlisteners && !err; i++) {
     const config_listener_t *cl = &cfg->listeners[i];
     err = strset_add(s, "listener %s %lld", cl->addr, (long long)cl->max_connections);
     for (size_t j = 0; j < cl->nroutes && !err; j++)
-      err = strset_add(s, "route %s %s %s", cl->addr, cl->routes[j].hostname,
-                       cl->routes[j].backend);
+      err =
+          strset_add(s, "route %s %s %s", cl->addr, cl->routes[j].hostname, cl->routes[j].backend);
   }
   for (size_t i = 0; i < cfg->nrules && !err; i++)
     err = strset_add(s, "rule %s %s", mcp_firewall_type_name(cfg->rules[i].type), cfg->rules[i].value);
   return err;
 }
 
-static int seed(mcp_store_t *st, const mcp_config_t *cfg)
+static int seed(mcp_store_t *st, const config_t *cfg)
 {
   int err = mcp_store_begin(st);
   for (size_t i = 0; i < cfg->nlisteners && !err; i++) {
@@ -173,7 +153,7 @@ typedef struct load_s {
 static int load_listener(void *data, const char *addr, int64_t max_connections)
 {
   load_t *ld = data;
-  server_t *srv = &ld->run->srv;
+  state_t *srv = &ld->run->srv;
   if (strset_add(&ld->db, "listener %s %lld", addr, (long long)max_connections))
     return MCP_ENOMEM;
   mcp_listener_t **v = realloc(srv->listeners, (srv->nlisteners + 1) * sizeof(*v));
@@ -197,7 +177,7 @@ static int load_route(void *data, const char *laddr, const char *host, const cha
   load_t *ld = data;
   if (strset_add(&ld->db, "route %s %s %s", laddr, host, backend))
     return MCP_ENOMEM;
-  mcp_listener_t *l = server_find_listener(&ld->run->srv, laddr);
+  mcp_listener_t *l = state_find_listener(&ld->run->srv, laddr);
   if (!l)
     return 0; /* cannot happen: routes reference listeners by foreign key */
   int err = mcp_routes_put(mcp_listener_routes(l), host, backend);
@@ -223,8 +203,8 @@ static int load_rule(void *data, mcp_firewall_type_t type, const char *value)
 
 static int load_state(run_t *run, char *err, size_t errlen)
 {
-  server_t *srv = &run->srv;
-  const mcp_config_t *cfg = srv->cfg;
+  state_t *srv = &run->srv;
+  const config_t *cfg = srv->cfg;
   int empty = 0;
   int rc = mcp_store_is_empty(srv->store, &empty);
   if (rc < 0) {
@@ -281,7 +261,7 @@ static int load_state(run_t *run, char *err, size_t errlen)
 /* ---- signals and shutdown ---- */
 
 /* Connections still open on every loop (the counters are shared atomics). */
-static int64_t total_active(server_t *srv)
+static int64_t total_active(state_t *srv)
 {
   int64_t active = 0;
   for (size_t i = 0; i < srv->nlisteners; i++) {
@@ -308,9 +288,10 @@ static void begin_shutdown(run_t *run);
 static void on_drain_poll(uv_timer_t *t)
 {
   run_t *run = t->data;
-  server_t *srv = &run->srv;
-  if (!run->admin_stopped && !srv->ctl_busy) {
-    admin_server_stop(srv);
+  state_t *srv = &run->srv;
+  if (!run->admin_stopped && !control_busy(run->ctl)) {
+    admin_server_stop(run->admin);
+    run->admin = NULL;
     run->admin_stopped = 1;
   }
   if (run->admin_stopped && total_active(srv) == 0) {
@@ -328,7 +309,7 @@ static void on_signal(uv_signal_t *h, int signum)
 {
   run_t *run = h->data;
   if (signum == SIGHUP) {
-    server_t *srv = &run->srv;
+    state_t *srv = &run->srv;
     if (!srv->cfg->geoip_db[0]) {
       log_info("SIGHUP: no geoip_db configured; nothing to reload");
       return;
@@ -354,10 +335,7 @@ static void on_signal(uv_signal_t *h, int signum)
       log_error("SIGHUP: %s; keeping the GeoIP database already loaded", mcp_strerror(rc));
       return;
     }
-    for (size_t i = 0; i < srv->nlisteners; i++)
-      mcp_listener_set_firewall(srv->listeners[i], fw);
-    mcp_firewall_unref(srv->firewall);
-    srv->firewall = fw;
+    state_set_firewall(srv, fw);
     mcp_geoip_unref(srv->geoip);
     srv->geoip = g;
     workers_publish(srv, on_geoip_published, NULL);
@@ -375,12 +353,12 @@ static void on_signal(uv_signal_t *h, int signum)
 
 static void begin_shutdown(run_t *run)
 {
-  server_t *srv = &run->srv;
+  state_t *srv = &run->srv;
   run->stopping = 1;
   for (size_t i = 0; i < srv->nlisteners; i++)
     mcp_listener_stop(srv->listeners[i]);
   workers_stop_accepting(srv);
-  control_stop(srv);
+  control_stop(run->ctl);
   run->drain_deadline = uv_now(srv->loop) + srv->cfg->shutdown_timeout_ms;
   uv_timer_start(&run->drain_poll, on_drain_poll, 0, 50);
 }
@@ -394,13 +372,16 @@ static void close_walk_cb(uv_handle_t *h, void *arg)
 /* Frees listeners (closing what is left), then every other handle, and runs the loop dry. */
 static void teardown(run_t *run)
 {
-  server_t *srv = &run->srv;
+  state_t *srv = &run->srv;
   /* A change still being written (shutdown_timeout ran out first) finishes against live
    * listeners and workers; its database write is bounded by the busy timeout. */
-  control_stop(srv);
-  while (srv->ctl_busy)
-    uv_run(srv->loop, UV_RUN_ONCE);
-  admin_server_stop(srv);
+  if (run->ctl) {
+    control_stop(run->ctl);
+    while (control_busy(run->ctl))
+      uv_run(srv->loop, UV_RUN_ONCE);
+  }
+  admin_server_stop(run->admin);
+  run->admin = NULL;
   workers_stop(srv);
   for (size_t i = 0; i < srv->nlisteners; i++)
     mcp_listener_free(srv->listeners[i], NULL, NULL);
@@ -414,6 +395,8 @@ static void teardown(run_t *run)
   mcp_geoip_unref(srv->geoip);
   if (srv->store)
     mcp_store_close(srv->store);
+  control_free(run->ctl);
+  run->ctl = NULL;
   uv_loop_close(srv->loop);
 }
 
@@ -425,15 +408,14 @@ static int lock_database(run_t *run, char *err, size_t errlen)
 {
   char path[PATH_MAX + 8];
   snprintf(path, sizeof(path), "%s.lock", run->srv.cfg->db_path);
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) {
+  int fd = files_lock(path);
+  if (fd == FILES_LOCK_OPEN) {
     snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     return -1;
   }
-  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+  if (fd == FILES_LOCK_HELD) {
     snprintf(err, errlen, "%s is locked: another mc-proxy server is using %s", path,
              run->srv.cfg->db_path);
-    close(fd);
     return -1;
   }
   run->lock_fd = fd;
@@ -442,17 +424,16 @@ static int lock_database(run_t *run, char *err, size_t errlen)
 
 /* ---- the command ---- */
 
-static const char server_usage[] =
-    "usage: mc-proxy server -c FILE\n"
-    "\n"
-    "Runs the proxy in the foreground, logging to stderr.\n"
-    "\n"
-    "  -c, --config FILE   the INI config (see mc-proxy.ini(5))\n"
-    "  -h, --help          this help\n";
+static const char server_usage[] = "usage: mc-proxy server -c FILE\n"
+                                   "\n"
+                                   "Runs the proxy in the foreground, logging to stderr.\n"
+                                   "\n"
+                                   "  -c, --config FILE   the INI config (see mc-proxy.ini(5))\n"
+                                   "  -h, --help          this help\n";
 
-static int start(run_t *run, uv_loop_t *loop, mcp_config_t *cfg)
+static int start(run_t *run, uv_loop_t *loop, config_t *cfg)
 {
-  server_t *srv = &run->srv;
+  state_t *srv = &run->srv;
   char err[1024];
   srv->loop = loop;
   srv->cfg = cfg;
@@ -468,6 +449,11 @@ static int start(run_t *run, uv_loop_t *loop, mcp_config_t *cfg)
       .on_conn_end = on_conn_end,
       .data = run,
   };
+  run->ctl = control_new(srv);
+  if (!run->ctl) {
+    log_error("out of memory");
+    return EXIT_REFUSED;
+  }
   if (lock_database(run, err, sizeof(err)) != 0) {
     log_error("%s", err);
     return EXIT_REFUSED;
@@ -504,7 +490,9 @@ static int start(run_t *run, uv_loop_t *loop, mcp_config_t *cfg)
     log_error("%s", err);
     return EXIT_REFUSED;
   }
-  if (cfg->has_grpc && admin_server_start(srv, err, sizeof(err)) != 0) {
+  run->rpc = (admin_rpc_t){.st = srv, .ctl = run->ctl};
+  if (cfg->has_grpc && admin_server_start(srv->loop, cfg, admin_rpc_methods, admin_rpc_nmethods,
+                                          &run->rpc, &run->admin, err, sizeof(err)) != 0) {
     log_error("admin API: %s", err);
     return EXIT_REFUSED;
   }
@@ -550,7 +538,7 @@ int cmd_server(int argc, char **argv)
   if (!path)
     return cli_usage_error("server", "-c FILE is required");
 
-  mcp_config_t cfg;
+  config_t cfg;
   char err[1024];
   if (config_load(path, &cfg, err, sizeof(err)) != 0) {
     fprintf(stderr, "mc-proxy: %s\n", err);
@@ -568,7 +556,7 @@ int cmd_server(int argc, char **argv)
   uv_signal_init(&loop, &run.sigint);
   uv_signal_init(&loop, &run.sighup);
   uv_timer_init(&loop, &run.drain_poll);
-  server_flush_logs_each_iteration(&loop, &run.log_flush);
+  log_flush_each_iteration(&loop, &run.log_flush);
   run.sigterm.data = run.sigint.data = run.sighup.data = run.drain_poll.data = &run;
   uv_signal_start(&run.sigterm, on_signal, SIGTERM);
   uv_signal_start(&run.sigint, on_signal, SIGINT);

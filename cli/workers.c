@@ -52,7 +52,7 @@ typedef struct worker_s {
 } worker_t;
 
 struct workers_s {
-  server_t *srv;
+  state_t *srv;
   worker_t *w;
   int n;
   uv_async_t done_async; /* main loop: publications every worker has applied */
@@ -189,14 +189,14 @@ static void on_published(uv_async_t *h)
 
 static int worker_init(struct workers_s *all, worker_t *w, int index, char *err, size_t errlen)
 {
-  server_t *srv = all->srv;
+  state_t *srv = all->srv;
   w->all = all;
   w->index = index;
   uv_loop_init(&w->loop);
   uv_mutex_init(&w->mu);
   uv_async_init(&w->loop, &w->async, on_worker_async);
   w->async.data = w;
-  server_flush_logs_each_iteration(&w->loop, &w->log_flush);
+  log_flush_each_iteration(&w->loop, &w->log_flush);
   w->listeners = calloc(srv->nlisteners ? srv->nlisteners : 1, sizeof(*w->listeners));
   if (!w->listeners) {
     snprintf(err, errlen, "out of memory");
@@ -225,7 +225,7 @@ static int worker_init(struct workers_s *all, worker_t *w, int index, char *err,
   return 0;
 }
 
-int workers_start(server_t *srv, int n, char *err, size_t errlen)
+int workers_start(state_t *srv, int n, char *err, size_t errlen)
 {
   struct workers_s *all = calloc(1, sizeof(*all));
   if (!all) {
@@ -259,7 +259,7 @@ int workers_start(server_t *srv, int n, char *err, size_t errlen)
   return 0;
 }
 
-void workers_publish(server_t *srv, void (*done)(void *data, int status), void *data)
+void workers_publish(state_t *srv, void (*done)(void *data, int status), void *data)
 {
   struct workers_s *all = srv->workers;
   if (!all || all->n == 0) {
@@ -295,24 +295,24 @@ void workers_publish(server_t *srv, void (*done)(void *data, int status), void *
   }
 }
 
-static void broadcast(server_t *srv, msg_op_t op)
+static void broadcast(state_t *srv, msg_op_t op)
 {
   struct workers_s *all = srv->workers;
   for (int i = 0; all && i < all->n; i++)
     post(&all->w[i], op);
 }
 
-void workers_stop_accepting(server_t *srv)
+void workers_stop_accepting(state_t *srv)
 {
   broadcast(srv, MSG_STOP_ACCEPTING);
 }
 
-void workers_close_connections(server_t *srv)
+void workers_close_connections(state_t *srv)
 {
   broadcast(srv, MSG_CLOSE_CONNECTIONS);
 }
 
-void workers_stop(server_t *srv)
+void workers_stop(state_t *srv)
 {
   struct workers_s *all = srv->workers;
   if (!all)

@@ -16,28 +16,28 @@
 
 #include <stddef.h>
 
-#include "server.h"
+#include "state.h"
 
 /*
  * Starts n - 1 worker threads (nothing when n <= 1). srv->listeners must exist, have been created
  * with reuseport when n > 1, and be listening. Returns 0 or -1 with a message in err.
  */
-int workers_start(server_t *srv, int n, char *err, size_t errlen);
+int workers_start(state_t *srv, int n, char *err, size_t errlen);
 
 /*
  * Sends every worker the main loop's current route tables and firewall; done(data, 0) runs on
  * the main loop once every worker has applied them (at once when there are no workers), or
  * done(data, MCP_ENOMEM) at once when the messages could not be made (nothing was sent).
  */
-void workers_publish(server_t *srv, void (*done)(void *data, int status), void *data);
+void workers_publish(state_t *srv, void (*done)(void *data, int status), void *data);
 
 /* Tells every worker to stop accepting (active connections go on). */
-void workers_stop_accepting(server_t *srv);
+void workers_stop_accepting(state_t *srv);
 
 /* Tells every worker to close all its connections now. */
-void workers_close_connections(server_t *srv);
+void workers_close_connections(state_t *srv);
 
 /* Frees the workers' listeners, ends their loops and joins their threads. */
-void workers_stop(server_t *srv);
+void workers_stop(state_t *srv);
 
 #endif

@@ -1,0 +1,43 @@
+/*
+ * state: what the main loop holds while the proxy runs: config, store, listeners, the published
+ * firewall and GeoIP database, the worker loops. Filled by server.c at start, read and changed by
+ * control.c (admin changes) and admin_rpc.c (reads), handed to workers.c.
+ *
+ * The state_t is owned by cmd_server() (server.c) and lives on the main (loop) thread; every
+ * field is touched only on that thread. It holds no control or admin-server state of its own:
+ * those modules own their structs (control_t, admin_server_t); control and admin_rpc are given
+ * a state_t.
+ */
+#ifndef MCP_CLI_STATE_H
+#define MCP_CLI_STATE_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "mcproxy/mcproxy.h"
+
+typedef struct state_s {
+  uv_loop_t *loop;
+  config_t *cfg;
+  mcp_store_t *store;
+  mcp_listener_t **listeners; /* in address order */
+  size_t nlisteners;
+  mcp_firewall_t *firewall; /* the published snapshot (one reference held here) */
+  mcp_geoip_t *geoip;       /* NULL without [firewall] geoip_db */
+  int64_t started_at_unix;
+  mcp_listener_config_t listener_config; /* timeouts and log callback shared by all listeners */
+  int nworkers;                          /* data-plane loops, the main loop included */
+  struct workers_s *workers;             /* see workers.h; NULL before workers_start() */
+} state_t;
+
+/* The listener with this address (any spelling mcp_listener_addr_parse accepts), or NULL. */
+mcp_listener_t *state_find_listener(state_t *st, const char *addr);
+
+/*
+ * Publishes fw as the firewall of every main-loop listener and of st (dropping st's old
+ * reference; st takes over the caller's). The worker loops are told separately (workers.h).
+ */
+void state_set_firewall(state_t *st, mcp_firewall_t *fw);
+
+#endif
