@@ -103,8 +103,7 @@ int descriptors_next_file(const uint8_t *set, size_t len, size_t *offset, descri
 
 typedef const uint8_t *(*set_fn)(size_t *len);
 static const set_fn sets[] = {descriptors_set_admin, descriptors_set_health,
-                              descriptors_set_reflection_v1,
-                              descriptors_set_reflection_v1alpha};
+                              descriptors_set_reflection_v1, descriptors_set_reflection_v1alpha};
 
 /* Calls match(f, arg) on every embedded file; fills *out with the first that matches. */
 static int find(int (*match)(const descriptor_file_t *f, const char *arg), const char *arg,

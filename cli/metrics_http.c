@@ -22,11 +22,11 @@ struct metrics_http_s {
 };
 
 static int bind_socket(const char *addr, int *port, char *err, size_t errlen);
+static int bound_port(int fd);
 static void close_if_ours(int fd, int port);
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls);
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls);
 
 int metrics_http_start(metrics_http_t **out, const char *addr, metrics_http_render_fn render,
                        void *data, const metrics_http_options_t *opts, char *err, size_t errlen)
@@ -61,11 +61,11 @@ int metrics_http_start(metrics_http_t **out, const char *addr, metrics_http_rend
   /* One internal thread polls every connection with epoll; no thread per connection, so the
    * render callback never runs twice at once. The socket is ours (bound above, for a clear
    * error) and MHD closes it when stopped. */
-  h->daemon = MHD_start_daemon(
-      MHD_USE_EPOLL_INTERNAL_THREAD, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET, fd,
-      MHD_OPTION_CONNECTION_LIMIT, o.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-      o.per_ip_connections, MHD_OPTION_CONNECTION_TIMEOUT, o.timeout_s,
-      MHD_OPTION_CONNECTION_MEMORY_LIMIT, o.conn_memory, MHD_OPTION_END);
+  h->daemon = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD, 0, NULL, NULL, on_request, h,
+                               MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
+                               o.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                               o.per_ip_connections, MHD_OPTION_CONNECTION_TIMEOUT, o.timeout_s,
+                               MHD_OPTION_CONNECTION_MEMORY_LIMIT, o.conn_memory, MHD_OPTION_END);
   if (!h->daemon) {
     close_if_ours(fd, h->port);
     free(h);
@@ -106,12 +106,29 @@ static int bind_socket(const char *addr, int *port, char *err, size_t errlen)
     close(fd);
     return -e;
   }
-  struct sockaddr_storage bound;
-  socklen_t blen = sizeof(bound);
-  getsockname(fd, (struct sockaddr *)&bound, &blen);
-  *port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                            : ((struct sockaddr_in *)&bound)->sin_port);
+  *port = bound_port(fd);
+  if (*port < 0) {
+    int e = errno;
+    snprintf(err, errlen, "metrics: getsockname on %s: %s", text, strerror(e));
+    close(fd);
+    return -e;
+  }
   return fd;
+}
+
+/* The local port fd is bound to, or -1. */
+static int bound_port(int fd)
+{
+  struct sockaddr_storage ss = {0};
+  socklen_t len = sizeof(ss);
+  if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+    return -1;
+  if (ss.ss_family == AF_INET6)
+    return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  if (ss.ss_family == AF_INET)
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  errno = EAFNOSUPPORT;
+  return -1;
 }
 
 /*
@@ -120,16 +137,10 @@ static int bind_socket(const char *addr, int *port, char *err, size_t errlen)
  */
 static void close_if_ours(int fd, int port)
 {
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof(ss);
   int listening = 0;
   socklen_t ilen = sizeof(listening);
-  if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0 ||
-      getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ilen) != 0 || !listening)
-    return;
-  int p = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                         : ((struct sockaddr_in *)&ss)->sin_port);
-  if (p == port)
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ilen) == 0 && listening &&
+      bound_port(fd) == port)
     close(fd);
 }
 
@@ -198,9 +209,8 @@ static enum MHD_Result reply_metrics(metrics_http_t *h, struct MHD_Connection *c
  * so every request is answered on its first call; MHD discards any body that follows.
  */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
   metrics_http_t *h = cls;
   if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)

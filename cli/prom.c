@@ -155,11 +155,11 @@ void prom_family(prom_buf_t *b, const char *name, prom_type_t type, const char *
 static void format_double(char out[40], double v)
 {
   if (isnan(v)) {
-    strcpy(out, "NaN");
+    snprintf(out, 40, "NaN");
     return;
   }
   if (isinf(v)) {
-    strcpy(out, v > 0 ? "+Inf" : "-Inf");
+    snprintf(out, 40, "%s", v > 0 ? "+Inf" : "-Inf");
     return;
   }
   snprintf(out, 40, "%.15g", v);
@@ -167,11 +167,13 @@ static void format_double(char out[40], double v)
     snprintf(out, 40, "%.17g", v);
 }
 
-/* Writes name{a="x",b="y"[,extra_name="extra_value"]} and a space. */
-static void write_series(prom_buf_t *b, const char *name, const prom_label_t *labels,
-                         size_t nlabels, const char *extra_name, const char *extra_value)
+/* Writes name suffix{a="x",b="y"[,extra_name="extra_value"]} and a space. */
+static void write_series(prom_buf_t *b, const char *name, const char *suffix,
+                         const prom_label_t *labels, size_t nlabels, const char *extra_name,
+                         const char *extra_value)
 {
   append_str(b, name);
+  append_str(b, suffix);
   if (nlabels == 0 && !extra_name) {
     append(b, " ", 1);
     return;
@@ -198,7 +200,7 @@ void prom_sample(prom_buf_t *b, const char *name, const prom_label_t *labels, si
 {
   char num[40];
   format_double(num, value);
-  write_series(b, name, labels, nlabels, NULL, NULL);
+  write_series(b, name, "", labels, nlabels, NULL, NULL);
   append_str(b, num);
   append(b, "\n", 1);
 }
@@ -206,7 +208,7 @@ void prom_sample(prom_buf_t *b, const char *name, const prom_label_t *labels, si
 void prom_sample_u64(prom_buf_t *b, const char *name, const prom_label_t *labels, size_t nlabels,
                      uint64_t value)
 {
-  write_series(b, name, labels, nlabels, NULL, NULL);
+  write_series(b, name, "", labels, nlabels, NULL, NULL);
   prom_printf(b, "%llu\n", (unsigned long long)value);
 }
 
@@ -236,33 +238,26 @@ void prom_hist_snapshot_add(prom_hist_snapshot_t *s, const prom_hist_t *h)
   s->sum_ns += atomic_load_explicit(&rh->sum_ns, memory_order_relaxed);
 }
 
-void prom_hist_render(prom_buf_t *b, const char *name, const prom_label_t *labels,
-                      size_t nlabels, const prom_hist_snapshot_t *s)
+void prom_hist_render(prom_buf_t *b, const char *name, const prom_label_t *labels, size_t nlabels,
+                      const prom_hist_snapshot_t *s)
 {
-  size_t nlen = strlen(name);
-  char *series = malloc(nlen + sizeof("_bucket"));
-  if (!series) {
-    b->failed = 1;
-    return;
-  }
   char le[40];
   uint64_t cumulative = 0;
-  memcpy(series, name, nlen);
-  strcpy(series + nlen, "_bucket");
   for (size_t i = 0; i <= s->buckets->n; i++) {
     cumulative += s->count[i];
     if (i < s->buckets->n)
       format_double(le, (double)s->buckets->le_ns[i] / 1e9);
     else
-      strcpy(le, "+Inf");
-    write_series(b, series, labels, nlabels, "le", le);
+      snprintf(le, sizeof(le), "+Inf");
+    write_series(b, name, "_bucket", labels, nlabels, "le", le);
     prom_printf(b, "%llu\n", (unsigned long long)cumulative);
   }
-  strcpy(series + nlen, "_sum");
-  prom_sample(b, series, labels, nlabels, (double)s->sum_ns / 1e9);
-  strcpy(series + nlen, "_count");
-  prom_sample_u64(b, series, labels, nlabels, cumulative);
-  free(series);
+  char num[40];
+  format_double(num, (double)s->sum_ns / 1e9);
+  write_series(b, name, "_sum", labels, nlabels, NULL, NULL);
+  prom_printf(b, "%s\n", num);
+  write_series(b, name, "_count", labels, nlabels, NULL, NULL);
+  prom_printf(b, "%llu\n", (unsigned long long)cumulative);
 }
 
 /* ---- process metrics --------------------------------------------------------------------- */
@@ -347,7 +342,8 @@ void prom_process_metrics(prom_buf_t *b)
     gauge(b, "process_max_fds", "The soft limit on open file descriptors (RLIMIT_NOFILE).",
           rl.rlim_cur == RLIM_INFINITY ? INFINITY : (double)rl.rlim_cur);
   if (have_stat) {
-    gauge(b, "process_virtual_memory_bytes", "Size of this process's virtual address space in bytes.", (double)vsize);
+    gauge(b, "process_virtual_memory_bytes",
+          "Size of this process's virtual address space in bytes.", (double)vsize);
     if (page > 0)
       gauge(b, "process_resident_memory_bytes", "Memory of this process resident in RAM, in bytes.",
             (double)rss * (double)page);

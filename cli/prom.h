@@ -83,8 +83,7 @@ typedef _Atomic uint64_t prom_counter_t;
 /* Owner thread only: a load and a store, both relaxed (no lock prefix on x86-64). */
 static inline void prom_counter_add(prom_counter_t *c, uint64_t v)
 {
-  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + v,
-                        memory_order_relaxed);
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + v, memory_order_relaxed);
 }
 
 /* Any thread. */
@@ -130,11 +129,9 @@ static inline void prom_hist_observe(prom_hist_t *h, uint64_t ns)
   size_t i = 0;
   while (i < b->n && ns > b->le_ns[i])
     i++;
-  atomic_store_explicit(&h->count[i],
-                        atomic_load_explicit(&h->count[i], memory_order_relaxed) + 1,
+  atomic_store_explicit(&h->count[i], atomic_load_explicit(&h->count[i], memory_order_relaxed) + 1,
                         memory_order_relaxed);
-  atomic_store_explicit(&h->sum_ns,
-                        atomic_load_explicit(&h->sum_ns, memory_order_relaxed) + ns,
+  atomic_store_explicit(&h->sum_ns, atomic_load_explicit(&h->sum_ns, memory_order_relaxed) + ns,
                         memory_order_relaxed);
 }
 
@@ -155,8 +152,8 @@ void prom_hist_snapshot_add(prom_hist_snapshot_t *s, const prom_hist_t *h);
  * last), name_sum{labels} in seconds and name_count{labels}. The family line (prom_family with
  * PROM_HISTOGRAM) is the caller's, once before all series of the family.
  */
-void prom_hist_render(prom_buf_t *b, const char *name, const prom_label_t *labels,
-                      size_t nlabels, const prom_hist_snapshot_t *s);
+void prom_hist_render(prom_buf_t *b, const char *name, const prom_label_t *labels, size_t nlabels,
+                      const prom_hist_snapshot_t *s);
 
 /* ---- process metrics --------------------------------------------------------------------- */
 

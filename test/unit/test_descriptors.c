@@ -87,8 +87,8 @@ static void find_symbol_by_service_method_message_enum(void **state)
   assert_int_equal(descriptors_find_symbol("grpc.health.v1.HealthCheckResponse", &f), 0);
   assert_true(name_is(&f, "grpc/health/v1/health.proto"));
   /* A nested enum is found through its top-level message. */
-  assert_int_equal(
-      descriptors_find_symbol("grpc.health.v1.HealthCheckResponse.ServingStatus", &f), 0);
+  assert_int_equal(descriptors_find_symbol("grpc.health.v1.HealthCheckResponse.ServingStatus", &f),
+                   0);
   assert_int_equal(descriptors_find_symbol(DESCRIPTORS_HEALTH_SERVICE, &f), 0);
   assert_int_equal(descriptors_find_symbol(DESCRIPTORS_REFLECTION_V1_SERVICE, &f), 0);
   assert_true(name_is(&f, "grpc/reflection/v1/reflection.proto"));
@@ -99,9 +99,14 @@ static void find_symbol_by_service_method_message_enum(void **state)
 static void unknown_symbols_are_not_found(void **state)
 {
   descriptor_file_t f;
-  const char *bad[] = {"", "mc_proxy.v1", "mc_proxy.v1.", "mc_proxy.v1.NoSuchThing",
-                       "mc_proxy.v2.ProxyAdminService", "grpc.health.v1.Healthy",
-                       "ProxyAdminService", "mc_proxy.v1ProxyAdminService"};
+  const char *bad[] = {"",
+                       "mc_proxy.v1",
+                       "mc_proxy.v1.",
+                       "mc_proxy.v1.NoSuchThing",
+                       "mc_proxy.v2.ProxyAdminService",
+                       "grpc.health.v1.Healthy",
+                       "ProxyAdminService",
+                       "mc_proxy.v1ProxyAdminService"};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
     assert_int_equal(descriptors_find_symbol(bad[i], &f), -1);
 }

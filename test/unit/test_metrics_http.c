@@ -218,8 +218,8 @@ static void ipv6_loopback_is_served(void **state)
 
 static void unparsable_address_is_refused_with_message(void **state)
 {
-  const char *bad[] = {"", "localhost:9464", "127.0.0.1", "127.0.0.1:99999", "[::1]9464",
-                       "1.2.3.4:port", "::1:9464"};
+  const char *bad[] = {"",          "localhost:9464", "127.0.0.1", "127.0.0.1:99999",
+                       "[::1]9464", "1.2.3.4:port",   "::1:9464"};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     metrics_http_t *h = NULL;
     char err[256] = "";

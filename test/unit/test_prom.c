@@ -66,8 +66,8 @@ static void render_everything(prom_buf_t *b)
 
   prom_hist_t h;
   prom_hist_init(&h, &prom_buckets_latency);
-  prom_hist_observe(&h, 300000);     /* 0.3 ms */
-  prom_hist_observe(&h, 20000000);   /* 20 ms */
+  prom_hist_observe(&h, 300000);      /* 0.3 ms */
+  prom_hist_observe(&h, 20000000);    /* 20 ms */
   prom_hist_observe(&h, 60000000000); /* 60 s: +Inf */
   prom_hist_snapshot_t s;
   prom_hist_snapshot_init(&s, &prom_buckets_latency);
@@ -156,9 +156,9 @@ static void histogram_renders_cumulative_buckets(void **state)
 {
   prom_hist_t h;
   prom_hist_init(&h, &prom_buckets_latency);
-  prom_hist_observe(&h, 500000);     /* exactly the first bound: le is inclusive */
-  prom_hist_observe(&h, 500001);     /* just above: second bucket */
-  prom_hist_observe(&h, 2000000000); /* 2 s */
+  prom_hist_observe(&h, 500000);         /* exactly the first bound: le is inclusive */
+  prom_hist_observe(&h, 500001);         /* just above: second bucket */
+  prom_hist_observe(&h, 2000000000);     /* 2 s */
   prom_hist_observe(&h, 20000000000ULL); /* 20 s, past the last bound */
   prom_hist_snapshot_t s;
   prom_hist_snapshot_init(&s, &prom_buckets_latency);
