@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdatomic.h>
@@ -19,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -363,6 +366,126 @@ static void connection_limit_caps_total(void **state)
   metrics_http_stop(h);
 }
 
+/* ---- a real Prometheus ------------------------------------------------------------------ */
+
+/* A body with a counter, a histogram and the process metrics, as the proxy will serve. */
+static char *render_rich(void *data, size_t *len)
+{
+  prom_buf_t b;
+  prom_buf_init(&b);
+  prom_printf(&b, "%s", BODY);
+  prom_hist_t h;
+  prom_hist_init(&h, &prom_buckets_latency);
+  prom_hist_observe(&h, 1000000);
+  prom_hist_observe(&h, 2000000);
+  prom_hist_observe(&h, 3000000000ULL);
+  prom_hist_snapshot_t s;
+  prom_hist_snapshot_init(&s, &prom_buckets_latency);
+  prom_hist_snapshot_add(&s, &h);
+  prom_family(&b, "h_seconds", PROM_HISTOGRAM, "A test histogram.");
+  prom_label_t l[] = {{"listener", "127.0.0.1:443"}};
+  prom_hist_render(&b, "h_seconds", l, 1, &s);
+  prom_process_metrics(&b);
+  return prom_buf_take(&b, len);
+}
+
+static int free_port(void)
+{
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof(a);
+  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+/* Asks Prometheus at port for query until the answer holds want; bounded by deadline. */
+static int query_until(int port, const char *query, const char *want, double deadline)
+{
+  char args[512];
+  snprintf(args, sizeof(args), "-g 'http://127.0.0.1:%d/api/v1/query?query=%s'", port, query);
+  while (now_s() < deadline) {
+    char *out = curl(args);
+    int found = strstr(out, want) != NULL;
+    free(out);
+    if (found)
+      return 1;
+    usleep(250000);
+  }
+  return 0;
+}
+
+/* Debian's prometheus scrapes the endpoint every second and reads back what was rendered. */
+static void real_prometheus_scrapes_endpoint(void **state)
+{
+  if (system("command -v prometheus >/dev/null 2>&1") != 0) {
+    print_message("SKIP: prometheus not installed (Debian package prometheus)\n");
+    skip();
+  }
+  metrics_http_t *h = start(render_rich, NULL);
+  char dir[] = "/tmp/mcp-prometheus-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char path[256], arg_cfg[300], arg_data[300], arg_listen[64];
+  snprintf(path, sizeof(path), "%s/prometheus.yml", dir);
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fprintf(f,
+          "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+          "scrape_configs:\n"
+          "  - job_name: mcp\n"
+          "    static_configs: [{targets: ['127.0.0.1:%d']}]\n",
+          metrics_http_port(h));
+  fclose(f);
+  int port = free_port();
+  snprintf(arg_cfg, sizeof(arg_cfg), "--config.file=%s", path);
+  snprintf(arg_data, sizeof(arg_data), "--storage.tsdb.path=%s/data", dir);
+  snprintf(arg_listen, sizeof(arg_listen), "--web.listen-address=127.0.0.1:%d", port);
+  snprintf(path, sizeof(path), "%s/prometheus.log", dir);
+
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int log = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(log, 1);
+    dup2(log, 2);
+    execlp("prometheus", "prometheus", arg_cfg, arg_data, arg_listen, "--log.level=warn",
+           (char *)NULL);
+    _exit(127);
+  }
+  double deadline = now_s() + 60;
+  int up = query_until(port, "up%7Bjob%3D%22mcp%22%7D", "\"1\"]", deadline);
+  int counter = up && query_until(port, "t_total", "\"42\"]", deadline);
+  int hist = up && query_until(port, "h_seconds_count%7Blistener%3D%22127.0.0.1:443%22%7D",
+                               "\"3\"]", deadline);
+  int le = up && query_until(port, "h_seconds_bucket%7Ble%3D%220.0025%22%7D", "\"2\"]", deadline);
+  int fds = up && query_until(port, "process_open_fds", "process_open_fds", deadline);
+
+  kill(pid, SIGTERM);
+  int status = 0;
+  double stop_by = now_s() + 15;
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (now_s() > stop_by) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      break;
+    }
+    usleep(50000);
+  }
+  if (!(up && counter && hist && le && fds)) {
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "cat %s", path);
+    print_message("up=%d counter=%d hist=%d le=%d fds=%d; prometheus log:\n", up, counter, hist, le,
+                  fds);
+    (void)system(cmd);
+  }
+  char cmd[300];
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+  (void)system(cmd);
+  metrics_http_stop(h);
+  assert_true(up && counter && hist && le && fds);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -378,6 +501,7 @@ int main(void)
       cmocka_unit_test(stop_releases_socket),
       cmocka_unit_test(slowloris_neither_blocks_others_nor_grows),
       cmocka_unit_test(connection_limit_caps_total),
+      cmocka_unit_test(real_prometheus_scrapes_endpoint),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
