@@ -171,3 +171,23 @@ int descriptors_find_symbol(const char *symbol, descriptor_file_t *f)
 {
   return find(match_symbol, symbol, f);
 }
+
+int descriptors_with_imports(const descriptor_file_t *f, descriptor_file_t *out, size_t max)
+{
+  for (size_t i = 0; i < sizeof(sets) / sizeof(sets[0]); i++) {
+    size_t len, off = 0;
+    const uint8_t *set = sets[i](&len);
+    uintptr_t lo = (uintptr_t)set, at = (uintptr_t)f->bytes;
+    if (at < lo || at - lo > len || f->len > len - (at - lo))
+      continue;
+    size_t n = 0;
+    descriptor_file_t g;
+    while (descriptors_next_file(set, len, &off, &g) == 1) {
+      if (n == max)
+        return -1;
+      out[n++] = g;
+    }
+    return (int)n;
+  }
+  return -1;
+}

@@ -58,4 +58,11 @@ int descriptors_find_file(const char *filename, descriptor_file_t *f);
  */
 int descriptors_find_symbol(const char *symbol, descriptor_file_t *f);
 
+/*
+ * Fills out[0..max) with f and every file it imports, transitively (the whole set protoc made
+ * for f's .proto; imports first). f must come from descriptors_find_*. Returns the count, or -1
+ * when max is too small or f is not an embedded file.
+ */
+int descriptors_with_imports(const descriptor_file_t *f, descriptor_file_t *out, size_t max);
+
 #endif

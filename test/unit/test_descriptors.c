@@ -111,6 +111,18 @@ static void unknown_symbols_are_not_found(void **state)
     assert_int_equal(descriptors_find_symbol(bad[i], &f), -1);
 }
 
+static void with_imports_lists_the_whole_set(void **state)
+{
+  descriptor_file_t f, all[4];
+  assert_int_equal(descriptors_find_file("mc_proxy/v1/admin.proto", &f), 0);
+  assert_int_equal(descriptors_with_imports(&f, all, 4), 1); /* admin.proto imports nothing */
+  assert_ptr_equal(all[0].bytes, f.bytes);
+  assert_int_equal(descriptors_with_imports(&f, all, 0), -1); /* no room */
+  uint8_t elsewhere[8] = {0};
+  descriptor_file_t stranger = {.bytes = elsewhere, .len = sizeof(elsewhere)};
+  assert_int_equal(descriptors_with_imports(&stranger, all, 4), -1);
+}
+
 static void malformed_sets_are_refused(void **state)
 {
   descriptor_file_t f;
@@ -245,6 +257,7 @@ int main(void)
       cmocka_unit_test(find_file_by_name),
       cmocka_unit_test(find_symbol_by_service_method_message_enum),
       cmocka_unit_test(unknown_symbols_are_not_found),
+      cmocka_unit_test(with_imports_lists_the_whole_set),
       cmocka_unit_test(malformed_sets_are_refused),
       cmocka_unit_test(python_protobuf_reads_admin_descriptor),
       cmocka_unit_test(health_response_round_trips),
