@@ -1,5 +1,5 @@
 /*
- * metrics_http: the `[metrics] addr` HTTP endpoint (docs/SPEC section "Metrics and health").
+ * metrics_http: the `[metrics] addr` HTTP endpoint (see docs/METRICS.md).
  *
  * Served by libmicrohttpd on one thread of its own (its internal polling thread), never on a
  * worker loop, so a slow or hostile HTTP client cannot delay the data plane:

@@ -15,7 +15,7 @@
  * but not yet its sum); the next scrape sees it whole.
  *
  * Process metrics. prom_process_metrics() writes the standard process_* families from
- * /proc/self (Linux only).
+ * /proc/self (Linux only). The design is in docs/METRICS.md.
  */
 #ifndef MCP_CLI_PROM_H
 #define MCP_CLI_PROM_H

@@ -11,7 +11,7 @@
  *
  * Health: grpc.health.v1.Health/Check for the whole server ("") or one of the listed services.
  *
- * Pure functions of their input and the embedded descriptors; any thread.
+ * Pure functions of their input and the embedded descriptors; any thread. See docs/METRICS.md.
  */
 #ifndef MCP_CLI_REFLECTION_H
 #define MCP_CLI_REFLECTION_H
