@@ -303,7 +303,7 @@ static int closed_by_server(int fd, int ms)
 
 static void slowloris_neither_blocks_others_nor_grows(void **state)
 {
-  metrics_http_options_t o = {.max_connections = 32, .per_ip_connections = 4, .timeout_s = 2};
+  metrics_http_options_t o = {.max_connections = 32, .per_ip_connections = 4, .timeout_s = 3};
   metrics_http_t *h = start(render_fixed, &o);
   int port = metrics_http_port(h);
   const char *attackers[] = {"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"};
@@ -325,11 +325,11 @@ static void slowloris_neither_blocks_others_nor_grows(void **state)
   print_message("GET during the slowloris took %.3f s\n", took);
   assert_int_equal(status_of(out), 200);
   assert_string_equal(body_of(out), BODY);
-  assert_true(took < 1.0);
+  assert_true(took < 2.0); /* well before the slow ones time out (3 s) */
   free(out);
 
-  /* Half-open connections are closed once idle for timeout_s (2 s): wait at most 6 s. */
-  double deadline = now_s() + 6;
+  /* Half-open connections are closed once idle for timeout_s (3 s): wait at most 8 s. */
+  double deadline = now_s() + 8;
   while (metrics_http_connections(h) > 0 && now_s() < deadline)
     usleep(50000);
   assert_int_equal(metrics_http_connections(h), 0);
@@ -357,9 +357,12 @@ static void connection_limit_caps_total(void **state)
     snprintf(src, sizeof(src), "127.0.1.%d", i + 1);
     fds[i] = half_open(src, port);
   }
-  usleep(200000);
-  unsigned held = metrics_http_connections(h);
-  assert_true(held >= 1 && held <= 8);
+  /* The server takes up to 8 (one per address, all idle) and closes the rest at once. */
+  double deadline = now_s() + 3;
+  while (metrics_http_connections(h) < 8 && now_s() < deadline)
+    usleep(20000);
+  usleep(100000);
+  assert_int_equal(metrics_http_connections(h), 8);
   for (int i = 0; i < 40; i++)
     if (fds[i] >= 0)
       close(fds[i]);
