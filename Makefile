@@ -8,7 +8,8 @@ DEPS := cmake make gcc clang pkg-config openssl curl \
 	libuv1-dev libsqlite3-dev libmaxminddb-dev libinih-dev \
 	libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libmbedtls-dev libcmocka-dev \
 	libmaxmind-db-writer-perl mmdb-bin python3 python3-grpcio python3-protobuf sqlite3 \
-	libclang-rt-14-dev build-essential debhelper dpkg-dev fakeroot lintian
+	libclang-rt-14-dev build-essential debhelper dpkg-dev fakeroot lintian \
+	libmicrohttpd-dev protobuf-compiler grpc-proto prometheus
 LINT_DEPS  := clang-tidy cppcheck
 BENCH_DEPS := haproxy nginx libnginx-mod-stream sniproxy util-linux iproute2 libssl-dev
 
