@@ -1,0 +1,747 @@
+/*
+ * etcd_client: channels, endpoint failover and the unary calls (Range, Txn). See etcd_client.h;
+ * the watch stream lives in etcd_watch.c.
+ *
+ * Each unary attempt is one batch (send metadata, message and half-close; receive metadata,
+ * message and status) on a completion queue of its own, waited for with the attempt's deadline
+ * plus a margin, like cli/admin_client.c.
+ */
+#include "etcd_client_internal.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/log.h>
+#include <grpc/support/time.h>
+
+#include "etcd/api/etcdserverpb/rpc.pb-c.h"
+
+/* Credential files are small; anything bigger is not one. */
+#define PEM_MAX (1 << 20)
+/* A page of 10,000 routes is about a megabyte; leave room for big values. */
+#define REPLY_MAX (256 << 20)
+#define PAGE_DEFAULT 10000
+
+/* gRPC's own log lines would interleave with ours on stderr. */
+static void quiet_log(gpr_log_func_args *args) {}
+
+/* ---- opening ----------------------------------------------------------------------------- */
+
+static char *read_pem(const char *what, const char *path, char *err, size_t errlen)
+{
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    snprintf(err, errlen, "%s %s: cannot read: %s", what, path, strerror(errno));
+    return NULL;
+  }
+  char *buf = malloc(PEM_MAX + 1);
+  size_t n = buf ? fread(buf, 1, PEM_MAX + 1, f) : 0;
+  int bad = !buf || ferror(f) || n > PEM_MAX;
+  fclose(f);
+  if (bad) {
+    snprintf(err, errlen, "%s %s: cannot read (unreadable or larger than 1 MiB)", what, path);
+    free(buf);
+    return NULL;
+  }
+  buf[n] = '\0';
+  return buf;
+}
+
+/*
+ * "http://HOST:PORT" or "https://HOST:PORT" (an optional trailing '/') into a gRPC target:
+ * IP literals as ipv4:/ipv6: targets (no resolver involved), names through DNS.
+ */
+static int endpoint_target(const char *url, int *tls, char *target, size_t len)
+{
+  const char *hp;
+  char host[256];
+
+  if (!strncmp(url, "http://", 7)) {
+    *tls = 0;
+    hp = url + 7;
+  } else if (!strncmp(url, "https://", 8)) {
+    *tls = 1;
+    hp = url + 8;
+  } else {
+    return ETCD_EINVAL;
+  }
+  size_t hlen = strcspn(hp, "/");
+  if (hp[hlen] && strcmp(hp + hlen, "/") != 0)
+    return ETCD_EINVAL;
+  if (hlen == 0 || hlen >= sizeof(host))
+    return ETCD_EINVAL;
+  memcpy(host, hp, hlen);
+  host[hlen] = '\0';
+  const char *colon = strrchr(host, ':');
+  if (!colon || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
+      atoi(colon + 1) < 1 || atoi(colon + 1) > 65535)
+    return ETCD_EINVAL;
+  int n;
+  if (host[0] == '[')
+    n = snprintf(target, len, "ipv6:%s", host);
+  else if (strspn(host, "0123456789.:") == hlen)
+    n = snprintf(target, len, "ipv4:%s", host);
+  else
+    n = snprintf(target, len, "dns:///%s", host);
+  return n > 0 && (size_t)n < len ? 0 : ETCD_EINVAL;
+}
+
+static grpc_channel_credentials *make_creds(const etcd_client_opts_t *opts, int tls, char *err,
+                                            size_t errlen)
+{
+  char *ca = NULL, *cert = NULL, *key = NULL;
+  grpc_channel_credentials *creds = NULL;
+
+  if (!tls)
+    return grpc_insecure_credentials_create();
+  if (!opts->cert_path != !opts->key_path) {
+    snprintf(err, errlen, "etcd_cert and etcd_key go together");
+    return NULL;
+  }
+  if (opts->ca_path && !(ca = read_pem("etcd CA", opts->ca_path, err, errlen)))
+    goto out;
+  if (opts->cert_path && !(cert = read_pem("etcd certificate", opts->cert_path, err, errlen)))
+    goto out;
+  if (opts->key_path && !(key = read_pem("etcd key", opts->key_path, err, errlen)))
+    goto out;
+  grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
+  creds = grpc_ssl_credentials_create_ex(ca, cert ? &pair : NULL, NULL, NULL);
+  if (!creds)
+    snprintf(err, errlen, "cannot create TLS credentials for etcd");
+out:
+  free(ca);
+  free(cert);
+  free(key);
+  return creds;
+}
+
+int etcd_client_open(const etcd_client_opts_t *opts, etcd_client_t **out, char *err,
+                     size_t errlen)
+{
+  char targets[ETCD_MAX_ENDPOINTS][300];
+  int tls[ETCD_MAX_ENDPOINTS];
+
+  *out = NULL;
+  if (opts->n_endpoints == 0 || opts->n_endpoints > ETCD_MAX_ENDPOINTS) {
+    snprintf(err, errlen, "between 1 and %d etcd endpoints are needed", ETCD_MAX_ENDPOINTS);
+    return ETCD_EINVAL;
+  }
+  for (size_t i = 0; i < opts->n_endpoints; i++) {
+    if (endpoint_target(opts->endpoints[i], &tls[i], targets[i], sizeof(targets[i])) != 0) {
+      snprintf(err, errlen, "etcd endpoint \"%s\" is not http://HOST:PORT or https://HOST:PORT",
+               opts->endpoints[i]);
+      return ETCD_EINVAL;
+    }
+    if (tls[i] != tls[0]) {
+      snprintf(err, errlen, "etcd endpoints mix http:// and https://");
+      return ETCD_EINVAL;
+    }
+  }
+
+  etcd_client_t *c = calloc(1, sizeof(*c));
+  if (!c) {
+    snprintf(err, errlen, "out of memory");
+    return ETCD_ENOMEM;
+  }
+  c->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : ETCD_TIMEOUT_MS;
+  atomic_init(&c->current, 0);
+
+  gpr_set_log_function(quiet_log);
+  grpc_init();
+  grpc_channel_credentials *creds = make_creds(opts, tls[0], err, errlen);
+  if (!creds) {
+    free(c);
+    grpc_shutdown();
+    return ETCD_EINVAL;
+  }
+  /* No transparent retries (failover is ours), quick reconnects to a member that comes back,
+   * and keepalive pings so a member that vanished without a FIN is noticed. etcd refuses pings
+   * more often than every 5 s by default. */
+  grpc_arg args[] = {
+      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ENABLE_RETRIES, .value.integer = 0},
+      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+       .value.integer = REPLY_MAX},
+      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+       .value.integer = 100},
+      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, .value.integer = 100},
+      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, .value.integer = 2000},
+      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIME_MS, .value.integer = 10000},
+      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS, .value.integer = 5000},
+  };
+  grpc_channel_args cargs = {.num_args = sizeof(args) / sizeof(args[0]), .args = args};
+  for (size_t i = 0; i < opts->n_endpoints; i++) {
+    c->endpoints[i] = strdup(opts->endpoints[i]);
+    c->channels[i] = grpc_channel_create(targets[i], creds, &cargs);
+    c->n++;
+    if (!c->endpoints[i] || !c->channels[i]) {
+      grpc_channel_credentials_release(creds);
+      etcd_client_close(c);
+      snprintf(err, errlen, "cannot create a channel to %s", opts->endpoints[i]);
+      return ETCD_ENOMEM;
+    }
+  }
+  grpc_channel_credentials_release(creds);
+  *out = c;
+  return 0;
+}
+
+void etcd_client_close(etcd_client_t *c)
+{
+  if (!c)
+    return;
+  for (size_t i = 0; i < c->n; i++) {
+    if (c->channels[i])
+      grpc_channel_destroy(c->channels[i]);
+    free(c->endpoints[i]);
+  }
+  free(c);
+  grpc_shutdown();
+}
+
+const char *etcd_client_endpoint(etcd_client_t *c)
+{
+  return c->endpoints[etcd__current(c)];
+}
+
+size_t etcd__current(etcd_client_t *c)
+{
+  return atomic_load(&c->current) % c->n;
+}
+
+void etcd__fail_over(etcd_client_t *c, size_t failed)
+{
+  size_t expected = failed;
+  atomic_compare_exchange_strong(&c->current, &expected, (failed + 1) % c->n);
+}
+
+void etcd__leader_metadata(grpc_metadata *md)
+{
+  memset(md, 0, sizeof(*md));
+  md->key = grpc_slice_from_static_string("hasleader");
+  md->value = grpc_slice_from_static_string("true");
+}
+
+int64_t etcd__now_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- messages ---------------------------------------------------------------------------- */
+
+grpc_byte_buffer *etcd__pack(const ProtobufCMessage *msg)
+{
+  size_t len = protobuf_c_message_get_packed_size(msg);
+  grpc_slice slice = grpc_slice_malloc(len);
+  protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(slice));
+  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
+  grpc_slice_unref(slice);
+  return bb;
+}
+
+ProtobufCMessage *etcd__unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc)
+{
+  grpc_byte_buffer_reader reader;
+  if (!grpc_byte_buffer_reader_init(&reader, bb))
+    return NULL;
+  grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+  grpc_byte_buffer_reader_destroy(&reader);
+  ProtobufCMessage *m =
+      protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+  grpc_slice_unref(all);
+  return m;
+}
+
+static char *dup_bytes(const ProtobufCBinaryData *b)
+{
+  char *s = malloc(b->len + 1);
+  if (s) {
+    if (b->len)
+      memcpy(s, b->data, b->len);
+    s[b->len] = '\0';
+  }
+  return s;
+}
+
+int etcd__kv_copy(etcd_kv_t *kv, const Mvccpb__KeyValue *src)
+{
+  memset(kv, 0, sizeof(*kv));
+  kv->key = dup_bytes(&src->key);
+  kv->value = dup_bytes(&src->value);
+  if (!kv->key || !kv->value) {
+    etcd__kv_release(kv);
+    return ETCD_ENOMEM;
+  }
+  kv->key_len = src->key.len;
+  kv->value_len = src->value.len;
+  kv->create_revision = src->create_revision;
+  kv->mod_revision = src->mod_revision;
+  kv->version = src->version;
+  return 0;
+}
+
+void etcd__kv_release(etcd_kv_t *kv)
+{
+  free(kv->key);
+  free(kv->value);
+  kv->key = kv->value = NULL;
+}
+
+void etcd_range_release(etcd_range_t *r)
+{
+  for (size_t i = 0; i < r->n_kvs; i++)
+    etcd__kv_release(&r->kvs[i]);
+  free(r->kvs);
+  memset(r, 0, sizeof(*r));
+}
+
+void etcd_txn_release(etcd_txn_result_t *r)
+{
+  for (size_t i = 0; i < r->n_gets; i++)
+    etcd_range_release(&r->gets[i]);
+  free(r->gets);
+  memset(r, 0, sizeof(*r));
+}
+
+size_t etcd_prefix_end(const char *prefix, size_t prefix_len, char *buf)
+{
+  memcpy(buf, prefix, prefix_len);
+  /* Drop trailing 0xff bytes, then add one to the last byte left. */
+  while (prefix_len > 0 && (unsigned char)buf[prefix_len - 1] == 0xff)
+    prefix_len--;
+  if (prefix_len == 0)
+    return 0;
+  buf[prefix_len - 1] = (char)((unsigned char)buf[prefix_len - 1] + 1);
+  return prefix_len;
+}
+
+/* ---- one unary attempt ------------------------------------------------------------------- */
+
+typedef struct attempt_s {
+  grpc_status_code status;
+  char details[256];
+  ProtobufCMessage *resp;
+} attempt_t;
+
+static void copy_line(char *dst, size_t dstlen, const char *src, size_t len)
+{
+  size_t n = 0;
+  for (size_t i = 0; i < len && n + 1 < dstlen; i++)
+    dst[n++] = (src[i] == '\n' || src[i] == '\r') ? ' ' : src[i];
+  dst[n] = '\0';
+}
+
+static void unary(etcd_client_t *c, size_t ep, const char *path, const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *resp_desc, attempt_t *a)
+{
+  memset(a, 0, sizeof(*a));
+  a->status = GRPC_STATUS_INTERNAL;
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+  gpr_timespec deadline =
+      gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(c->timeout_ms, GPR_TIMESPAN));
+  grpc_call *call = grpc_channel_create_call(c->channels[ep], NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                             grpc_slice_from_static_string(path), NULL, deadline,
+                                             NULL);
+  grpc_metadata md;
+  etcd__leader_metadata(&md);
+  grpc_byte_buffer *send_bb = etcd__pack(req), *recv_bb = NULL;
+  grpc_metadata_array initial_md, trailing_md;
+  grpc_metadata_array_init(&initial_md);
+  grpc_metadata_array_init(&trailing_md);
+  grpc_slice details = grpc_empty_slice();
+
+  grpc_op ops[6];
+  memset(ops, 0, sizeof(ops));
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[0].data.send_initial_metadata.count = 1;
+  ops[0].data.send_initial_metadata.metadata = &md;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = send_bb;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial_md;
+  ops[4].op = GRPC_OP_RECV_MESSAGE;
+  ops[4].data.recv_message.recv_message = &recv_bb;
+  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[5].data.recv_status_on_client.trailing_metadata = &trailing_md;
+  ops[5].data.recv_status_on_client.status = &a->status;
+  ops[5].data.recv_status_on_client.status_details = &details;
+
+  if (!call || grpc_call_start_batch(call, ops, 6, call, NULL) != GRPC_CALL_OK) {
+    snprintf(a->details, sizeof(a->details), "cannot start the call");
+    a->status = GRPC_STATUS_INTERNAL;
+    goto out;
+  }
+  /* The batch always completes (at the deadline with DEADLINE_EXCEEDED); the extra second only
+   * guards against a completion that never comes. */
+  gpr_timespec wait = gpr_time_add(deadline, gpr_time_from_millis(1000, GPR_TIMESPAN));
+  grpc_event ev = grpc_completion_queue_next(cq, wait, NULL);
+  if (ev.type != GRPC_OP_COMPLETE) {
+    grpc_call_cancel(call, NULL);
+    (void)grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    a->status = GRPC_STATUS_DEADLINE_EXCEEDED;
+    snprintf(a->details, sizeof(a->details), "no reply within the deadline");
+    goto out;
+  }
+  copy_line(a->details, sizeof(a->details), (const char *)GRPC_SLICE_START_PTR(details),
+            GRPC_SLICE_LENGTH(details));
+  if (a->status != GRPC_STATUS_OK)
+    goto out;
+  if (!recv_bb || !(a->resp = etcd__unpack(recv_bb, resp_desc))) {
+    a->status = GRPC_STATUS_INTERNAL;
+    snprintf(a->details, sizeof(a->details), "the reply does not parse as %s", resp_desc->name);
+  }
+
+out:
+  grpc_byte_buffer_destroy(send_bb);
+  if (recv_bb)
+    grpc_byte_buffer_destroy(recv_bb);
+  grpc_slice_unref(details);
+  grpc_metadata_array_destroy(&initial_md);
+  grpc_metadata_array_destroy(&trailing_md);
+  if (call)
+    grpc_call_unref(call);
+  grpc_completion_queue_shutdown(cq);
+  while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+         GRPC_QUEUE_SHUTDOWN)
+    ;
+  grpc_completion_queue_destroy(cq);
+}
+
+/* Nothing was applied: the endpoint was not reached, or refused before doing anything. */
+static int never_applied(const attempt_t *a)
+{
+  return a->status == GRPC_STATUS_UNAVAILABLE &&
+         (strstr(a->details, "failed to connect") || strstr(a->details, "no leader") ||
+          strstr(a->details, "Connection refused"));
+}
+
+/* A read may go to the next endpoint after any transport failure or timeout. */
+static int read_may_retry(const attempt_t *a)
+{
+  return a->status == GRPC_STATUS_UNAVAILABLE || a->status == GRPC_STATUS_DEADLINE_EXCEEDED;
+}
+
+/*
+ * One call with failover: each endpoint once, from the current one. Returns 0 with a->resp set,
+ * or an ETCD_E* code with err filled in.
+ */
+static int call_with_failover(etcd_client_t *c, const char *path, const ProtobufCMessage *req,
+                              const ProtobufCMessageDescriptor *desc, int is_write, attempt_t *a,
+                              char *err, size_t errlen)
+{
+  for (size_t tries = 0; tries < c->n; tries++) {
+    size_t ep = etcd__current(c);
+    unary(c, ep, path, req, desc, a);
+    if (a->status == GRPC_STATUS_OK)
+      return 0;
+    snprintf(err, errlen, "%s: %s", c->endpoints[ep], a->details);
+    if (a->status == GRPC_STATUS_OUT_OF_RANGE && strstr(a->details, "compacted"))
+      return ETCD_ECOMPACTED;
+    if (is_write ? !never_applied(a) : !read_may_retry(a))
+      break;
+    etcd__fail_over(c, ep);
+  }
+  if (a->status == GRPC_STATUS_UNAVAILABLE && (!is_write || never_applied(a)))
+    return ETCD_EUNAVAILABLE;
+  if (a->status == GRPC_STATUS_DEADLINE_EXCEEDED)
+    return is_write ? ETCD_EUNKNOWN : ETCD_EUNAVAILABLE;
+  if (is_write && a->status == GRPC_STATUS_UNAVAILABLE)
+    return ETCD_EUNKNOWN;
+  return ETCD_EREFUSED;
+}
+
+/* ---- Range ------------------------------------------------------------------------------- */
+
+/* Moves a RangeResponse's pairs to the end of out. */
+static int append_kvs(etcd_range_t *out, const Etcdserverpb__RangeResponse *r)
+{
+  if (r->n_kvs == 0)
+    return 0;
+  etcd_kv_t *kvs = realloc(out->kvs, (out->n_kvs + r->n_kvs) * sizeof(*kvs));
+  if (!kvs)
+    return ETCD_ENOMEM;
+  out->kvs = kvs;
+  for (size_t i = 0; i < r->n_kvs; i++) {
+    if (etcd__kv_copy(&out->kvs[out->n_kvs], r->kvs[i]) != 0)
+      return ETCD_ENOMEM;
+    out->n_kvs++;
+  }
+  return 0;
+}
+
+static int range_bytes(etcd_client_t *c, const char *key, size_t key_len, const char *end,
+                       size_t end_len, int64_t revision, int64_t limit, etcd_range_t *out,
+                       char *err, size_t errlen)
+{
+  Etcdserverpb__RangeRequest req = ETCDSERVERPB__RANGE_REQUEST__INIT;
+  attempt_t a;
+
+  req.key.data = (uint8_t *)key;
+  req.key.len = key_len;
+  req.range_end.data = (uint8_t *)end;
+  req.range_end.len = end ? end_len : 0;
+  req.revision = revision;
+  req.limit = limit;
+  int rc = call_with_failover(c, "/etcdserverpb.KV/Range", &req.base,
+                              &etcdserverpb__range_response__descriptor, 0, &a, err, errlen);
+  if (rc)
+    return rc;
+  Etcdserverpb__RangeResponse *resp = (Etcdserverpb__RangeResponse *)a.resp;
+  out->revision = resp->header ? resp->header->revision : 0;
+  out->more = resp->more;
+  rc = append_kvs(out, resp);
+  if (rc)
+    snprintf(err, errlen, "out of memory");
+  protobuf_c_message_free_unpacked(a.resp, NULL);
+  return rc;
+}
+
+int etcd_client_range(etcd_client_t *c, const char *key, const char *range_end,
+                      int64_t revision, int64_t limit, etcd_range_t *out, char *err,
+                      size_t errlen)
+{
+  memset(out, 0, sizeof(*out));
+  int rc = range_bytes(c, key, strlen(key), range_end, range_end ? strlen(range_end) : 0,
+                       revision, limit, out, err, errlen);
+  if (rc)
+    etcd_range_release(out);
+  return rc;
+}
+
+int etcd_client_get_prefix(etcd_client_t *c, const char *prefix, int64_t page_size,
+                           etcd_range_t *out, char *err, size_t errlen)
+{
+  size_t plen = strlen(prefix);
+  char *end = malloc(plen + 1), *next = NULL;
+  int rc = ETCD_ENOMEM;
+
+  memset(out, 0, sizeof(*out));
+  if (!end)
+    goto out;
+  size_t elen = etcd_prefix_end(prefix, plen, end);
+  if (elen == 0) { /* the whole keyspace: range_end "\0" */
+    end[0] = '\0';
+    elen = 1;
+  }
+  if (page_size <= 0)
+    page_size = PAGE_DEFAULT;
+  const char *key = plen ? prefix : "";
+  size_t klen = plen ? plen : 1; /* key "\0" with range_end "\0" = every key */
+  int64_t revision = 0;
+  for (;;) {
+    etcd_range_t page = {0};
+    rc = range_bytes(c, key, klen, end, elen, revision, page_size, &page, err, errlen);
+    if (rc) {
+      etcd_range_release(&page);
+      goto out;
+    }
+    if (revision == 0)
+      out->revision = revision = page.revision;
+    /* Move the page's pairs over without copying them again. */
+    etcd_kv_t *kvs = realloc(out->kvs, (out->n_kvs + page.n_kvs + 1) * sizeof(*kvs));
+    if (!kvs) {
+      etcd_range_release(&page);
+      rc = ETCD_ENOMEM;
+      goto out;
+    }
+    out->kvs = kvs;
+    memcpy(out->kvs + out->n_kvs, page.kvs, page.n_kvs * sizeof(*kvs));
+    out->n_kvs += page.n_kvs;
+    free(page.kvs);
+    if (!page.more || page.n_kvs == 0)
+      break;
+    /* The next page starts just after the last key: that key plus a NUL byte. */
+    const etcd_kv_t *last = &out->kvs[out->n_kvs - 1];
+    free(next);
+    if (!(next = malloc(last->key_len + 1))) {
+      rc = ETCD_ENOMEM;
+      goto out;
+    }
+    memcpy(next, last->key, last->key_len);
+    next[last->key_len] = '\0';
+    key = next;
+    klen = last->key_len + 1;
+  }
+  rc = 0;
+
+out:
+  if (rc == ETCD_ENOMEM)
+    snprintf(err, errlen, "out of memory");
+  if (rc)
+    etcd_range_release(out);
+  free(end);
+  free(next);
+  return rc;
+}
+
+/* ---- Txn --------------------------------------------------------------------------------- */
+
+/* The protobuf-c structs of one op; filled in place, pointing at the caller's strings. */
+typedef struct op_msgs_s {
+  Etcdserverpb__RequestOp op;
+  Etcdserverpb__PutRequest put;
+  Etcdserverpb__DeleteRangeRequest del;
+  Etcdserverpb__RangeRequest get;
+} op_msgs_t;
+
+static ProtobufCBinaryData bytes_of(const char *s)
+{
+  ProtobufCBinaryData b = {.len = s ? strlen(s) : 0, .data = (uint8_t *)s};
+  return b;
+}
+
+static int fill_ops(const etcd_op_t *ops, size_t n, op_msgs_t *m, Etcdserverpb__RequestOp **ptrs)
+{
+  for (size_t i = 0; i < n; i++) {
+    etcdserverpb__request_op__init(&m[i].op);
+    ptrs[i] = &m[i].op;
+    switch (ops[i].type) {
+    case ETCD_OP_PUT:
+      etcdserverpb__put_request__init(&m[i].put);
+      m[i].put.key = bytes_of(ops[i].key);
+      m[i].put.value = bytes_of(ops[i].value);
+      m[i].op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
+      m[i].op.request_put = &m[i].put;
+      break;
+    case ETCD_OP_DELETE:
+      etcdserverpb__delete_range_request__init(&m[i].del);
+      m[i].del.key = bytes_of(ops[i].key);
+      m[i].del.range_end = bytes_of(ops[i].range_end);
+      m[i].op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE;
+      m[i].op.request_delete_range = &m[i].del;
+      break;
+    case ETCD_OP_GET:
+      etcdserverpb__range_request__init(&m[i].get);
+      m[i].get.key = bytes_of(ops[i].key);
+      m[i].get.range_end = bytes_of(ops[i].range_end);
+      m[i].op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
+      m[i].op.request_range = &m[i].get;
+      break;
+    default:
+      return ETCD_EINVAL;
+    }
+    if (!ops[i].key || (ops[i].type == ETCD_OP_PUT && !ops[i].value))
+      return ETCD_EINVAL;
+  }
+  return 0;
+}
+
+static int fill_compares(const etcd_compare_t *cmp, size_t n, Etcdserverpb__Compare *m,
+                         Etcdserverpb__Compare **ptrs)
+{
+  for (size_t i = 0; i < n; i++) {
+    etcdserverpb__compare__init(&m[i]);
+    ptrs[i] = &m[i];
+    if (!cmp[i].key || (unsigned)cmp[i].result > ETCD_CMP_NOT_EQUAL)
+      return ETCD_EINVAL;
+    m[i].key = bytes_of(cmp[i].key);
+    m[i].result = (Etcdserverpb__Compare__CompareResult)cmp[i].result;
+    m[i].target = (Etcdserverpb__Compare__CompareTarget)cmp[i].target;
+    switch (cmp[i].target) {
+    case ETCD_TARGET_VERSION:
+      m[i].target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_VERSION;
+      m[i].version = cmp[i].number;
+      break;
+    case ETCD_TARGET_CREATE:
+      m[i].target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
+      m[i].create_revision = cmp[i].number;
+      break;
+    case ETCD_TARGET_MOD:
+      m[i].target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
+      m[i].mod_revision = cmp[i].number;
+      break;
+    case ETCD_TARGET_VALUE:
+      if (!cmp[i].value)
+        return ETCD_EINVAL;
+      m[i].target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_VALUE;
+      m[i].value = bytes_of(cmp[i].value);
+      break;
+    default:
+      return ETCD_EINVAL;
+    }
+  }
+  return 0;
+}
+
+static int txn_result(const Etcdserverpb__TxnResponse *resp, etcd_txn_result_t *out)
+{
+  out->succeeded = resp->succeeded;
+  out->revision = resp->header ? resp->header->revision : 0;
+  for (size_t i = 0; i < resp->n_responses; i++) {
+    const Etcdserverpb__ResponseOp *r = resp->responses[i];
+    if (r->response_case != ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE)
+      continue;
+    etcd_range_t *gets = realloc(out->gets, (out->n_gets + 1) * sizeof(*gets));
+    if (!gets)
+      return ETCD_ENOMEM;
+    out->gets = gets;
+    etcd_range_t *g = &out->gets[out->n_gets++];
+    memset(g, 0, sizeof(*g));
+    g->revision = out->revision;
+    g->more = r->response_range->more;
+    if (append_kvs(g, r->response_range) != 0)
+      return ETCD_ENOMEM;
+  }
+  return 0;
+}
+
+int etcd_client_txn(etcd_client_t *c, const etcd_txn_t *txn, etcd_txn_result_t *out, char *err,
+                    size_t errlen)
+{
+  Etcdserverpb__TxnRequest req = ETCDSERVERPB__TXN_REQUEST__INIT;
+  size_t nops = txn->n_success + txn->n_failure;
+  op_msgs_t *ops = calloc(nops + 1, sizeof(*ops));
+  Etcdserverpb__RequestOp **op_ptrs = calloc(nops + 1, sizeof(*op_ptrs));
+  Etcdserverpb__Compare *cmps = calloc(txn->n_compare + 1, sizeof(*cmps));
+  Etcdserverpb__Compare **cmp_ptrs = calloc(txn->n_compare + 1, sizeof(*cmp_ptrs));
+  attempt_t a = {0};
+  int rc = ETCD_ENOMEM;
+
+  memset(out, 0, sizeof(*out));
+  if (!ops || !op_ptrs || !cmps || !cmp_ptrs) {
+    snprintf(err, errlen, "out of memory");
+    goto out;
+  }
+  if (fill_compares(txn->compare, txn->n_compare, cmps, cmp_ptrs) != 0 ||
+      fill_ops(txn->success, txn->n_success, ops, op_ptrs) != 0 ||
+      fill_ops(txn->failure, txn->n_failure, ops + txn->n_success, op_ptrs + txn->n_success) !=
+          0) {
+    snprintf(err, errlen, "malformed transaction");
+    rc = ETCD_EINVAL;
+    goto out;
+  }
+  req.n_compare = txn->n_compare;
+  req.compare = cmp_ptrs;
+  req.n_success = txn->n_success;
+  req.success = op_ptrs;
+  req.n_failure = txn->n_failure;
+  req.failure = op_ptrs + txn->n_success;
+  rc = call_with_failover(c, "/etcdserverpb.KV/Txn", &req.base,
+                          &etcdserverpb__txn_response__descriptor, 1, &a, err, errlen);
+  if (rc)
+    goto out;
+  rc = txn_result((Etcdserverpb__TxnResponse *)a.resp, out);
+  if (rc) {
+    snprintf(err, errlen, "out of memory");
+    etcd_txn_release(out);
+  }
+
+out:
+  if (a.resp)
+    protobuf_c_message_free_unpacked(a.resp, NULL);
+  free(ops);
+  free(op_ptrs);
+  free(cmps);
+  free(cmp_ptrs);
+  return rc;
+}
