@@ -7,7 +7,8 @@
  *   etcd_probe swap   ENDPOINTS KEY VALUE MOD_REVISION put if unchanged since MOD_REVISION
  *   etcd_probe watch  ENDPOINTS PREFIX START [PROG_MS] one line per update until stdin closes
  *
- * ENDPOINTS is a comma-separated list of http:// URLs. Exit 0 on success, 1 on a failed call
+ * ENDPOINTS is a comma-separated list of http:// or https:// URLs; for https the environment
+ * may name MCP_ETCD_CA, MCP_ETCD_CERT and MCP_ETCD_KEY. Exit 0 on success, 1 on a failed call
  * (its error on stderr), 2 on bad usage, 3 after a watch reported compaction.
  */
 #include <inttypes.h>
@@ -28,7 +29,12 @@ static int open_client(char *list, etcd_client_t **c)
   for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok && n < ETCD_MAX_ENDPOINTS;
        tok = strtok_r(NULL, ",", &save))
     eps[n++] = tok;
-  etcd_client_opts_t opts = {.endpoints = eps, .n_endpoints = n, .timeout_ms = 2000};
+  etcd_client_opts_t opts = {.endpoints = eps,
+                             .n_endpoints = n,
+                             .ca_path = getenv("MCP_ETCD_CA"),
+                             .cert_path = getenv("MCP_ETCD_CERT"),
+                             .key_path = getenv("MCP_ETCD_KEY"),
+                             .timeout_ms = 2000};
   if (etcd_client_open(&opts, c, err, sizeof(err)) != 0) {
     fprintf(stderr, "etcd_probe: %s\n", err);
     return -1;

@@ -9,6 +9,8 @@ etcd-client packages: /usr/bin/etcd and /usr/bin/etcdctl, etcd 3.4).
       cluster.leader()                      # index of the member that leads now
       cluster.kill(i) / cluster.restart(i)  # SIGKILL a member, start it again on its data dir
       cluster.compact(rev)                  # compact the history up to rev (physically)
+  EtcdCluster(tmpdir, size=1, tls=True)     # https:// client URLs with client certificates:
+      cluster.tls                           # {"ca", "cert", "key"} paths a client may use
   # on exit every member is killed and the data dirs removed, whatever happened
 
 Every member gets its own client and peer port (free moments before), its own data dir under
@@ -42,9 +44,31 @@ def skip_unless_etcd():
             raise unittest.SkipTest("%s is not installed (Debian etcd-server/etcd-client)" % path)
 
 
+def make_tls(path):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (P-256, one day)."""
+    os.makedirs(path)
+    p = lambda name: os.path.join(path, name)
+
+    def run(*args):
+        subprocess.run(["openssl"] + list(args), check=True, capture_output=True, timeout=30)
+
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", p("ca.key"), "-out", p("ca.pem"), "-days", "1", "-subj", "/CN=mcp test etcd CA")
+    for name, usage in (("server", "serverAuth,clientAuth"), ("client", "clientAuth")):
+        with open(p(name + ".ext"), "w") as f:
+            f.write("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=%s\n" % usage)
+        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", p(name + ".key"), "-out", p(name + ".csr"), "-subj", "/CN=" + name)
+        run("x509", "-req", "-in", p(name + ".csr"), "-CA", p("ca.pem"), "-CAkey", p("ca.key"),
+            "-CAcreateserial", "-out", p(name + ".pem"), "-days", "1", "-extfile", p(name + ".ext"))
+    return {"ca": p("ca.pem"), "cert": p("client.pem"), "key": p("client.key"),
+            "server_cert": p("server.pem"), "server_key": p("server.key")}
+
+
 class Member:
-    def __init__(self, index, base):
+    def __init__(self, index, base, scheme="http"):
         self.index = index
+        self.scheme = scheme
         self.name = "m%d" % index
         self.client_port = free_port()
         self.peer_port = free_port()
@@ -55,7 +79,7 @@ class Member:
 
     @property
     def client_url(self):
-        return "http://127.0.0.1:%d" % self.client_port
+        return "%s://127.0.0.1:%d" % (self.scheme, self.client_port)
 
     @property
     def peer_url(self):
@@ -66,12 +90,17 @@ class Member:
 
 
 class EtcdCluster:
-    def __init__(self, base_dir, size=3):
+    def __init__(self, base_dir, size=3, tls=False):
         skip_unless_etcd()
         self.base = os.path.join(base_dir, "etcd-" + uuid.uuid4().hex[:8])
         os.makedirs(self.base)
         self.token = "mcp-" + uuid.uuid4().hex
-        self.members = [Member(i, self.base) for i in range(size)]
+        try:
+            self.tls = make_tls(os.path.join(self.base, "tls")) if tls else None
+        except BaseException:
+            shutil.rmtree(self.base, ignore_errors=True)
+            raise
+        self.members = [Member(i, self.base, "https" if tls else "http") for i in range(size)]
 
     # ---- lifetime ----
 
@@ -107,6 +136,9 @@ class EtcdCluster:
                 "--heartbeat-interval", "50", "--election-timeout", "500",
                 "--experimental-watch-progress-notify-interval", "1s",
                 "--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn"]
+        if self.tls:
+            args += ["--cert-file", self.tls["server_cert"], "--key-file", self.tls["server_key"],
+                     "--trusted-ca-file", self.tls["ca"], "--client-cert-auth"]
         m.log = open(m.log_path, "ab")
         m.proc = subprocess.Popen(args, stdout=m.log, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL, start_new_session=True)
@@ -185,6 +217,9 @@ class EtcdCluster:
         env = dict(os.environ, ETCDCTL_API="3")
         cmd = [ETCDCTL, "--endpoints", ",".join(endpoints), "--dial-timeout", "2s",
                "--command-timeout", "5s"] + args
+        if self.tls:
+            cmd[1:1] = ["--cacert", self.tls["ca"], "--cert", self.tls["cert"],
+                        "--key", self.tls["key"]]
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         if check and r.returncode != 0:
             raise AssertionError("etcdctl %s failed: %s" % (" ".join(args), r.stderr.strip()))

@@ -26,9 +26,9 @@ def probe_path():
     return path
 
 
-def probe(*args, timeout=PROBE_TIMEOUT):
+def probe(*args, timeout=PROBE_TIMEOUT, env=None):
     return subprocess.run([probe_path()] + [str(a) for a in args], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
 
 
 class WatchProbe:
@@ -251,6 +251,54 @@ class EtcdClientTest(unittest.TestCase):
         _, words = w2.wait_line(lambda x: x[0] == "event", what="the event at the compaction")
         self.assertEqual(words[2:], [self.prefix + "last", "x", str(now)])
         self.assertEqual(w2.stop(), 0)
+
+
+class EtcdClientTLSTest(unittest.TestCase):
+    """https:// endpoints: etcd's certificate checked against the CA, a client certificate."""
+
+    @classmethod
+    def setUpClass(cls):
+        skip_unless_etcd()
+        probe_path()
+        cls.tmp = tempfile.TemporaryDirectory(prefix="mcp-etcd-tls-")
+        cls.cluster = EtcdCluster(cls.tmp.name, size=1, tls=True)
+        cls.cluster.__enter__()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.__exit__(None, None, None)
+        cls.tmp.cleanup()
+
+    def env(self, **paths):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_ETCD_")}
+        env["MCP_ETCD_PROBE"] = probe_path()
+        env.update({"MCP_ETCD_" + k.upper(): v for k, v in paths.items()})
+        return env
+
+    def test_range_and_txn_over_tls_with_a_client_certificate(self):
+        rev = self.cluster.put("/tls/a", "1")
+        tls = self.cluster.tls
+        env = self.env(ca=tls["ca"], cert=tls["cert"], key=tls["key"])
+        ep = self.cluster.endpoints[0]
+        self.assertTrue(ep.startswith("https://"))
+        r = probe("range", ep, "/tls/", env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("kv /tls/a 1 %d" % rev, r.stdout)
+        r = probe("create", ep, "/tls/b", "2", env=env)
+        self.assertEqual(r.stdout.split()[0], "succeeded", r.stderr)
+
+    def test_tls_refused_without_the_ca_or_the_client_certificate(self):
+        tls = self.cluster.tls
+        ep = self.cluster.endpoints[0]
+        # No CA: etcd's certificate is not trusted (the system roots do not know it).
+        r = probe("range", ep, "/tls/", env=self.env(cert=tls["cert"], key=tls["key"]))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("certificate verify failed", r.stderr)
+        self.assertIn("(-107)", r.stderr)  # ETCD_EUNAVAILABLE
+        # No client certificate: etcd (--client-cert-auth) refuses the handshake.
+        r = probe("range", ep, "/tls/", env=self.env(ca=tls["ca"]))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("(-107)", r.stderr)
 
 
 if __name__ == "__main__":
