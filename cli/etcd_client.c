@@ -81,7 +81,7 @@ static int endpoint_target(const char *url, int *tls, char *target, size_t len)
   memcpy(host, hp, hlen);
   host[hlen] = '\0';
   const char *colon = strrchr(host, ':');
-  if (!colon || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
+  if (!colon || colon == host || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
       atoi(colon + 1) < 1 || atoi(colon + 1) > 65535)
     return ETCD_EINVAL;
   int n;

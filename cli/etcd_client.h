@@ -102,6 +102,7 @@ int etcd_client_range(etcd_client_t *c, const char *key, const char *range_end,
 /*
  * Every key under prefix, read in pages of page_size keys (0: 10,000) all at one revision (that
  * of the first page), so the result is one consistent snapshot however large the prefix is.
+ * ETCD_ECOMPACTED if a compaction overtook the paging: read again.
  */
 int etcd_client_get_prefix(etcd_client_t *c, const char *prefix, int64_t page_size,
                            etcd_range_t *out, char *err, size_t errlen);
