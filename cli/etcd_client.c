@@ -330,6 +330,7 @@ typedef struct attempt_s {
   grpc_status_code status;
   char details[256];
   ProtobufCMessage *resp;
+  int not_connected; /* the channel never became ready: the request was not sent */
 } attempt_t;
 
 static void copy_line(char *dst, size_t dstlen, const char *src, size_t len)
@@ -340,17 +341,77 @@ static void copy_line(char *dst, size_t dstlen, const char *src, size_t len)
   dst[n] = '\0';
 }
 
+/*
+ * Waits until the channel is connected or the deadline passes; returns 1 when it is ready.
+ * Waiting on our own queue matters: gRPC drives a connection attempt from the pollers of the
+ * calls and watchers interested in the channel, and a channel that failed before (its state
+ * stays TRANSIENT_FAILURE until it connects again) fails fast calls at once without waiting,
+ * so without a watcher its reconnection would only be noticed by gRPC's slow backup poller.
+ */
+static int wait_ready(grpc_channel *ch, grpc_completion_queue *cq, gpr_timespec deadline)
+{
+  grpc_connectivity_state st = grpc_channel_check_connectivity_state(ch, 1);
+  while (st != GRPC_CHANNEL_READY && st != GRPC_CHANNEL_SHUTDOWN) {
+    grpc_channel_watch_connectivity_state(ch, st, deadline, cq, NULL);
+    grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    if (ev.type != GRPC_OP_COMPLETE || !ev.success)
+      return 0; /* the deadline passed with no change */
+    st = grpc_channel_check_connectivity_state(ch, 1);
+  }
+  return st == GRPC_CHANNEL_READY;
+}
+
 static void unary(etcd_client_t *c, size_t ep, const char *path, const ProtobufCMessage *req,
-                  const ProtobufCMessageDescriptor *resp_desc, attempt_t *a)
+                  const ProtobufCMessageDescriptor *resp_desc, int timeout_ms, attempt_t *a);
+
+/*
+ * Why a channel is not connected, for the message: a fail-fast call on a failed channel ends at
+ * once with gRPC's last connection error. The call is a Range with no key, which etcd would
+ * refuse if it did get through, so asking cannot change anything.
+ */
+static void connect_error(etcd_client_t *c, size_t ep, char *out, size_t len)
+{
+  Etcdserverpb__RangeRequest probe = ETCDSERVERPB__RANGE_REQUEST__INIT;
+  attempt_t a;
+
+  snprintf(out, len, "not connected within %d ms", c->timeout_ms);
+  /* A negative timeout: fail fast, without waiting for the channel. */
+  unary(c, ep, "/etcdserverpb.KV/Range", &probe.base, &etcdserverpb__range_response__descriptor,
+        -200, &a);
+  if (a.resp)
+    protobuf_c_message_free_unpacked(a.resp, NULL);
+  if (a.status == GRPC_STATUS_UNAVAILABLE && !a.not_connected)
+    snprintf(out, len, "not connected: %s", a.details);
+}
+
+/*
+ * One attempt on endpoint ep with a deadline of timeout_ms: first wait for the channel to be
+ * connected (a negative timeout_ms skips that and fails fast), then one batch.
+ */
+static void unary(etcd_client_t *c, size_t ep, const char *path, const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *resp_desc, int timeout_ms, attempt_t *a)
 {
   memset(a, 0, sizeof(*a));
   a->status = GRPC_STATUS_INTERNAL;
   grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+  int fail_fast = timeout_ms < 0;
   gpr_timespec deadline =
-      gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(c->timeout_ms, GPR_TIMESPAN));
-  grpc_call *call = grpc_channel_create_call(c->channels[ep], NULL, GRPC_PROPAGATE_DEFAULTS, cq,
-                                             grpc_slice_from_static_string(path), NULL, deadline,
-                                             NULL);
+      gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                   gpr_time_from_millis(fail_fast ? -timeout_ms : timeout_ms, GPR_TIMESPAN));
+  grpc_call *call = NULL;
+  if (!fail_fast && !wait_ready(c->channels[ep], cq, deadline)) {
+    a->status = GRPC_STATUS_UNAVAILABLE;
+    a->not_connected = 1;
+    connect_error(c, ep, a->details, sizeof(a->details));
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN)
+      ;
+    grpc_completion_queue_destroy(cq);
+    return;
+  }
+  call = grpc_channel_create_call(c->channels[ep], NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                  grpc_slice_from_static_string(path), NULL, deadline, NULL);
   grpc_metadata md;
   etcd__leader_metadata(&md);
   grpc_byte_buffer *send_bb = etcd__pack(req), *recv_bb = NULL;
@@ -420,9 +481,9 @@ out:
 /* Nothing was applied: the endpoint was not reached, or refused before doing anything. */
 static int never_applied(const attempt_t *a)
 {
-  return a->status == GRPC_STATUS_UNAVAILABLE &&
-         (strstr(a->details, "failed to connect") || strstr(a->details, "no leader") ||
-          strstr(a->details, "Connection refused"));
+  return a->not_connected ||
+         (a->status == GRPC_STATUS_UNAVAILABLE &&
+          (strstr(a->details, "failed to connect") || strstr(a->details, "no leader")));
 }
 
 /* A read may go to the next endpoint after any transport failure or timeout. */
@@ -441,7 +502,7 @@ static int call_with_failover(etcd_client_t *c, const char *path, const Protobuf
 {
   for (size_t tries = 0; tries < c->n; tries++) {
     size_t ep = etcd__current(c);
-    unary(c, ep, path, req, desc, a);
+    unary(c, ep, path, req, desc, c->timeout_ms, a);
     if (a->status == GRPC_STATUS_OK)
       return 0;
     snprintf(err, errlen, "%s: %s", c->endpoints[ep], a->details);

@@ -227,7 +227,11 @@ static int send_request(stream_t *s, const Etcdserverpb__WatchRequest *req, int 
 
   memset(ops, 0, sizeof(ops));
   if (with_md) {
+    /* Wait for the channel to connect (our connect timer bounds it) rather than fail at once:
+     * a pending call is also what makes gRPC poll the connection attempt on our queue. */
     ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY |
+                   GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET;
     ops[n].data.send_initial_metadata.count = 1;
     ops[n].data.send_initial_metadata.metadata = &s->md;
     n++;

@@ -235,6 +235,48 @@ class EtcdClientTest(unittest.TestCase):
         finally:
             self.cluster.restart(leader)
 
+    def test_all_members_stopped_and_back_the_watch_resumes_in_place(self):
+        w = self.watch(self.cluster.revision() + 1)
+        w.wait_line(lambda x: x[0] == "connected", what="the watch to connect")
+        before = self.cluster.put(self.prefix + "before", "1")
+        w.wait_line(lambda x: x[0] == "event" and int(x[4]) == before, what="the first event")
+        try:
+            for i in range(3):
+                self.cluster.kill(i)
+            _, down = w.wait_line(lambda x: x[0] == "disconnected", what="the outage report")
+            self.assertEqual(int(down[1]), before + 1)  # where it will resume
+        finally:
+            for i in range(3):
+                self.cluster.restart(i, wait=False)
+            self.cluster.wait_healthy()
+        after = self.cluster.put(self.prefix + "after", "2")
+        w.wait_line(lambda x: x[0] == "event" and int(x[4]) == after, timeout=15.0,
+                    what="the event after the outage")
+        self.assertEqual([e[2] for e in w.events()], [self.prefix + "before", self.prefix + "after"])
+        lines = [x[0] for _, x in w.snapshot()]
+        self.assertEqual(lines.count("disconnected"), 1, "one report per outage")
+        self.assertEqual(w.stop(), 0)
+
+    def test_compaction_while_disconnected_is_reported_on_reconnect(self):
+        member = (self.cluster.leader() + 1) % 3
+        w = self.watch(self.cluster.revision() + 1, endpoints=[self.cluster.endpoints[member]])
+        w.wait_line(lambda x: x[0] == "connected", what="the watch to connect")
+        seen = self.cluster.put(self.prefix + "seen", "1")
+        w.wait_line(lambda x: x[0] == "event" and int(x[4]) == seen, what="the first event")
+        try:
+            self.cluster.kill(member)
+            w.wait_line(lambda x: x[0] == "disconnected", what="the outage report")
+            self.cluster.put(self.prefix + "missed", "2")
+            now = self.cluster.put(self.prefix + "missed-too", "3")
+            self.cluster.compact(now)
+        finally:
+            self.cluster.restart(member)
+        _, words = w.wait_line(lambda x: x[0] == "compacted", timeout=15.0,
+                               what="the compaction report after reconnecting")
+        self.assertEqual(int(words[1]), now)
+        self.assertEqual(w.proc.wait(timeout=15), 3)
+        self.assertEqual([e[2] for e in w.events()], [self.prefix + "seen"])
+
     def test_compaction_past_the_watch_revision_is_reported(self):
         start = self.cluster.revision() + 1
         for i in range(3):
