@@ -133,8 +133,9 @@ int cluster_key_parse(const char *prefix, const char *key, size_t key_len, clust
     out->kind = CLUSTER_FIREWALL;
     return parse_firewall_part(p + 9, len - 9, out, err, errlen);
   }
-  return fail(err, errlen, "key matches no pattern (listeners/ADDR, routes/ADDR/HOSTNAME, "
-                           "firewall/TYPE/VALUE)");
+  return fail(err, errlen,
+              "key matches no pattern (listeners/ADDR, routes/ADDR/HOSTNAME, "
+              "firewall/TYPE/VALUE)");
 }
 
 int cluster_key_format(const char *prefix, const cluster_key_t *key, char *buf, size_t buflen)
@@ -163,8 +164,7 @@ int cluster_key_format(const char *prefix, const cluster_key_t *key, char *buf, 
 /* ---- values ------------------------------------------------------------------------------ */
 
 /* Loads len bytes as one JSON object; duplicate fields are an error, not "last one wins". */
-static json_t *load_object(const char *text, size_t len, const char *what, char *err,
-                           size_t errlen)
+static json_t *load_object(const char *text, size_t len, const char *what, char *err, size_t errlen)
 {
   json_error_t jerr;
   json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
@@ -390,8 +390,7 @@ char *cluster_listener_to_json(const cluster_listener_t *l)
   json_t *obj = json_pack("{s:I, s:b, s:o, s:s, s:s, s:I}", "max_connections",
                           (json_int_t)l->max_connections, "proxy_protocol", l->proxy_protocol,
                           "proxy_from", from, "fallback", l->fallback, "rate_limit", rate,
-                          "max_connections_per_client",
-                          (json_int_t)l->max_connections_per_client);
+                          "max_connections_per_client", (json_int_t)l->max_connections_per_client);
   if (obj) {
     text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(obj);

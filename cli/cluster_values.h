@@ -45,10 +45,10 @@ typedef enum cluster_kind_e {
 /* A parsed key. Plain value; the caller owns it. */
 typedef struct cluster_key_s {
   cluster_kind_t kind;
-  char listener[CLUSTER_ADDR_MAX];           /* LISTENER and ROUTE */
-  char hostname[CLUSTER_HOSTNAME_MAX + 1];   /* ROUTE: lowercase, maybe "*.example.com" */
-  mcp_fw_type_t fw_type;                     /* FIREWALL */
-  char fw_value[MCP_FW_VALUE_MAX];           /* FIREWALL: canonical */
+  char listener[CLUSTER_ADDR_MAX];         /* LISTENER and ROUTE */
+  char hostname[CLUSTER_HOSTNAME_MAX + 1]; /* ROUTE: lowercase, maybe "*.example.com" */
+  mcp_fw_type_t fw_type;                   /* FIREWALL */
+  char fw_value[MCP_FW_VALUE_MAX];         /* FIREWALL: canonical */
 } cluster_key_t;
 
 /* How a route introduces the client to its backend. */
@@ -63,8 +63,8 @@ typedef enum cluster_send_proxy_e {
  * cluster_listener_parse and released with cluster_listener_release; everything else is inline.
  */
 typedef struct cluster_listener_s {
-  int64_t max_connections;            /* 0 = unlimited */
-  int proxy_protocol;                 /* 1: every connection starts with a PROXY header */
+  int64_t max_connections; /* 0 = unlimited */
+  int proxy_protocol;      /* 1: every connection starts with a PROXY header */
   char (*proxy_from)[MCP_FW_VALUE_MAX];
   size_t n_proxy_from;
   char fallback[MCP_BACKEND_MAX];     /* canonical backend, "" = none */

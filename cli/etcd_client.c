@@ -81,8 +81,9 @@ static int endpoint_target(const char *url, int *tls, char *target, size_t len)
   memcpy(host, hp, hlen);
   host[hlen] = '\0';
   const char *colon = strrchr(host, ':');
-  if (!colon || colon == host || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
-      atoi(colon + 1) < 1 || atoi(colon + 1) > 65535)
+  if (!colon || colon == host || !colon[1] ||
+      strspn(colon + 1, "0123456789") != strlen(colon + 1) || atoi(colon + 1) < 1 ||
+      atoi(colon + 1) > 65535)
     return ETCD_EINVAL;
   int n;
   if (host[0] == '[')
@@ -123,8 +124,7 @@ out:
   return creds;
 }
 
-int etcd_client_open(const etcd_client_opts_t *opts, etcd_client_t **out, char *err,
-                     size_t errlen)
+int etcd_client_open(const etcd_client_opts_t *opts, etcd_client_t **out, char *err, size_t errlen)
 {
   char targets[ETCD_MAX_ENDPOINTS][300];
   int tls[ETCD_MAX_ENDPOINTS];
@@ -167,9 +167,11 @@ int etcd_client_open(const etcd_client_opts_t *opts, etcd_client_t **out, char *
    * more often than every 5 s by default. */
   grpc_arg args[] = {
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ENABLE_RETRIES, .value.integer = 0},
-      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+      {.type = GRPC_ARG_INTEGER,
+       .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
        .value.integer = REPLY_MAX},
-      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+      {.type = GRPC_ARG_INTEGER,
+       .key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
        .value.integer = 100},
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, .value.integer = 100},
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, .value.integer = 2000},
@@ -567,13 +569,12 @@ static int range_bytes(etcd_client_t *c, const char *key, size_t key_len, const 
   return rc;
 }
 
-int etcd_client_range(etcd_client_t *c, const char *key, const char *range_end,
-                      int64_t revision, int64_t limit, etcd_range_t *out, char *err,
-                      size_t errlen)
+int etcd_client_range(etcd_client_t *c, const char *key, const char *range_end, int64_t revision,
+                      int64_t limit, etcd_range_t *out, char *err, size_t errlen)
 {
   memset(out, 0, sizeof(*out));
-  int rc = range_bytes(c, key, strlen(key), range_end, range_end ? strlen(range_end) : 0,
-                       revision, limit, out, err, errlen);
+  int rc = range_bytes(c, key, strlen(key), range_end, range_end ? strlen(range_end) : 0, revision,
+                       limit, out, err, errlen);
   if (rc)
     etcd_range_release(out);
   return rc;
@@ -775,8 +776,7 @@ int etcd_client_txn(etcd_client_t *c, const etcd_txn_t *txn, etcd_txn_result_t *
   }
   if (fill_compares(txn->compare, txn->n_compare, cmps, cmp_ptrs) != 0 ||
       fill_ops(txn->success, txn->n_success, ops, op_ptrs) != 0 ||
-      fill_ops(txn->failure, txn->n_failure, ops + txn->n_success, op_ptrs + txn->n_success) !=
-          0) {
+      fill_ops(txn->failure, txn->n_failure, ops + txn->n_success, op_ptrs + txn->n_success) != 0) {
     snprintf(err, errlen, "malformed transaction");
     rc = ETCD_EINVAL;
     goto out;

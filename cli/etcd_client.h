@@ -54,8 +54,7 @@ typedef struct etcd_client_opts_s {
 } etcd_client_opts_t;
 
 /* Checks the options and creates the channels (which connect lazily). */
-int etcd_client_open(const etcd_client_opts_t *opts, etcd_client_t **out, char *err,
-                     size_t errlen);
+int etcd_client_open(const etcd_client_opts_t *opts, etcd_client_t **out, char *err, size_t errlen);
 void etcd_client_close(etcd_client_t *c);
 
 /* The endpoint calls go to now (as given in the options). Any thread. */
@@ -95,9 +94,8 @@ size_t etcd_prefix_end(const char *prefix, size_t prefix_len, char *buf);
  * limit keys (0: no limit). Fills *out (release it with etcd_range_release). Retried on the
  * next endpoint when unreachable or leaderless. ETCD_ECOMPACTED when revision was compacted.
  */
-int etcd_client_range(etcd_client_t *c, const char *key, const char *range_end,
-                      int64_t revision, int64_t limit, etcd_range_t *out, char *err,
-                      size_t errlen);
+int etcd_client_range(etcd_client_t *c, const char *key, const char *range_end, int64_t revision,
+                      int64_t limit, etcd_range_t *out, char *err, size_t errlen);
 
 /*
  * Every key under prefix, read in pages of page_size keys (0: 10,000) all at one revision (that
@@ -202,8 +200,8 @@ typedef struct etcd_watch_update_s {
   int64_t revision;
   etcd_event_t *events; /* EVENTS */
   size_t n_events;
-  char endpoint[128];   /* CONNECTED, DISCONNECTED */
-  char message[256];    /* DISCONNECTED */
+  char endpoint[128]; /* CONNECTED, DISCONNECTED */
+  char message[256];  /* DISCONNECTED */
 } etcd_watch_update_t;
 
 void etcd_watch_update_free(etcd_watch_update_t *u);
@@ -219,8 +217,8 @@ typedef struct etcd_watch_s etcd_watch_t;
  * nothing is missed or repeated. It asks for progress every progress_ms (0 = 1000) and treats a
  * stream that stays silent for three of those as broken. Returns 0, ETCD_EINVAL or ETCD_ENOMEM.
  */
-int etcd_watch_start(etcd_client_t *c, const char *prefix, int64_t start_revision,
-                     int progress_ms, etcd_watch_cb cb, void *data, etcd_watch_t **out);
+int etcd_watch_start(etcd_client_t *c, const char *prefix, int64_t start_revision, int progress_ms,
+                     etcd_watch_cb cb, void *data, etcd_watch_t **out);
 
 /* Stops the stream and joins the thread: when it returns no callback is running or will run.
  * Never call it from the callback. */

@@ -36,7 +36,8 @@ void etcd__leader_metadata(grpc_metadata *md);
 
 /* A packed message as a byte buffer the caller destroys. */
 grpc_byte_buffer *etcd__pack(const ProtobufCMessage *msg);
-/* Unpacks a received buffer; NULL if it does not parse. Free with protobuf_c_message_free_unpacked. */
+/* Unpacks a received buffer; NULL if it does not parse. Free with protobuf_c_message_free_unpacked.
+ */
 ProtobufCMessage *etcd__unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc);
 
 /* Copies a protobuf KeyValue into kv (NUL-terminated key and value). 0 or ETCD_ENOMEM. */

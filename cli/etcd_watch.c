@@ -74,8 +74,8 @@ typedef struct stream_s {
 
 static void *watch_main(void *arg);
 
-int etcd_watch_start(etcd_client_t *c, const char *prefix, int64_t start_revision,
-                     int progress_ms, etcd_watch_cb cb, void *data, etcd_watch_t **out)
+int etcd_watch_start(etcd_client_t *c, const char *prefix, int64_t start_revision, int progress_ms,
+                     etcd_watch_cb cb, void *data, etcd_watch_t **out)
 {
   if (!prefix || !cb || start_revision < 0)
     return ETCD_EINVAL;
@@ -230,8 +230,8 @@ static int send_request(stream_t *s, const Etcdserverpb__WatchRequest *req, int 
     /* Wait for the channel to connect (our connect timer bounds it) rather than fail at once:
      * a pending call is also what makes gRPC poll the connection attempt on our queue. */
     ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[n].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY |
-                   GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET;
+    ops[n].flags =
+        GRPC_INITIAL_METADATA_WAIT_FOR_READY | GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET;
     ops[n].data.send_initial_metadata.count = 1;
     ops[n].data.send_initial_metadata.metadata = &s->md;
     n++;

@@ -6,6 +6,10 @@
  *   etcd_probe create ENDPOINTS KEY VALUE              put if absent -> "succeeded|failed R MOD"
  *   etcd_probe swap   ENDPOINTS KEY VALUE MOD_REVISION put if unchanged since MOD_REVISION
  *   etcd_probe watch  ENDPOINTS PREFIX START [PROG_MS] one line per update until stdin closes
+ *   etcd_probe create-many ENDPOINTS PREFIX N          N put-if-absent Txns from one client, one
+ *                                                      line each: "ok KEY REV", "exists KEY",
+ *                                                      "unavailable KEY", "unknown KEY", "error
+ * KEY"
  *
  * ENDPOINTS is a comma-separated list of http:// or https:// URLs; for https the environment
  * may name MCP_ETCD_CA, MCP_ETCD_CERT and MCP_ETCD_KEY. Exit 0 on success, 1 on a failed call
@@ -60,13 +64,16 @@ static int cmd_range(etcd_client_t *c, const char *prefix)
 }
 
 /* Puts key=value if the compare holds; on failure reads the key back in the same Txn. */
-static int cmd_txn(etcd_client_t *c, const char *key, const char *value,
-                   const etcd_compare_t *cmp)
+static int cmd_txn(etcd_client_t *c, const char *key, const char *value, const etcd_compare_t *cmp)
 {
   etcd_op_t put = {.type = ETCD_OP_PUT, .key = key, .value = value};
   etcd_op_t get = {.type = ETCD_OP_GET, .key = key};
-  etcd_txn_t txn = {.compare = cmp, .n_compare = 1, .success = &put, .n_success = 1,
-                    .failure = &get, .n_failure = 1};
+  etcd_txn_t txn = {.compare = cmp,
+                    .n_compare = 1,
+                    .success = &put,
+                    .n_success = 1,
+                    .failure = &get,
+                    .n_failure = 1};
   etcd_txn_result_t r;
   char err[512];
   int rc = etcd_client_txn(c, &txn, &r, err, sizeof(err));
@@ -77,6 +84,38 @@ static int cmd_txn(etcd_client_t *c, const char *key, const char *value,
   int64_t mod = r.n_gets && r.gets[0].n_kvs ? r.gets[0].kvs[0].mod_revision : r.revision;
   printf("%s %" PRId64 " %" PRId64 "\n", r.succeeded ? "succeeded" : "failed", r.revision, mod);
   etcd_txn_release(&r);
+  return 0;
+}
+
+/* One long-lived client, many conditioned writes: how failover classifies each outcome. */
+static int cmd_create_many(etcd_client_t *c, const char *prefix, int n)
+{
+  char key[512], err[512];
+
+  for (int i = 0; i < n; i++) {
+    snprintf(key, sizeof(key), "%s%05d", prefix, i);
+    etcd_compare_t absent = {.key = key, .target = ETCD_TARGET_VERSION, .result = ETCD_CMP_EQUAL};
+    etcd_op_t put = {.type = ETCD_OP_PUT, .key = key, .value = "v"};
+    etcd_txn_t txn = {.compare = &absent, .n_compare = 1, .success = &put, .n_success = 1};
+    etcd_txn_result_t r;
+    int rc = etcd_client_txn(c, &txn, &r, err, sizeof(err));
+    if (rc == 0) {
+      if (r.succeeded)
+        printf("ok %s %" PRId64 "\n", key, r.revision);
+      else
+        printf("exists %s\n", key);
+      etcd_txn_release(&r);
+    } else if (rc == ETCD_EUNAVAILABLE) {
+      printf("unavailable %s\n", key);
+      fprintf(stderr, "%s: %s\n", key, err);
+    } else if (rc == ETCD_EUNKNOWN) {
+      printf("unknown %s\n", key);
+      fprintf(stderr, "%s: %s\n", key, err);
+    } else {
+      printf("error %s %d\n", key, rc);
+      fprintf(stderr, "%s: %s\n", key, err);
+    }
+  }
   return 0;
 }
 
@@ -164,13 +203,17 @@ int main(int argc, char **argv)
   if (!strcmp(argv[1], "range") && argc == 4) {
     rc = cmd_range(c, argv[3]);
   } else if (!strcmp(argv[1], "create") && argc == 5) {
-    etcd_compare_t absent = {.key = argv[3], .target = ETCD_TARGET_VERSION,
-                             .result = ETCD_CMP_EQUAL, .number = 0};
+    etcd_compare_t absent = {
+        .key = argv[3], .target = ETCD_TARGET_VERSION, .result = ETCD_CMP_EQUAL, .number = 0};
     rc = cmd_txn(c, argv[3], argv[4], &absent);
   } else if (!strcmp(argv[1], "swap") && argc == 6) {
-    etcd_compare_t same = {.key = argv[3], .target = ETCD_TARGET_MOD, .result = ETCD_CMP_EQUAL,
+    etcd_compare_t same = {.key = argv[3],
+                           .target = ETCD_TARGET_MOD,
+                           .result = ETCD_CMP_EQUAL,
                            .number = strtoll(argv[5], NULL, 10)};
     rc = cmd_txn(c, argv[3], argv[4], &same);
+  } else if (!strcmp(argv[1], "create-many") && argc == 5) {
+    rc = cmd_create_many(c, argv[3], atoi(argv[4]));
   } else if (!strcmp(argv[1], "watch") && (argc == 5 || argc == 6)) {
     rc = cmd_watch(c, argv[3], strtoll(argv[4], NULL, 10), argc == 6 ? atoi(argv[5]) : 0);
   } else {

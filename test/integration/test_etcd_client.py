@@ -31,6 +31,11 @@ def probe(*args, timeout=PROBE_TIMEOUT, env=None):
                           text=True, timeout=timeout, env=env)
 
 
+def read_lines(path):
+    with open(path) as f:
+        return f.read().splitlines()
+
+
 class WatchProbe:
     """`etcd_probe watch` running in the background; its output lines collected as they come."""
 
@@ -276,6 +281,43 @@ class EtcdClientTest(unittest.TestCase):
         self.assertEqual(int(words[1]), now)
         self.assertEqual(w.proc.wait(timeout=15), 3)
         self.assertEqual([e[2] for e in w.events()], [self.prefix + "seen"])
+
+    def test_leader_killed_during_txns_nothing_acknowledged_is_lost(self):
+        leader = self.cluster.leader()
+        order = [leader] + [i for i in range(3) if i != leader]
+        eps = ",".join(self.cluster.endpoints[i] for i in order)
+        out = os.path.join(self.tmp.name, "create-many.out")
+        with open(out, "w") as f:
+            p = subprocess.Popen([probe_path(), "create-many", eps, self.prefix, "150"],
+                                 stdout=f, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: len(read_lines(out)) >= 30, 30.0,
+                     what="30 transactions before the kill")
+            self.cluster.kill(leader)
+            _, err = p.communicate(timeout=90)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+            self.cluster.restart(leader)
+        self.assertEqual(p.returncode, 0, err)
+        lines = [l.split() for l in read_lines(out)]
+        self.assertEqual(len(lines), 150, err)
+        r = probe("range", self.eps(), self.prefix)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        stored = {l.split()[1]: int(l.split()[3]) for l in r.stdout.splitlines()[1:]}
+        outcomes = {}
+        for words in lines:
+            outcomes[words[0]] = outcomes.get(words[0], 0) + 1
+            if words[0] == "ok":  # acknowledged: stored, at the revision we were told
+                self.assertEqual(stored.get(words[1]), int(words[2]), words)
+            elif words[0] == "unavailable":  # refused before sending: never applied
+                self.assertNotIn(words[1], stored, words)
+            elif words[0] == "exists":  # only possible for a key written by an unsure attempt
+                self.fail("a fresh key already existed: %s" % words)
+            else:
+                self.assertEqual(words[0], "unknown", "%s\n%s" % (words, err))
+        self.assertGreaterEqual(outcomes.get("ok", 0), 140, "%s\n%s" % (outcomes, err))
 
     def test_compaction_past_the_watch_revision_is_reported(self):
         start = self.cluster.revision() + 1

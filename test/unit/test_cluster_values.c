@@ -308,8 +308,8 @@ static void rate_limits_parse(void **state)
   assert_int_equal(ms, 3600000);
   assert_int_equal(cluster_rate_limit_parse("7/10", &n, &ms), 0);
   assert_int_equal(ms, 10000);
-  static const char *const bad[] = {"", "00", "0/1s", "5/", "5/0s", "5/1d", "x/1s",
-                                    "5/1s ", "-5/1s", "1/9999999999999s"};
+  static const char *const bad[] = {"",     "00",   "0/1s",  "5/",    "5/0s",
+                                    "5/1d", "x/1s", "5/1s ", "-5/1s", "1/9999999999999s"};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
     if (cluster_rate_limit_parse(bad[i], &n, &ms) != MCP_EINVAL)
       fail_msg("rate limit \"%s\" was accepted", bad[i]);

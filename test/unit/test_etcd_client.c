@@ -37,11 +37,10 @@ static void good_endpoints_open_without_connecting(void **state)
 
 static void bad_endpoints_are_refused(void **state)
 {
-  static const char *const bad[] = {"127.0.0.1:2379",         "http://127.0.0.1",
-                                    "http://127.0.0.1:",      "http://127.0.0.1:0",
-                                    "http://127.0.0.1:70000", "http://127.0.0.1:23x9",
-                                    "unix:/run/etcd.sock",    "http://:2379",
-                                    "http://127.0.0.1:2379/v3/kv"};
+  static const char *const bad[] = {
+      "127.0.0.1:2379",      "http://127.0.0.1",       "http://127.0.0.1:",
+      "http://127.0.0.1:0",  "http://127.0.0.1:70000", "http://127.0.0.1:23x9",
+      "unix:/run/etcd.sock", "http://:2379",           "http://127.0.0.1:2379/v3/kv"};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     etcd_client_t *c = NULL;
     if (open_one(bad[i], &c) != ETCD_EINVAL)
