@@ -1,6 +1,6 @@
 /*
- * What etcd_client.c (channels, unary calls) shares with etcd_watch.c (the watch thread).
- * Not for other files: they use etcd_client.h.
+ * What etcd_client.c (channels, unary calls) shares with etcd_kv.c (Range and Txn messages) and
+ * etcd_watch.c (the watch thread). Not for other files: they use etcd_client.h.
  */
 #ifndef MCP_ETCD_CLIENT_INTERNAL_H
 #define MCP_ETCD_CLIENT_INTERNAL_H
@@ -33,6 +33,16 @@ void etcd__fail_over(etcd_client_t *c, size_t failed);
 /* The metadata every call sends: "hasleader: true", so a member cut off from the leader refuses
  * the call (or ends the watch) instead of serving stale data or hanging. */
 void etcd__leader_metadata(grpc_metadata *md);
+
+/*
+ * One unary call with failover: each endpoint at most once, from the current one, each attempt
+ * bounded by the client's timeout. A read moves on after any transport failure or timeout; a
+ * write (is_write) only when it certainly was not applied. Returns 0 with *resp set (free it
+ * with protobuf_c_message_free_unpacked), or an ETCD_E* code with err filled in.
+ */
+int etcd__call(etcd_client_t *c, const char *path, const ProtobufCMessage *req,
+               const ProtobufCMessageDescriptor *desc, int is_write, ProtobufCMessage **resp,
+               char *err, size_t errlen);
 
 /* A packed message as a byte buffer the caller destroys. */
 grpc_byte_buffer *etcd__pack(const ProtobufCMessage *msg);
