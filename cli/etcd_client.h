@@ -8,9 +8,13 @@
  * endpoint answers "no leader" (every call asks etcd to require a leader), moves the current
  * endpoint on to the next one and tries again there, each endpoint once per call.
  *
- * Deadlines. Every unary attempt has a deadline (opts.timeout_ms, default 2 s), so a call
- * returns within n_endpoints * timeout_ms plus a little. The watch stream has no deadline of its
- * own but is checked for life: see etcd_watch_start.
+ * Deadlines. Every unary attempt has one deadline (opts.timeout_ms, default 2 s) for connecting
+ * and for the call, so a call returns within n_endpoints * timeout_ms plus a little; an endpoint
+ * that is down costs its whole timeout once, after which calls start at the next one. The watch
+ * stream has no deadline of its own but is checked for life: see etcd_watch_start.
+ *
+ * TLS. https:// endpoints use gRPC's TLS with the CA (ca_path, else the system roots) and an
+ * optional client certificate; etcd's certificate must name the host or IP of the endpoint.
  *
  * Threads. etcd_client_range, etcd_client_get_prefix and etcd_client_txn block the calling
  * thread (never call them on a libuv loop thread); they may run on several threads at once, each
