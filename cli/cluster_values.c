@@ -355,6 +355,33 @@ int cluster_firewall_parse(const char *json, size_t len, char *err, size_t errle
   return 0;
 }
 
+/* ---- whole entries ---------------------------------------------------------------------- */
+
+int cluster_entry_parse(const char *prefix, const char *key, size_t key_len, const char *value,
+                        size_t value_len, int is_delete, cluster_entry_t *out, char *err,
+                        size_t errlen)
+{
+  memset(out, 0, sizeof(*out));
+  out->is_delete = is_delete;
+  int rc = cluster_key_parse(prefix, key, key_len, &out->key, err, errlen);
+  if (rc || is_delete)
+    return rc;
+  switch (out->key.kind) {
+  case CLUSTER_LISTENER:
+    return cluster_listener_parse(value, value_len, &out->listener, err, errlen);
+  case CLUSTER_ROUTE:
+    return cluster_route_parse(value, value_len, &out->route, err, errlen);
+  case CLUSTER_FIREWALL:
+    return cluster_firewall_parse(value, value_len, err, errlen);
+  }
+  return MCP_EINVAL;
+}
+
+void cluster_entry_release(cluster_entry_t *e)
+{
+  cluster_listener_release(&e->listener);
+}
+
 /* ---- writing ----------------------------------------------------------------------------- */
 
 /* Shortest exact text for a period: "1h", "2m", "5s" or "250ms". */

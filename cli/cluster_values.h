@@ -105,6 +105,23 @@ int cluster_route_parse(const char *json, size_t len, cluster_route_t *out, char
 int cluster_firewall_parse(const char *json, size_t len, char *err, size_t errlen);
 
 /*
+ * One key-value pair as a watch event or a read delivers it, parsed whole: the key, and for a
+ * put the value of its kind. A delete needs a valid key only. On failure nothing is left to
+ * release and err says what is wrong (for the caller to report, count and skip).
+ */
+typedef struct cluster_entry_s {
+  cluster_key_t key;
+  int is_delete;
+  cluster_listener_t listener; /* put of a LISTENER key; release with cluster_entry_release */
+  cluster_route_t route;       /* put of a ROUTE key */
+} cluster_entry_t;
+
+int cluster_entry_parse(const char *prefix, const char *key, size_t key_len, const char *value,
+                        size_t value_len, int is_delete, cluster_entry_t *out, char *err,
+                        size_t errlen);
+void cluster_entry_release(cluster_entry_t *e);
+
+/*
  * The JSON text of a listener or route, every field written, in a malloc'd NUL-terminated
  * string the caller frees; NULL when out of memory. Parsing the result gives back the input.
  */

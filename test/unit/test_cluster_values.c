@@ -315,6 +315,60 @@ static void rate_limits_parse(void **state)
       fail_msg("rate limit \"%s\" was accepted", bad[i]);
 }
 
+static int entry(const char *k, const char *v, int is_delete, cluster_entry_t *out)
+{
+  err[0] = '\0';
+  return cluster_entry_parse(P, k, strlen(k), v, v ? strlen(v) : 0, is_delete, out, err,
+                             sizeof(err));
+}
+
+static void entries_parse_key_and_value_together(void **state)
+{
+  cluster_entry_t e;
+  assert_int_equal(entry(P "listeners/0.0.0.0:443",
+                         "{\"proxy_protocol\":true,"
+                         "\"proxy_from\":[\"10.0.0.0/8\"]}",
+                         0, &e),
+                   0);
+  assert_int_equal(e.key.kind, CLUSTER_LISTENER);
+  assert_true(e.listener.proxy_protocol);
+  assert_int_equal(e.listener.n_proxy_from, 1);
+  cluster_entry_release(&e);
+
+  assert_int_equal(entry(P "routes/0.0.0.0:443/a.example.com", "{\"backend\":\"[::1]:1\"}", 0, &e),
+                   0);
+  assert_string_equal(e.route.backend, "[::1]:1");
+  cluster_entry_release(&e);
+
+  assert_int_equal(entry(P "firewall/country/KP", "{}", 0, &e), 0);
+  assert_int_equal(e.key.fw_type, MCP_FW_COUNTRY);
+  cluster_entry_release(&e);
+}
+
+static void entry_deletes_need_only_a_valid_key(void **state)
+{
+  cluster_entry_t e;
+  assert_int_equal(entry(P "routes/0.0.0.0:443/a.example.com", NULL, 1, &e), 0);
+  assert_true(e.is_delete);
+  assert_string_equal(e.key.hostname, "a.example.com");
+  cluster_entry_release(&e);
+  assert_int_equal(entry(P "routes/nonsense", NULL, 1, &e), MCP_EINVAL);
+}
+
+static void entry_with_a_bad_value_is_refused_whole(void **state)
+{
+  cluster_entry_t e;
+  assert_int_equal(entry(P "listeners/0.0.0.0:443", "{\"max_connections\":-5}", 0, &e), MCP_EINVAL);
+  assert_null(e.listener.proxy_from);
+  assert_non_null(strstr(err, "negative"));
+  assert_int_equal(entry(P "routes/0.0.0.0:443/a.example.com", "garbage", 0, &e), MCP_EINVAL);
+  assert_non_null(strstr(err, "not JSON"));
+  assert_int_equal(entry(P "firewall/ip/192.0.2.1", "[]", 0, &e), MCP_EINVAL);
+  assert_int_equal(entry(P "unknown/x", "{}", 0, &e), MCP_EINVAL);
+  assert_non_null(strstr(err, "matches no pattern"));
+  assert_int_equal(entry("/elsewhere/x", "{}", 0, &e), MCP_ENOENT);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -334,6 +388,9 @@ int main(void)
       cmocka_unit_test(route_bad_values_are_refused),
       cmocka_unit_test(firewall_value_is_any_object),
       cmocka_unit_test(rate_limits_parse),
+      cmocka_unit_test(entries_parse_key_and_value_together),
+      cmocka_unit_test(entry_deletes_need_only_a_valid_key),
+      cmocka_unit_test(entry_with_a_bad_value_is_refused_whole),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
