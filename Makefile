@@ -6,7 +6,8 @@ CMAKE_ARGS ?=
 # Packages the build, the tests and the dev server need (Debian 12 names).
 DEPS := cmake make gcc clang pkg-config openssl curl \
 	libuv1-dev libsqlite3-dev libmaxminddb-dev libinih-dev \
-	libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libmbedtls-dev libcmocka-dev \
+	libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libmbedtls-dev libcmocka-dev libjansson-dev \
+	etcd-server etcd-client \
 	libmaxmind-db-writer-perl mmdb-bin python3 python3-grpcio python3-protobuf sqlite3 \
 	libclang-rt-14-dev build-essential debhelper dpkg-dev fakeroot lintian \
 	libmicrohttpd-dev protobuf-compiler grpc-proto prometheus

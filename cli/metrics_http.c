@@ -81,7 +81,7 @@ static int bind_socket(const char *addr, int *port, char *err, size_t errlen)
 {
   struct sockaddr_storage ss;
   char text[64];
-  if (mcp_listen_addr_parse(addr, &ss, text) != 0) {
+  if (mcp_listener_addr_parse(addr, &ss, text) != 0) {
     snprintf(err, errlen, "metrics: invalid address \"%.64s\" (want IPv4:port or [IPv6]:port)",
              addr);
     return -EINVAL;
