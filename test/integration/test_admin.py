@@ -548,6 +548,19 @@ class Shutdown(AdminCase):
         self.assertTrue(err.startswith("mc-proxy: UNAVAILABLE: "), err)
         self.assertEqual(self.proxy.sanitizer_reports(), [])
 
+    def wait_admin_peer(self, timeout=10):
+        """Waits (bounded) until a client holds a connection to the admin socket: the server's
+        accepted end shows in /proc/net/unix with the socket's path and state connected."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open("/proc/net/unix") as f:
+                for line in f:
+                    fields = line.split()
+                    if len(fields) >= 8 and fields[7] == self.sock and fields[5] == "03":
+                        return
+            time.sleep(0.02)
+        self.fail("no client connected to the admin socket within %s s" % timeout)
+
     def test_sigterm_while_a_write_waits_then_commits_tells_the_truth(self):
         """The write is waiting on the lock when SIGTERM comes; the lock goes away during the
         drain, the write commits, and the client is told it was saved (not UNAVAILABLE for a
@@ -559,7 +572,11 @@ class Shutdown(AdminCase):
                                 "new.example.com", "127.0.0.1:9"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            time.sleep(0.4)  # the write now waits in SQLite's busy handler (2 s)
+            # The client is a new process (slow to start under load or ASan): wait until it
+            # has connected to the admin socket, then give the request a moment to reach the
+            # write, which then waits in SQLite's busy handler (2 s).
+            self.wait_admin_peer()
+            time.sleep(0.3)
             self.proxy.signal(signal.SIGTERM)
             time.sleep(0.6)  # no connections: the drain has nothing else to wait for
         finally:
