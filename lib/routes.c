@@ -36,7 +36,7 @@ typedef struct route_s {
   uint64_t hash;
   uint16_t name_len;
   uint8_t send_proxy; /* mcp_send_proxy_t */
-  char name[]; /* normalised hostname, NUL-terminated */
+  char name[];        /* normalised hostname, NUL-terminated */
 } route_t;
 
 /*
@@ -266,8 +266,7 @@ static const route_t *probe(const mcp_routes_t *rt, const char *key, size_t len)
   return rt->slots[find_slot(rt->slots, rt->cap, key, len, name_hash(key, len))];
 }
 
-int mcp_routes_match(const mcp_routes_t *rt, const char *hostname, size_t len,
-                     mcp_route_match_t *m)
+int mcp_routes_match(const mcp_routes_t *rt, const char *hostname, size_t len, mcp_route_match_t *m)
 {
   char name[MCP_HOSTNAME_MAX + 1];
   const route_t *r = NULL;
@@ -285,11 +284,12 @@ int mcp_routes_match(const mcp_routes_t *rt, const char *hostname, size_t len,
       r = probe(rt, name, (size_t)n);
       m->kind = MCP_ROUTE_EXACT;
       /* Longest wildcard first: the leftmost dot gives the longest suffix. */
-      for (int d = 1; !r && rt->wildcards > 0 && d < n; d++) {
+      size_t len_n = (size_t)n;
+      for (size_t d = 1; !r && rt->wildcards > 0 && d < len_n; d++) {
         if (name[d] != '.')
           continue;
         name[d - 1] = '*';
-        r = probe(rt, name + d - 1, (size_t)(n - d + 1));
+        r = probe(rt, name + d - 1, len_n - d + 1);
         m->kind = MCP_ROUTE_WILDCARD;
       }
     }

@@ -83,7 +83,8 @@ static const char *const store_stmt_sql[STMT_COUNT] = {
         "SELECT addr, id, " MCP__STORE_SETTINGS_COLUMNS " FROM listeners ORDER BY addr",
     [STMT_LOAD_ROUTES] = "SELECT l.addr, r.hostname, r.backend, r.send_proxy FROM routes r"
                          " JOIN listeners l ON l.id = r.listener_id ORDER BY l.addr, r.hostname",
-    /* Rules come in the order of mcp_firewall_type_t (ip, cidr, country), like mcp_firewall_foreach. */
+    /* Rules come in the order of mcp_firewall_type_t (ip, cidr, country), like
+       mcp_firewall_foreach. */
     [STMT_LOAD_RULES] = "SELECT type, value FROM firewall_rules ORDER BY"
                         " CASE type WHEN 'ip' THEN 1 WHEN 'cidr' THEN 2 ELSE 3 END, value",
     [STMT_SNAPSHOT] = "VACUUM INTO ?1",

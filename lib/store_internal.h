@@ -44,8 +44,8 @@ int mcp__store_settings_from_row(mcp_store_t *st, sqlite3_stmt *stmt, int col, i
                                  mcp_store_listener_settings_t *out);
 
 /* The columns mcp__store_settings_from_row() reads, in its order, for SELECTs on listeners. */
-#define MCP__STORE_SETTINGS_COLUMNS                                                               \
-  "max_connections, proxy_protocol, fallback, rate_limit_count, rate_limit_period_ms,"           \
+#define MCP__STORE_SETTINGS_COLUMNS                                                                \
+  "max_connections, proxy_protocol, fallback, rate_limit_count, rate_limit_period_ms,"             \
   " max_connections_per_client"
 
 #endif

@@ -49,8 +49,8 @@ static int run(mcp_store_t *st, sqlite3_stmt *stmt, const char *what)
 }
 
 /* The checks every write makes on the fields it writes. */
-static int check_settings(mcp_store_t *st, const char *addr,
-                          const mcp_store_listener_settings_t *s, unsigned mask)
+static int check_settings(mcp_store_t *st, const char *addr, const mcp_store_listener_settings_t *s,
+                          unsigned mask)
 {
   const struct {
     unsigned bit;
@@ -109,8 +109,7 @@ static int write_proxy_from(mcp_store_t *st, int64_t id, const mcp_store_listene
     code = run(st, stmt, "writing proxy_from");
     if (code != 0) {
       /* The UNIQUE(listener_id, cidr) constraint: the same entry twice. */
-      mcp__store_errf(st, "proxy_from %s: %s", s->proxy_from[i],
-                      sqlite3_errmsg(mcp__store_db(st)));
+      mcp__store_errf(st, "proxy_from %s: %s", s->proxy_from[i], sqlite3_errmsg(mcp__store_db(st)));
       code = MCP_EINVAL;
     }
   }
@@ -196,8 +195,7 @@ static int update_in_tx(mcp_store_t *st, const char *addr, const mcp_store_liste
   if (code == 0 && (mask & MCP_STORE_LS_RATE_LIMIT_PERIOD_MS))
     code = update_field(st, id, "rate_limit_period_ms", s->rate_limit_period_ms, NULL);
   if (code == 0 && (mask & MCP_STORE_LS_MAX_CONNECTIONS_PER_CLIENT))
-    code = update_field(st, id, "max_connections_per_client", s->max_connections_per_client,
-                        NULL);
+    code = update_field(st, id, "max_connections_per_client", s->max_connections_per_client, NULL);
   if (code == 0 && (mask & MCP_STORE_LS_PROXY_FROM))
     code = write_proxy_from(st, id, s);
   if (code == 0)

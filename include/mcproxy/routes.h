@@ -55,7 +55,8 @@ typedef struct mcp_route_match_s {
   const mcp_backend_t *backend;
   mcp_send_proxy_t send_proxy; /* always NONE for the fallback */
   mcp_route_kind_t kind;
-  const char *hostname; /* the route's stored name ("*.example.com" for a wildcard); NULL for the fallback */
+  const char *hostname; /* the route's stored name ("*.example.com" for a wildcard); NULL for the
+                           fallback */
 } mcp_route_match_t;
 
 /* Creates an empty table with reference count 1 in *out. Returns 0 or MCP_ENOMEM. */

@@ -66,13 +66,14 @@ int mcp_store_commit(mcp_store_t *st);
 void mcp_store_rollback(mcp_store_t *st);
 
 /*
- * A listener's settings (docs/ARCHITECTURE.md, "Store"). All zero (mcp_store_listener_settings_init)
- * is the default: no limits, proxy_protocol off, no proxy_from, no fallback.
+ * A listener's settings (docs/ARCHITECTURE.md, "Store"). All zero
+ * (mcp_store_listener_settings_init) is the default: no limits, proxy_protocol off, no proxy_from,
+ * no fallback.
  */
 typedef struct mcp_store_listener_settings_s {
-  int64_t max_connections;            /* >= 0; 0 = unlimited */
-  int proxy_protocol;                 /* 0 off, 1 on (then proxy_from must not be empty) */
-  const char *const *proxy_from;      /* proxy_from_count CIDR strings, stored as given */
+  int64_t max_connections;       /* >= 0; 0 = unlimited */
+  int proxy_protocol;            /* 0 off, 1 on (then proxy_from must not be empty) */
+  const char *const *proxy_from; /* proxy_from_count CIDR strings, stored as given */
   size_t proxy_from_count;
   const char *fallback;               /* backend text; NULL or "" = none */
   int64_t rate_limit_count;           /* >= 0; 0 = off */
@@ -127,7 +128,7 @@ int mcp_store_listener_set_settings(mcp_store_t *st, const char *addr,
                                     const mcp_store_listener_settings_t *s);
 /* MCP_ENOENT for an unknown listener, MCP_ERANGE for a negative limit. */
 int mcp_store_listener_set_max_connections(mcp_store_t *st, const char *addr,
-                                              int64_t max_connections);
+                                           int64_t max_connections);
 
 /* Removes a listener; its routes and proxy_from entries go with it. MCP_ENOENT if unknown. */
 int mcp_store_listener_remove(mcp_store_t *st, const char *addr);

@@ -437,7 +437,8 @@ static void firewall_add_is_idempotent_and_remove(void **state)
   assert_int_equal(mcp_store_firewall_remove(t->st, MCP_FIREWALL_IP, "192.0.2.1"), 0);
   assert_int_equal(mcp_store_firewall_remove(t->st, MCP_FIREWALL_IP, "192.0.2.1"), MCP_ENOENT);
   assert_int_equal(mcp_store_firewall_remove(t->st, MCP_FIREWALL_CIDR, "192.0.2.1"), MCP_ENOENT);
-  assert_int_equal(mcp_store_firewall_remove(t->st, (mcp_firewall_type_t)0, "192.0.2.1"), MCP_EINVAL);
+  assert_int_equal(mcp_store_firewall_remove(t->st, (mcp_firewall_type_t)0, "192.0.2.1"),
+                   MCP_EINVAL);
   dump_t d;
   dump(t->st, &d);
   assert_string_equal(d.buf, "F 3 192.0.2.1\n");
@@ -453,8 +454,7 @@ static void listener_set_max_connections(void **state)
   /* Setting the value it already has matched a row, so it is not "not found". */
   assert_int_equal(mcp_store_listener_set_max_connections(t->st, "0.0.0.0:25565", 200), 0);
   assert_int_equal(mcp_store_listener_set_max_connections(t->st, "0.0.0.0:1", 5), MCP_ENOENT);
-  assert_int_equal(mcp_store_listener_set_max_connections(t->st, "0.0.0.0:25565", -3),
-                   MCP_ERANGE);
+  assert_int_equal(mcp_store_listener_set_max_connections(t->st, "0.0.0.0:25565", -3), MCP_ERANGE);
   dump(t->st, &d);
   assert_string_equal(d.buf, "L 0.0.0.0:25565 200\n");
 }
@@ -735,7 +735,8 @@ static void snapshot_refusals(void **state)
 /* The type names the store writes are the ones the schema's CHECK constraint allows. */
 static void every_rule_type_fits_the_schema(void **state)
 {
-  static const mcp_firewall_type_t types[] = {MCP_FIREWALL_IP, MCP_FIREWALL_CIDR, MCP_FIREWALL_COUNTRY};
+  static const mcp_firewall_type_t types[] = {MCP_FIREWALL_IP, MCP_FIREWALL_CIDR,
+                                              MCP_FIREWALL_COUNTRY};
   static const char *const values[] = {"192.0.2.1", "192.0.2.0/24", "KP"};
   for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
     const char *name = mcp_firewall_type_name(types[i]);
