@@ -279,7 +279,7 @@ static struct {
 
 static int fd_flat(int fd, flat_addr_t *f)
 {
-  struct sockaddr_storage ss;
+  struct sockaddr_storage ss = {0};
   socklen_t len = sizeof(ss);
   if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
     return -1;

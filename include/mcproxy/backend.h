@@ -50,7 +50,8 @@ int mcp_backend_parse(const char *in, mcp_backend_t *out);
 /*
  * A predicate (it cannot fail): returns 1 if connecting to backend would reach the listener bound at listen_addr (the same
  * address and port, or a wildcard listener and a loopback/unspecified/local-interface backend on
- * the same port), else 0. Hostname backends are not resolved and return 0.
+ * the same port), else 0. Hostname backends are not resolved and return 0: use
+ * mcp_backend_check_loop for them.
  */
 int mcp_backend_loops_to(const mcp_backend_t *backend, const struct sockaddr *listen_addr);
 
