@@ -332,7 +332,7 @@ static void *pool_main(void *arg)
 
   pthread_mutex_lock(&R.mu);
   for (;;) {
-    while (!R.qhead || R.blocked)
+    while (!R.qhead || R.blocked == 1)
       pthread_cond_wait(&R.work, &R.mu);
     mcp__lookup_t *l = R.qhead;
     R.qhead = l->qnext;
@@ -361,6 +361,8 @@ static void *pool_main(void *arg)
     me->lookup = l;
     me->waiters = NULL;
     memcpy(me->name, l->name, sizeof(me->name));
+    while (R.blocked == 2)
+      pthread_cond_wait(&R.work, &R.mu);
     pthread_mutex_unlock(&R.mu);
     addrs_t *addrs = NULL;
     int status = resolve(me->name, &addrs);
@@ -734,6 +736,16 @@ void mcp__resolver_configure(int threads, int queue, int cache, unsigned ttl_ms,
   R.ttl_ms = ttl_ms;
   R.neg_ttl_ms = neg_ttl_ms;
   pthread_mutex_unlock(&R.mu);
+}
+
+int mcp__resolver_running(void)
+{
+  int n = 0;
+  pthread_mutex_lock(&R.mu);
+  for (int i = 0; i < R.threads; i++)
+    n += R.running[i].lookup != NULL;
+  pthread_mutex_unlock(&R.mu);
+  return n;
 }
 
 void mcp__resolver_block(int blocked)

@@ -76,10 +76,13 @@ int mcp__resolve_wait(const char *name, unsigned timeout_ms, struct sockaddr_in6
 /*
  * Test hooks. mcp__resolver_configure sets the pool and cache sizes and lifetimes; it empties
  * the cache and only changes the thread count before the pool first starts.
- * mcp__resolver_block holds every pool thread before its next getaddrinfo until unblocked.
+ * mcp__resolver_block(1) keeps lookups on the queue, (2) lets a thread take one and holds it
+ * just before its getaddrinfo, (0) lets everything go; mcp__resolver_running counts the lookups
+ * threads have taken (the ones being resolved).
  */
 void mcp__resolver_configure(int threads, int queue, int cache, unsigned ttl_ms,
                              unsigned neg_ttl_ms);
 void mcp__resolver_block(int blocked);
+int mcp__resolver_running(void);
 
 #endif

@@ -272,6 +272,40 @@ static void full_queue_fails_at_once_and_freed_lookups_never_call_back(void **st
                           MCP__RESOLVE_NEG_TTL_MS);
 }
 
+/* Freed while a thread resolves it (from the loop, and from a waiter that gave up): the thread
+ * frees it later; nothing runs after the free (ASan and LeakSanitizer watch this in test-asan). */
+static void lookups_freed_while_being_resolved_are_dropped(void **state)
+{
+  (void)state;
+  uv_loop_t loop;
+  events_t ev = {0};
+  uv_loop_init(&loop);
+  mcp__resolver_configure(0, 0, MCP__RESOLVE_CACHE, MCP__RESOLVE_TTL_MS, MCP__RESOLVE_NEG_TTL_MS);
+  mcp__resolver_block(2);
+  mcp__lookup_t *l = NULL;
+  assert_int_equal(mcp__lookup_start(&loop, "127.0.0.8", 1, on_lookup, &ev, &l), 1);
+  for (int i = 0; i < 500 && mcp__resolver_running() == 0; i++)
+    usleep(10 * 1000);
+  assert_int_equal(mcp__resolver_running(), 1);
+  mcp__lookup_free(l);
+  uv_run(&loop, UV_RUN_DEFAULT); /* the handle closes; the thread still holds the lookup */
+
+  struct sockaddr_in6 a[2];
+  int n = 0;
+  assert_int_equal(mcp__resolve_wait("127.0.0.9", 50, a, 2, &n), UV_ETIMEDOUT);
+  mcp__resolver_block(0);
+  for (int i = 0; i < 500 && mcp__resolver_running() > 0; i++)
+    usleep(10 * 1000);
+  assert_int_equal(mcp__resolver_running(), 0);
+  assert_int_equal(ev.resolved, 0);
+  /* Both answers went to the cache all the same. */
+  int64_t before = resolves();
+  assert_int_equal(wait_ok("127.0.0.8"), 0);
+  assert_int_equal(wait_ok("127.0.0.9"), 0);
+  assert_int_equal(resolves(), before);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 static void on_dialled(mcp__lookup_t *l, int fd, void *data)
 {
   (void)l;
@@ -327,6 +361,7 @@ int main(void)
       cmocka_unit_test(cache_holds_at_most_its_size_evicting_the_least_recent),
       cmocka_unit_test(blocked_resolver_does_not_delay_libuv_work),
       cmocka_unit_test(full_queue_fails_at_once_and_freed_lookups_never_call_back),
+      cmocka_unit_test(lookups_freed_while_being_resolved_are_dropped),
       cmocka_unit_test(connect_skips_our_own_listener_addresses),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
