@@ -59,7 +59,7 @@ void mcp__relay_connect(mcp__conn_t *c, const mcp_backend_t *backend)
   }
   c->gai = l;
   if (rc == 0)
-    mcp__lookup_connect(l, on_dialled);
+    mcp__lookup_connect(l, mcp_backend_is_own_listener, on_dialled);
 }
 
 static void on_resolved(mcp__lookup_t *l, int status, void *data)
@@ -68,7 +68,7 @@ static void on_resolved(mcp__lookup_t *l, int status, void *data)
   if (status < 0)
     backend_failed(c);
   else
-    mcp__lookup_connect(l, on_dialled);
+    mcp__lookup_connect(l, mcp_backend_is_own_listener, on_dialled);
 }
 
 /* Every address in order, the next after a failure (lib/resolver.c); fd is now ours. */

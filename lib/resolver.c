@@ -60,6 +60,7 @@ struct mcp__lookup_s {
   uv_tcp_t tcp;        /* the current connect attempt */
   uv_connect_t creq;
   mcp__lookup_connect_cb ccb;
+  int (*skip)(const struct sockaddr *addr);
   uint8_t abandoned;   /* freed by its owner while RUNNING */
   uint8_t loop_closed; /* ... and its async handle has closed: the thread frees it */
   int next;            /* loop thread: index of the next address to hand out */
@@ -544,7 +545,7 @@ static void on_handle_closed(uv_handle_t *h)
 static void on_attempt(uv_connect_t *req, int status);
 static void on_attempt_closed(uv_handle_t *h);
 
-/* Connects to the next address that is not one of our own listeners. */
+/* Connects to the next address the caller does not skip (our own listeners, lib/relay.c). */
 static void attempt(mcp__lookup_t *l)
 {
   for (;;) {
@@ -553,7 +554,7 @@ static void attempt(mcp__lookup_t *l)
       l->ccb(l, l->last_err ? l->last_err : UV_ELOOP, l->data);
       return;
     }
-    if (mcp_backend_is_own_listener(a))
+    if (l->skip && l->skip(a))
       continue;
     int err = uv_tcp_init(l->loop, &l->tcp);
     if (err) {
@@ -608,8 +609,10 @@ static void on_attempt_closed(uv_handle_t *h)
     attempt(l);
 }
 
-void mcp__lookup_connect(mcp__lookup_t *l, mcp__lookup_connect_cb cb)
+void mcp__lookup_connect(mcp__lookup_t *l, int (*skip)(const struct sockaddr *addr),
+                         mcp__lookup_connect_cb cb)
 {
+  l->skip = skip;
   l->ccb = cb;
   attempt(l);
 }

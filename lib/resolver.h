@@ -46,18 +46,18 @@ const struct sockaddr *mcp__lookup_next(mcp__lookup_t *l);
 
 /*
  * Called on the loop with a connected descriptor (>= 0, now the caller's) or a negative code:
- * UV_ELOOP when every address was one of this process's listeners, else the last attempt's
- * error.
+ * UV_ELOOP when every address was skipped, else the last attempt's error.
  */
 typedef void (*mcp__lookup_connect_cb)(mcp__lookup_t *l, int fd_or_err, void *data);
 
 /*
- * Connects to the answer's addresses in order, skipping any that is one of this process's
- * listeners (mcp_backend_is_own_listener), the next one after a failure, until one connects or
- * none is left; then cb (possibly at once, from inside this call). The caller bounds the time
- * (the connect timeout) by freeing l. Only after the answer, and once.
+ * Connects to the answer's addresses in order, skipping any for which skip (if not NULL)
+ * returns 1 (the relay passes mcp_backend_is_own_listener), the next one after a failure, until
+ * one connects or none is left; then cb (possibly at once, from inside this call). The caller
+ * bounds the time (the connect timeout) by freeing l. Only after the answer, and once.
  */
-void mcp__lookup_connect(mcp__lookup_t *l, mcp__lookup_connect_cb cb);
+void mcp__lookup_connect(mcp__lookup_t *l, int (*skip)(const struct sockaddr *addr),
+                         mcp__lookup_connect_cb cb);
 
 /*
  * Frees l in any state, also from inside its callback. A pending resolution goes on, but its

@@ -292,16 +292,17 @@ static void lookups_freed_while_being_resolved_are_dropped(void **state)
 
   struct sockaddr_in6 a[2];
   int n = 0;
-  assert_int_equal(mcp__resolve_wait("127.0.0.9", 50, a, 2, &n), UV_ETIMEDOUT);
+  /* Taken by a second thread (held too) or, on a loaded machine, still queued: either way the
+   * waiter gives up and must leave nothing behind. */
+  assert_int_equal(mcp__resolve_wait("127.0.0.9", 300, a, 2, &n), UV_ETIMEDOUT);
   mcp__resolver_block(0);
   for (int i = 0; i < 500 && mcp__resolver_running() > 0; i++)
     usleep(10 * 1000);
   assert_int_equal(mcp__resolver_running(), 0);
   assert_int_equal(ev.resolved, 0);
-  /* Both answers went to the cache all the same. */
+  /* The dropped answer went to the cache all the same. */
   int64_t before = resolves();
   assert_int_equal(wait_ok("127.0.0.8"), 0);
-  assert_int_equal(wait_ok("127.0.0.9"), 0);
   assert_int_equal(resolves(), before);
   assert_int_equal(uv_loop_close(&loop), 0);
 }
@@ -329,7 +330,7 @@ static void connect_skips_our_own_listener_addresses(void **state)
   if (rc == 1)
     run_until(&loop, &ev.resolved);
   ev.resolved = 0;
-  mcp__lookup_connect(l, on_dialled);
+  mcp__lookup_connect(l, mcp_backend_is_own_listener, on_dialled);
   run_until(&loop, &ev.resolved);
   assert_true(ev.connected_fd >= 0);
   close(ev.connected_fd);
@@ -340,7 +341,7 @@ static void connect_skips_our_own_listener_addresses(void **state)
   ev = (events_t){.connected_fd = -100};
   rc = mcp__lookup_start(&loop, "127.0.0.1", (uint16_t)port, on_lookup, &ev, &l);
   assert_int_equal(rc, 0); /* cached now */
-  mcp__lookup_connect(l, on_dialled);
+  mcp__lookup_connect(l, mcp_backend_is_own_listener, on_dialled);
   run_until(&loop, &ev.resolved);
   assert_int_equal(ev.connected_fd, UV_ELOOP);
   mcp__lookup_free(l);
