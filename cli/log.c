@@ -274,6 +274,17 @@ static void log_drain(void)
   }
 }
 
+/*
+ * A child of fork() has no writer thread: it writes its lines directly (blocking), as before the
+ * first line. Its copy of the queue is forgotten; the parent writes those lines.
+ */
+static void after_fork_in_child(void)
+{
+  pthread_mutex_init(&q.mu, NULL);
+  q.running = 0;
+  q.fill_len = 0;
+}
+
 static pthread_once_t writer_once = PTHREAD_ONCE_INIT;
 
 static void start_writer(void)
@@ -294,6 +305,7 @@ static void start_writer(void)
     goto fail;
   }
   atexit(log_drain);
+  pthread_atfork(NULL, NULL, after_fork_in_child);
   return;
 fail:
   /* Without a writer, lines are written directly (blocking), as a last resort. */
