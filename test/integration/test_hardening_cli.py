@@ -123,7 +123,13 @@ class Case(ProxyTestCase):
     def pipe_proxy(self, **kw):
         p = PipeProxy(self.write_config(**{k: kw.pop(k) for k in ("routes", "proxy", "extra")
                                            if k in kw}), **kw)
-        self.addCleanup(p.stop)
+
+        def check():
+            p.stop()
+            text = "\n".join(p.lines())
+            for marker in mcp.SANITIZER_MARKERS:
+                self.assertNotIn(marker, text)
+        self.addCleanup(check)
         return p
 
     def echo_roundtrip(self, hostname=APP, timeout=2.0):
@@ -331,6 +337,8 @@ class WorkersDefault(Case):
             proc.send_signal(signal.SIGTERM)
             out = proc.communicate(timeout=15)[0]
         self.assertEqual(proc.returncode, 0, out)
+        for marker in mcp.SANITIZER_MARKERS:
+            self.assertNotIn(marker, out)
 
 
 class MaxConnectionsMaximum(Case):
