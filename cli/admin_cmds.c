@@ -554,8 +554,12 @@ int cmd_listener(int argc, char **argv)
   char *end;
   errno = 0;
   long long n = strtoll(o.args[2], &end, 10);
-  if (errno || end == o.args[2] || *end)
+  if (end == o.args[2] || *end || (errno && errno != ERANGE))
     return cli_usage_error("listener", "N must be a whole number, not '%s'", o.args[2]);
+  /* The same maximum as the config and the server (config.h); negative N is the server's to refuse. */
+  if (errno == ERANGE || n > CONFIG_MAX_CONNECTIONS_MAX)
+    return cli_usage_error("listener", "N must be from 0 to %d, not '%s'",
+                           CONFIG_MAX_CONNECTIONS_MAX, o.args[2]);
 
   admin_client_t *c = NULL;
   if ((rc = connect_client("listener", &o, &c)) != 0)

@@ -8,8 +8,12 @@
 #include <string.h>
 
 #include "control.h"
+#include "config.h"
 #include "log.h"
 #include "workers.h"
+
+#define MCP_STRINGIFY_(x) #x
+#define MCP_STRINGIFY(x) MCP_STRINGIFY_(x)
 
 /*
  * The queue. Requests wait in head..tail; current is the one being written or published (never
@@ -114,8 +118,9 @@ static int validate(state_t *srv, control_req_t *req)
                   "country rules need a GeoIP database ([firewall] geoip_db)");
     return 0;
   case CONTROL_SET_MAX_CONNECTIONS:
-    if (req->max_connections < 0)
-      return fail(req, MCP_ERANGE, "%s", "max_connections must be >= 0");
+    if (req->max_connections < 0 || req->max_connections > CONFIG_MAX_CONNECTIONS_MAX)
+      return fail(req, MCP_ERANGE, "max_connections must be from 0 to %s",
+                  MCP_STRINGIFY(CONFIG_MAX_CONNECTIONS_MAX));
     return 0;
   }
   return fail(req, MCP_EINVAL, "%s", "unknown operation");
