@@ -2,8 +2,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cli.h"
+#include "log.h"
 #include "mcproxy/mcproxy.h"
 
 static const char usage[] =
@@ -44,6 +46,30 @@ static const struct {
     {"listener", cmd_listener}, {"certs", cmd_certs},
 };
 
+/*
+ * The server raises its soft descriptor limit to the hard one: every connection costs two
+ * descriptors, and the listeners keep a reserve below the limit for the admin API
+ * (docs/RUNBOOK.md, "Descriptor reserve").
+ */
+static void raise_nofile(void)
+{
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+    return;
+  if (rl.rlim_cur == rl.rlim_max) {
+    log_info("descriptor limit %llu (soft = hard)", (unsigned long long)rl.rlim_cur);
+    return;
+  }
+  rlim_t before = rl.rlim_cur;
+  rl.rlim_cur = rl.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+    log_info("descriptor limit raised from %llu to the hard limit %llu",
+             (unsigned long long)before, (unsigned long long)rl.rlim_max);
+  else
+    log_warn("descriptor limit %llu: could not raise it to %llu", (unsigned long long)before,
+             (unsigned long long)rl.rlim_max);
+}
+
 int main(int argc, char **argv)
 {
   if (argc < 2) {
@@ -59,6 +85,8 @@ int main(int argc, char **argv)
     printf("mc-proxy %s\n", mcp_version());
     return EXIT_OK;
   }
+  if (!strcmp(cmd, "server"))
+    raise_nofile();
   for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
     if (!strcmp(cmd, commands[i].name))
       return commands[i].run(argc - 1, argv + 1);

@@ -61,6 +61,13 @@ static void on_conn_end(void *data, const mcp_conn_record_t *rec)
   log_buffered(LOG_INFO, "conn %s", line);
 }
 
+/* What a listener reports outside any one connection: accept errors, the descriptor reserve. */
+static void on_listener_error(void *data, int err, const char *msg)
+{
+  (void)data;
+  log_buffered(err < 0 ? LOG_WARN : LOG_INFO, "%s", msg);
+}
+
 static void on_log_flush(uv_prepare_t *h)
 {
   log_flush();
@@ -466,6 +473,7 @@ static int start(run_t *run, uv_loop_t *loop, mcp_config_t *cfg)
       .reuseport = srv->nworkers > 1,
       .copy_relay = cfg->copy_relay,
       .on_conn_end = on_conn_end,
+      .on_error = on_listener_error,
       .data = run,
   };
   if (lock_database(run, err, sizeof(err)) != 0) {
