@@ -11,6 +11,7 @@
 #define EXIT_USAGE 2
 
 int cmd_server(int argc, char **argv);   /* server.c */
+void cli_raise_nofile(void);             /* main.c: soft RLIMIT_NOFILE to the hard limit, logged */
 int cmd_check(int argc, char **argv);    /* local_cmds.c */
 int cmd_snapshot(int argc, char **argv); /* local_cmds.c */
 int cmd_status(int argc, char **argv);   /* admin_cmds.c */

@@ -49,9 +49,10 @@ static const struct {
 /*
  * The server raises its soft descriptor limit to the hard one: every connection costs two
  * descriptors, and the listeners keep a reserve below the limit for the admin API
- * (docs/RUNBOOK.md, "Descriptor reserve").
+ * (docs/RUNBOOK.md, "Running out of file descriptors"). Called by cmd_server once the log level
+ * is set, before it opens anything.
  */
-static void raise_nofile(void)
+void cli_raise_nofile(void)
 {
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
@@ -85,8 +86,6 @@ int main(int argc, char **argv)
     printf("mc-proxy %s\n", mcp_version());
     return EXIT_OK;
   }
-  if (!strcmp(cmd, "server"))
-    raise_nofile();
   for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
     if (!strcmp(cmd, commands[i].name))
       return commands[i].run(argc - 1, argv + 1);

@@ -465,6 +465,7 @@ static int start(run_t *run, uv_loop_t *loop, mcp_config_t *cfg)
   srv->cfg = cfg;
   srv->started_at_unix = (int64_t)time(NULL);
   log_set_level(cfg->log_level);
+  cli_raise_nofile();
   srv->nworkers = cfg->workers > 0 ? cfg->workers : (int)uv_available_parallelism();
   srv->listener_config = (mcp_listener_config_t){
       .handshake_timeout_ms = cfg->handshake_timeout_ms,

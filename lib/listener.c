@@ -5,6 +5,10 @@
  * close are conn.c's. After the life of a connection come the listener's own functions:
  * creating, starting, publishing routes and firewalls, stopping and freeing.
  * See docs/ARCHITECTURE.md.
+ *
+ * Longer than ~600 lines on purpose: the accept path (with the descriptor reserve) and the
+ * listener's own lifecycle share one private struct and its handles; splitting them would
+ * expose that struct to a second file.
  */
 #include <arpa/inet.h>
 #include <errno.h>
