@@ -22,6 +22,8 @@
 #include "control.h"
 #include "files.h"
 #include "log.h"
+#include "notify.h"
+#include "reload.h"
 #include "state.h"
 #include "workers.h"
 
@@ -33,11 +35,14 @@ typedef struct run_s {
   admin_rpc_t rpc;       /* what the admin methods work on */
   uv_signal_t sigterm, sigint, sighup;
   uv_timer_t drain_poll;
+  uv_timer_t reload_poll; /* a reload waits here for the admin change in flight (reload.h) */
   uv_prepare_t log_flush; /* writes the loop's buffered connection lines before it waits */
   uint64_t drain_deadline;
   int stopping;
   int admin_stopped;
   int lock_fd;
+  int reloading;   /* a hand-over is under way */
+  int handed_over; /* a new process serves now: this one only drains */
 } run_t;
 
 /* ---- connection log ---- */
@@ -163,6 +168,9 @@ static int load_listener(void *data, const char *addr, int64_t max_connections)
   mcp_listener_config_t lc = srv->listener_config;
   lc.addr = addr;
   lc.max_connections = max_connections;
+  char canonical[64];
+  if (mcp_listener_addr_parse(addr, &(struct sockaddr_storage){0}, canonical) == 0)
+    lc.fd = reload_take_fd(canonical); /* 0 unless a reload handed us this address's socket */
   int err = mcp_listener_new(srv->loop, &lc, &srv->listeners[srv->nlisteners]);
   if (err) {
     snprintf(ld->err, sizeof(ld->err), "database listener \"%s\": %s", addr, mcp_strerror(err));
@@ -272,13 +280,8 @@ static int64_t total_active(state_t *srv)
   return active;
 }
 
-static void on_geoip_published(void *data, int status)
-{
-  if (status)
-    log_error("SIGHUP: the worker loops keep the old GeoIP database: %s", mcp_strerror(status));
-}
-
 static void begin_shutdown(run_t *run);
+static void begin_reload(run_t *run);
 
 /*
  * Draining: polls until no admin change is being written (then the admin server stops; a
@@ -309,37 +312,7 @@ static void on_signal(uv_signal_t *h, int signum)
 {
   run_t *run = h->data;
   if (signum == SIGHUP) {
-    state_t *srv = &run->srv;
-    if (!srv->cfg->geoip_db[0]) {
-      log_info("SIGHUP: no geoip_db configured; nothing to reload");
-      return;
-    }
-    char err[512];
-    mcp_geoip_t *g = NULL;
-    if (mcp_geoip_open(srv->cfg->geoip_db, &g, err, sizeof(err)) != 0) {
-      log_error("SIGHUP: %s; keeping the GeoIP database already loaded", err);
-      return;
-    }
-    mcp_firewall_t *fw;
-    if (mcp_firewall_clone(srv->firewall, &fw) != 0) {
-      mcp_geoip_unref(g);
-      log_error("SIGHUP: out of memory");
-      return;
-    }
-    mcp_firewall_set_geoip(fw, g);
-    /* Sealed here, once: the same snapshot then goes to every loop, which must not seal it. */
-    int rc = mcp_firewall_seal(fw);
-    if (rc) {
-      mcp_firewall_unref(fw);
-      mcp_geoip_unref(g);
-      log_error("SIGHUP: %s; keeping the GeoIP database already loaded", mcp_strerror(rc));
-      return;
-    }
-    state_set_firewall(srv, fw);
-    mcp_geoip_unref(srv->geoip);
-    srv->geoip = g;
-    workers_publish(srv, on_geoip_published, NULL);
-    log_info("SIGHUP: reopened %s", srv->cfg->geoip_db);
+    begin_reload(run);
     return;
   }
   if (run->stopping) {
@@ -354,6 +327,8 @@ static void on_signal(uv_signal_t *h, int signum)
 static void begin_shutdown(run_t *run)
 {
   state_t *srv = &run->srv;
+  if (!run->handed_over)
+    notify_send("STOPPING=1");
   run->stopping = 1;
   for (size_t i = 0; i < srv->nlisteners; i++)
     mcp_listener_stop(srv->listeners[i]);
@@ -361,6 +336,103 @@ static void begin_shutdown(run_t *run)
   control_stop(run->ctl);
   run->drain_deadline = uv_now(srv->loop) + srv->cfg->shutdown_timeout_ms;
   uv_timer_start(&run->drain_poll, on_drain_poll, 0, 50);
+}
+
+/* ---- reload: hand-over to a new process (reload.h, docs/RUNBOOK.md "Reload") ---- */
+
+static int relock_database(run_t *run);
+
+/* The hand-over did not happen: take the database and the admin API back, keep serving. */
+static void reload_resume(run_t *run, const char *why)
+{
+  state_t *srv = &run->srv;
+  log_error("SIGHUP: reload failed: %s; keeping the running process (pid %d) and its "
+            "configuration",
+            why, (int)getpid());
+  reload_status_write(srv->cfg->db_path, "failed: %s", why);
+  run->reloading = 0;
+  if (run->lock_fd <= 0 && relock_database(run) != 0)
+    log_error("reload: cannot lock the database again; admin changes stay off");
+  else if (!run->admin && !control_busy(run->ctl)) {
+    control_free(run->ctl);
+    run->ctl = control_new(srv);
+    run->rpc.ctl = run->ctl;
+    char err[512];
+    if (run->ctl && srv->cfg->has_grpc &&
+        admin_server_start(srv->loop, srv->cfg, admin_rpc_methods, admin_rpc_nmethods, &run->rpc,
+                           &run->admin, err, sizeof(err)) != 0)
+      log_error("reload: admin API: %s; admin changes stay off", err);
+  }
+  notify_send("READY=1");
+}
+
+static void on_reload_done(void *data, int ok, int pid, const char *why)
+{
+  run_t *run = data;
+  state_t *srv = &run->srv;
+  if (!ok) {
+    reload_resume(run, why);
+    return;
+  }
+  run->handed_over = 1;
+  run->reloading = 0;
+  reload_status_write(srv->cfg->db_path, "ok %d", pid);
+  log_info("SIGHUP: reopened %s in pid %d, which took over the listeners and the database; "
+           "pid %d stops accepting and drains for up to %llu ms",
+           srv->cfg->path, pid, (int)getpid(), (unsigned long long)srv->cfg->shutdown_timeout_ms);
+  /* The listening sockets live on in the new process: closing ours loses no queued client. */
+  begin_shutdown(run);
+}
+
+/* Waits for the admin change in flight, then lets go of the admin API and the database. */
+static void on_reload_poll(uv_timer_t *t)
+{
+  run_t *run = t->data;
+  state_t *srv = &run->srv;
+  if (control_busy(run->ctl))
+    return;
+  uv_timer_stop(t);
+  admin_server_stop(run->admin);
+  run->admin = NULL;
+  close(run->lock_fd);
+  run->lock_fd = -1;
+  char err[512];
+  if (reload_spawn(srv, srv->cfg->path, on_reload_done, run, err, sizeof(err)) != 0)
+    reload_resume(run, err);
+}
+
+static void begin_reload(run_t *run)
+{
+  state_t *srv = &run->srv;
+  if (run->stopping) {
+    log_warn("SIGHUP: shutting down; not reloading");
+    return;
+  }
+  if (run->reloading) {
+    log_warn("SIGHUP: a reload is already under way");
+    return;
+  }
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  notify_send("RELOADING=1\nMONOTONIC_USEC=%llu",
+              (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
+  config_t cfg;
+  char err[1024];
+  if (reload_validate(srv->cfg->path, &cfg, err, sizeof(err)) != 0) {
+    log_error("SIGHUP: the config does not pass check: %s; keeping the running process and "
+              "configuration",
+              err);
+    reload_status_write(srv->cfg->db_path, "refused: %s", err);
+    notify_send("READY=1");
+    return;
+  }
+  config_free(&cfg);
+  log_info("SIGHUP: %s passes check; handing over to a new process of the binary on disk",
+           srv->cfg->path);
+  run->reloading = 1;
+  /* Queued admin changes are refused (UNAVAILABLE); the one in flight completes first. */
+  control_stop(run->ctl);
+  uv_timer_start(&run->reload_poll, on_reload_poll, 0, 20);
 }
 
 static void close_walk_cb(uv_handle_t *h, void *arg)
@@ -404,6 +476,18 @@ static void teardown(run_t *run)
  * One server per database: an exclusive lock on "<db>.lock", held for the life of the process.
  * Without it two instances would interleave writes and, with SO_REUSEPORT, silently share ports.
  */
+static int lock_database(run_t *run, char *err, size_t errlen);
+
+static int relock_database(run_t *run)
+{
+  char err[512];
+  if (lock_database(run, err, sizeof(err)) != 0) {
+    log_error("%s", err);
+    return -1;
+  }
+  return 0;
+}
+
 static int lock_database(run_t *run, char *err, size_t errlen)
 {
   char path[PATH_MAX + 8];
@@ -424,6 +508,42 @@ static int lock_database(run_t *run, char *err, size_t errlen)
 
 /* ---- the command ---- */
 
+/*
+ * After a reload every inherited socket must keep a loop accepting from it (closing one could
+ * reset the connections queued on it), so this process runs at least as many loops as the old
+ * one had; a socket without SO_REUSEPORT (the old process ran one loop) allows no siblings.
+ */
+static void adjust_workers_to_inherited(state_t *srv)
+{
+  int reuseport = 1;
+  int inherited = reload_inherited_loops(&reuseport);
+  if (inherited == 0)
+    return;
+  if (!reuseport && srv->nworkers != 1) {
+    log_warn("reload: the inherited sockets serve one loop; workers = %d takes effect on a "
+             "restart",
+             srv->nworkers);
+    srv->nworkers = 1;
+  } else if (reuseport && srv->nworkers < inherited) {
+    log_warn("reload: %d loops inherited; fewer workers (%d) take effect on a restart", inherited,
+             srv->nworkers);
+    srv->nworkers = inherited;
+  }
+}
+
+/* Once this process serves: the service manager, the pid file and the old process learn it. */
+static void announce_ready(run_t *run, int inherited)
+{
+  reload_close_unused();
+  reload_pidfile_write(run->srv.cfg->db_path);
+  if (inherited) {
+    notify_send("MAINPID=%d\nREADY=1", (int)getpid());
+    reload_report_ready();
+  } else {
+    notify_send("READY=1");
+  }
+}
+
 static const char server_usage[] = "usage: mc-proxy server -c FILE\n"
                                    "\n"
                                    "Runs the proxy in the foreground, logging to stderr.\n"
@@ -435,11 +555,13 @@ static int start(run_t *run, uv_loop_t *loop, config_t *cfg)
 {
   state_t *srv = &run->srv;
   char err[1024];
+  int inherited = reload_inherit_init();
   srv->loop = loop;
   srv->cfg = cfg;
   srv->started_at_unix = (int64_t)time(NULL);
   log_set_level(cfg->log_level);
   srv->nworkers = cfg->workers > 0 ? cfg->workers : (int)uv_available_parallelism();
+  adjust_workers_to_inherited(srv);
   srv->listener_config = (mcp_listener_config_t){
       .handshake_timeout_ms = cfg->handshake_timeout_ms,
       .connect_timeout_ms = cfg->connect_timeout_ms,
@@ -508,6 +630,7 @@ static int start(run_t *run, uv_loop_t *loop, config_t *cfg)
              mcp_listener_addr(srv->listeners[i]), (long long)st.route_count,
              (long long)st.max_connections);
   }
+  announce_ready(run, inherited);
   return EXIT_OK;
 }
 
@@ -556,8 +679,11 @@ int cmd_server(int argc, char **argv)
   uv_signal_init(&loop, &run.sigint);
   uv_signal_init(&loop, &run.sighup);
   uv_timer_init(&loop, &run.drain_poll);
+  uv_timer_init(&loop, &run.reload_poll);
+  reload_exe_init();
   log_flush_each_iteration(&loop, &run.log_flush);
-  run.sigterm.data = run.sigint.data = run.sighup.data = run.drain_poll.data = &run;
+  run.sigterm.data = run.sigint.data = run.sighup.data = run.drain_poll.data = run.reload_poll.data =
+      &run;
   uv_signal_start(&run.sigterm, on_signal, SIGTERM);
   uv_signal_start(&run.sigint, on_signal, SIGINT);
   uv_signal_start(&run.sighup, on_signal, SIGHUP);
@@ -566,6 +692,8 @@ int cmd_server(int argc, char **argv)
   if (status == EXIT_OK) {
     uv_run(&loop, UV_RUN_DEFAULT);
     log_info("stopped");
+    if (!run.handed_over)
+      reload_pidfile_remove(cfg.db_path);
   }
   teardown(&run);
   log_flush();
