@@ -20,6 +20,7 @@
 #include "cli.h"
 #include "config.h"
 #include "control.h"
+#include "drift.h"
 #include "files.h"
 #include "log.h"
 #include "notify.h"
@@ -60,74 +61,6 @@ static void on_conn_end(void *data, const mcp_conn_record_t *rec)
 
 /* ---- seeding and loading ---- */
 
-/* One line of text per listener, route and rule, to compare config and database. */
-typedef struct strset_s {
-  char **v;
-  size_t n, cap;
-} strset_t;
-
-static int strset_add(strset_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int strset_add(strset_t *s, const char *fmt, ...)
-{
-  if (s->n == s->cap) {
-    size_t cap = s->cap ? s->cap * 2 : 64;
-    char **v = realloc(s->v, cap * sizeof(*v));
-    if (!v)
-      return MCP_ENOMEM;
-    s->v = v;
-    s->cap = cap;
-  }
-  va_list ap;
-  va_start(ap, fmt);
-  int rc = vasprintf(&s->v[s->n], fmt, ap);
-  va_end(ap);
-  if (rc < 0)
-    return MCP_ENOMEM;
-  s->n++;
-  return 0;
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static int strset_equal(strset_t *a, strset_t *b)
-{
-  if (a->n != b->n)
-    return 0;
-  if (a->n == 0)
-    return 1;
-  qsort(a->v, a->n, sizeof(char *), cmp_str);
-  qsort(b->v, b->n, sizeof(char *), cmp_str);
-  for (size_t i = 0; i < a->n; i++)
-    if (strcmp(a->v[i], b->v[i]))
-      return 0;
-  return 1;
-}
-
-static void strset_free(strset_t *s)
-{
-  for (size_t i = 0; i < s->n; i++)
-    free(s->v[i]);
-  free(s->v);
-}
-
-static int config_strset(const config_t *cfg, strset_t *s)
-{
-  int err = 0;
-  for (size_t i = 0; i < cfg->nlisteners && !err; i++) {
-    const config_listener_t *cl = &cfg->listeners[i];
-    err = strset_add(s, "listener %s %lld", cl->addr, (long long)cl->max_connections);
-    for (size_t j = 0; j < cl->nroutes && !err; j++)
-      err =
-          strset_add(s, "route %s %s %s", cl->addr, cl->routes[j].hostname, cl->routes[j].backend);
-  }
-  for (size_t i = 0; i < cfg->nrules && !err; i++)
-    err = strset_add(s, "rule %s %s", mcp_firewall_type_name(cfg->rules[i].type), cfg->rules[i].value);
-  return err;
-}
-
 static int seed(mcp_store_t *st, const config_t *cfg)
 {
   int err = mcp_store_begin(st);
@@ -151,7 +84,7 @@ static int seed(mcp_store_t *st, const config_t *cfg)
 /* Builds the in-memory state from the database (the source of truth after seeding). */
 typedef struct load_s {
   run_t *run;
-  strset_t db;
+  drift_set_t db; /* what the database holds, to compare with the config (drift.h) */
   char err[512];
 } load_t;
 
@@ -159,7 +92,7 @@ static int load_listener(void *data, const char *addr, int64_t max_connections)
 {
   load_t *ld = data;
   state_t *srv = &ld->run->srv;
-  if (strset_add(&ld->db, "listener %s %lld", addr, (long long)max_connections))
+  if (drift_add(&ld->db, "listener %s max_connections=%lld", addr, (long long)max_connections))
     return MCP_ENOMEM;
   mcp_listener_t **v = realloc(srv->listeners, (srv->nlisteners + 1) * sizeof(*v));
   if (!v)
@@ -183,7 +116,7 @@ static int load_listener(void *data, const char *addr, int64_t max_connections)
 static int load_route(void *data, const char *laddr, const char *host, const char *backend)
 {
   load_t *ld = data;
-  if (strset_add(&ld->db, "route %s %s %s", laddr, host, backend))
+  if (drift_add(&ld->db, "route %s %s %s", laddr, host, backend))
     return MCP_ENOMEM;
   mcp_listener_t *l = state_find_listener(&ld->run->srv, laddr);
   if (!l)
@@ -199,7 +132,7 @@ static int load_route(void *data, const char *laddr, const char *host, const cha
 static int load_rule(void *data, mcp_firewall_type_t type, const char *value)
 {
   load_t *ld = data;
-  if (strset_add(&ld->db, "rule %s %s", mcp_firewall_type_name(type), value))
+  if (drift_add(&ld->db, "rule %s %s", mcp_firewall_type_name(type), value))
     return MCP_ENOMEM;
   int rc = mcp_firewall_add(ld->run->srv.firewall, type, value);
   if (rc == MCP_EINVAL) {
@@ -207,6 +140,24 @@ static int load_rule(void *data, mcp_firewall_type_t type, const char *value)
     return 0;
   }
   return rc < 0 ? rc : 0;
+}
+
+/* The config's listeners, routes and rules against the database's: warn with the first few. */
+static void report_drift(const config_t *cfg, drift_set_t *db)
+{
+  drift_set_t fromcfg = {0};
+  char show[DRIFT_SHOW][256];
+  size_t nshow = 0;
+  if (drift_from_config(cfg, &fromcfg) == 0) {
+    size_t count = drift_compare(&fromcfg, db, show, &nshow);
+    if (count)
+      log_warn("%zu difference%s between the listeners, routes and rules in %s and the database "
+               "%s; the database is the source of truth and the file's copies are ignored",
+               count, count == 1 ? "" : "s", cfg->path, cfg->db_path);
+    for (size_t i = 0; i < nshow; i++)
+      log_warn("  %s", show[i]);
+  }
+  drift_free(&fromcfg);
 }
 
 static int load_state(run_t *run, char *err, size_t errlen)
@@ -245,17 +196,12 @@ static int load_state(run_t *run, char *err, size_t errlen)
     else
       snprintf(err, errlen, "%s: loading failed: %s (%s)", cfg->db_path, mcp_strerror(rc),
                mcp_store_errmsg(srv->store));
-    strset_free(&ld.db);
+    drift_free(&ld.db);
     return -1;
   }
 
-  strset_t fromcfg = {0};
-  if (config_strset(cfg, &fromcfg) == 0 && !strset_equal(&fromcfg, &ld.db))
-    log_info("the database differs from the listeners, routes and rules in %s; the database is "
-             "the source of truth and the config's copies are ignored",
-             cfg->path);
-  strset_free(&fromcfg);
-  strset_free(&ld.db);
+  report_drift(cfg, &ld.db);
+  drift_free(&ld.db);
 
   if (mcp_firewall_country_count(srv->firewall) > 0 && !srv->geoip) {
     snprintf(err, errlen,

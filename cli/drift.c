@@ -1,0 +1,141 @@
+/* drift: the config's listeners, routes and rules against the database's. See drift.h. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "drift.h"
+
+int drift_add(drift_set_t *s, const char *fmt, ...)
+{
+  if (s->n == s->cap) {
+    size_t cap = s->cap ? s->cap * 2 : 64;
+    char **v = realloc(s->v, cap * sizeof(*v));
+    if (!v)
+      return MCP_ENOMEM;
+    s->v = v;
+    s->cap = cap;
+  }
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = vasprintf(&s->v[s->n], fmt, ap);
+  va_end(ap);
+  if (rc < 0)
+    return MCP_ENOMEM;
+  s->n++;
+  return 0;
+}
+
+void drift_free(drift_set_t *s)
+{
+  for (size_t i = 0; i < s->n; i++)
+    free(s->v[i]);
+  free(s->v);
+  memset(s, 0, sizeof(*s));
+}
+
+int drift_from_config(const config_t *cfg, drift_set_t *s)
+{
+  int err = 0;
+  for (size_t i = 0; i < cfg->nlisteners && !err; i++) {
+    const config_listener_t *cl = &cfg->listeners[i];
+    err = drift_add(s, "listener %s max_connections=%lld", cl->addr,
+                    (long long)cl->max_connections);
+    for (size_t j = 0; j < cl->nroutes && !err; j++)
+      err = drift_add(s, "route %s %s %s", cl->addr, cl->routes[j].hostname,
+                      cl->routes[j].backend);
+  }
+  for (size_t i = 0; i < cfg->nrules && !err; i++)
+    err = drift_add(s, "rule %s %s", mcp_firewall_type_name(cfg->rules[i].type),
+                    cfg->rules[i].value);
+  return err;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void note(char show[][256], size_t *nshow, const char *where, const char *line)
+{
+  if (*nshow < DRIFT_SHOW)
+    snprintf(show[(*nshow)++], 256, "only in the %s: %s", where, line);
+}
+
+size_t drift_compare(drift_set_t *cfg, drift_set_t *db, char show[][256], size_t *nshow)
+{
+  *nshow = 0;
+  if (cfg->n)
+    qsort(cfg->v, cfg->n, sizeof(char *), cmp_str);
+  if (db->n)
+    qsort(db->v, db->n, sizeof(char *), cmp_str);
+  size_t i = 0, j = 0, count = 0;
+  while (i < cfg->n || j < db->n) {
+    int c = i == cfg->n ? 1 : j == db->n ? -1 : strcmp(cfg->v[i], db->v[j]);
+    if (c == 0) {
+      i++;
+      j++;
+      continue;
+    }
+    count++;
+    if (c < 0)
+      note(show, nshow, "config", cfg->v[i++]);
+    else
+      note(show, nshow, "database", db->v[j++]);
+  }
+  return count;
+}
+
+/* ---- reading the database for check ---- */
+
+static int on_listener(void *data, const char *addr, int64_t max_connections)
+{
+  return drift_add(data, "listener %s max_connections=%lld", addr, (long long)max_connections);
+}
+
+static int on_route(void *data, const char *laddr, const char *host, const char *backend)
+{
+  return drift_add(data, "route %s %s %s", laddr, host, backend);
+}
+
+static int on_rule(void *data, mcp_firewall_type_t type, const char *value)
+{
+  return drift_add(data, "rule %s %s", mcp_firewall_type_name(type), value);
+}
+
+size_t drift_check(const config_t *cfg)
+{
+  struct stat sb;
+  if (stat(cfg->db_path, &sb) != 0)
+    return 0; /* no database yet: the first run seeds it from this file */
+  mcp_store_t *st = NULL;
+  char err[512];
+  if (mcp_store_open(cfg->db_path, 2000, &st, err, sizeof(err)) != 0) {
+    fprintf(stderr, "%s: warning: cannot compare with the database: %s\n", cfg->path, err);
+    return 0;
+  }
+  int empty = 0;
+  drift_set_t fromdb = {0}, fromcfg = {0};
+  size_t count = 0;
+  mcp_store_visitor_t visitor = {on_listener, on_route, on_rule};
+  if (mcp_store_is_empty(st, &empty) == 0 && !empty &&
+      mcp_store_load(st, &visitor, &fromdb) == 0 && drift_from_config(cfg, &fromcfg) == 0) {
+    char show[DRIFT_SHOW][256];
+    size_t nshow = 0;
+    count = drift_compare(&fromcfg, &fromdb, show, &nshow);
+    if (count) {
+      fprintf(stderr,
+              "%s: warning: %zu difference%s between this file's listeners, routes and rules "
+              "and the database %s, which is the source of truth (the file's copies are "
+              "ignored):\n",
+              cfg->path, count, count == 1 ? "" : "s", cfg->db_path);
+      for (size_t i = 0; i < nshow; i++)
+        fprintf(stderr, "%s: warning:   %s\n", cfg->path, show[i]);
+    }
+  }
+  drift_free(&fromdb);
+  drift_free(&fromcfg);
+  mcp_store_close(st);
+  return count;
+}
