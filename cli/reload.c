@@ -472,8 +472,9 @@ void reload_status_write(const char *db_path, const char *fmt, ...)
 /* ---- mc-proxy reload ---- */
 
 static const char reload_usage[] =
-    "usage: mc-proxy reload -c FILE [--timeout SECONDS]\n"
+    "usage: mc-proxy reload [-c FILE] [--timeout SECONDS]\n"
     "\n"
+    "FILE defaults to $MC_PROXY_CONFIG, else /srv/mc-proxy/mc-proxy.ini.\n"
     "Checks FILE as the server would, then asks the server using its database (PID from\n"
     "<database>.pid) to reload: a new process of the binary now on disk takes over the listening\n"
     "sockets and the database, the old one drains. Waits for the outcome (default 60 s).\n"
@@ -510,8 +511,10 @@ int cmd_reload(int argc, char **argv)
   }
   if (optind < argc)
     return cli_usage_error("reload", "unexpected argument '%s'", argv[optind]);
-  if (!path)
+  if (!path && getenv("MC_PROXY_CONFIG") && getenv("MC_PROXY_CONFIG")[0])
     path = getenv("MC_PROXY_CONFIG");
+  if (!path && access("/srv/mc-proxy/mc-proxy.ini", F_OK) == 0)
+    path = "/srv/mc-proxy/mc-proxy.ini";
   if (!path)
     return cli_usage_error("reload", "-c FILE is required");
 
