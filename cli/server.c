@@ -322,6 +322,8 @@ static void on_reload_done(void *data, int ok, int pid, const char *why)
   }
   run->handed_over = 1;
   run->reloading = 0;
+  /* From the main process, so NotifyAccess=main suffices; the new one sent the same already. */
+  notify_send("MAINPID=%d\nREADY=1", pid);
   reload_status_write(srv->cfg->db_path, "ok %d", pid);
   log_info("SIGHUP: reopened %s in pid %d, which took over the listeners and the database; "
            "pid %d stops accepting and drains for up to %llu ms",

@@ -2,7 +2,8 @@
 The service manager's notify protocol (docs/RUNBOOK.md "Reload"): the test binds the unix
 datagram socket NOTIFY_SOCKET names (a path, then an abstract '@' name), as systemd would, and
 checks what arrives and from which process: READY=1 once listening; on a reload RELOADING=1
-from the old process, then MAINPID=<new pid> and READY=1 from the new one; STOPPING=1 on SIGTERM.
+from the old process, then MAINPID=<new pid> and READY=1 from the new one and the same from the
+old one (the main process, for NotifyAccess=main); STOPPING=1 on SIGTERM.
 """
 
 import os
@@ -65,6 +66,8 @@ class Notify(mcp.ProxyTestCase):
         self.assertNotEqual(pid, proxy.pid)
         self.addCleanup(self.stop_pid, pid)
         self.assertEqual(msg, "MAINPID=%d\nREADY=1" % pid)
+        # The same from the old (still main) process, for NotifyAccess=main.
+        self.assertEqual(self.recv(s), ("MAINPID=%d\nREADY=1" % pid, proxy.pid))
         # The old process drains without telling the manager it stops: the service goes on.
         self.assertEqual(proxy.wait_exit(20), 0)
         proxy.exit_checked = True
