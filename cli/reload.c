@@ -478,7 +478,11 @@ static const char reload_usage[] =
     "Checks FILE as the server would, then asks the server using its database (PID from\n"
     "<database>.pid) to reload: a new process of the binary now on disk takes over the listening\n"
     "sockets and the database, the old one drains. Waits for the outcome (default 60 s).\n"
-    "Exit status: 0 reloaded, 1 refused or failed (the old process keeps serving), 2 usage.\n";
+    "Exit status: 0 reloaded, 1 refused or failed (the old process keeps serving), 2 usage.\n"
+    "\n"
+    "  -c, --config FILE       the server's config (see mc-proxy.ini(5))\n"
+    "      --timeout SECONDS   how long to wait for the outcome (default 60)\n"
+    "  -h, --help              this help\n";
 
 int cmd_reload(int argc, char **argv)
 {
