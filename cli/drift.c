@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 
 #include "drift.h"
@@ -40,15 +41,14 @@ int drift_from_config(const config_t *cfg, drift_set_t *s)
   int err = 0;
   for (size_t i = 0; i < cfg->nlisteners && !err; i++) {
     const config_listener_t *cl = &cfg->listeners[i];
-    err = drift_add(s, "listener %s max_connections=%lld", cl->addr,
-                    (long long)cl->max_connections);
+    err =
+        drift_add(s, "listener %s max_connections=%lld", cl->addr, (long long)cl->max_connections);
     for (size_t j = 0; j < cl->nroutes && !err; j++)
-      err = drift_add(s, "route %s %s %s", cl->addr, cl->routes[j].hostname,
-                      cl->routes[j].backend);
+      err = drift_add(s, "route %s %s %s", cl->addr, cl->routes[j].hostname, cl->routes[j].backend);
   }
   for (size_t i = 0; i < cfg->nrules && !err; i++)
-    err = drift_add(s, "rule %s %s", mcp_firewall_type_name(cfg->rules[i].type),
-                    cfg->rules[i].value);
+    err =
+        drift_add(s, "rule %s %s", mcp_firewall_type_name(cfg->rules[i].type), cfg->rules[i].value);
   return err;
 }
 
@@ -89,19 +89,46 @@ size_t drift_compare(drift_set_t *cfg, drift_set_t *db, char show[][256], size_t
 
 /* ---- reading the database for check ---- */
 
-static int on_listener(void *data, const char *addr, int64_t max_connections)
+/*
+ * check only reads: the database is opened read-only with SQLite directly (mcp_store_open would
+ * create a missing file and migrate an older schema, which a check run by another user or by a
+ * newer binary must never do). A schema other than this binary's is not compared.
+ */
+static int read_db(sqlite3 *db, drift_set_t *s)
 {
-  return drift_add(data, "listener %s max_connections=%lld", addr, (long long)max_connections);
+  static const char *const queries[] = {
+      "SELECT 'listener ' || addr || ' max_connections=' || max_connections FROM listeners",
+      "SELECT 'route ' || l.addr || ' ' || r.hostname || ' ' || r.backend FROM routes r"
+      " JOIN listeners l ON l.id = r.listener_id",
+      "SELECT 'rule ' || type || ' ' || value FROM firewall_rules",
+  };
+  for (size_t i = 0; i < sizeof(queries) / sizeof(queries[0]); i++) {
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, queries[i], -1, &st, NULL) != SQLITE_OK)
+      return -1;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+      if (drift_add(s, "%s", (const char *)sqlite3_column_text(st, 0)) != 0) {
+        rc = SQLITE_NOMEM;
+        break;
+      }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+      return -1;
+  }
+  return 0;
 }
 
-static int on_route(void *data, const char *laddr, const char *host, const char *backend)
+static int64_t schema_version(sqlite3 *db)
 {
-  return drift_add(data, "route %s %s %s", laddr, host, backend);
-}
-
-static int on_rule(void *data, mcp_firewall_type_t type, const char *value)
-{
-  return drift_add(data, "rule %s %s", mcp_firewall_type_name(type), value);
+  sqlite3_stmt *st = NULL;
+  int64_t v = -1;
+  if (sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", -1, &st,
+                         NULL) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW)
+    v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  return v;
 }
 
 size_t drift_check(const config_t *cfg)
@@ -109,18 +136,17 @@ size_t drift_check(const config_t *cfg)
   struct stat sb;
   if (stat(cfg->db_path, &sb) != 0)
     return 0; /* no database yet: the first run seeds it from this file */
-  mcp_store_t *st = NULL;
-  char err[512];
-  if (mcp_store_open(cfg->db_path, 2000, &st, err, sizeof(err)) != 0) {
-    fprintf(stderr, "%s: warning: cannot compare with the database: %s\n", cfg->path, err);
-    return 0;
-  }
-  int empty = 0;
+  sqlite3 *db = NULL;
   drift_set_t fromdb = {0}, fromcfg = {0};
   size_t count = 0;
-  mcp_store_visitor_t visitor = {on_listener, on_route, on_rule};
-  if (mcp_store_is_empty(st, &empty) == 0 && !empty &&
-      mcp_store_load(st, &visitor, &fromdb) == 0 && drift_from_config(cfg, &fromcfg) == 0) {
+  int rc = sqlite3_open_v2(cfg->db_path, &db, SQLITE_OPEN_READONLY, NULL);
+  if (rc == SQLITE_OK)
+    sqlite3_busy_timeout(db, 2000);
+  if (rc != SQLITE_OK || schema_version(db) != MCP_STORE_SCHEMA_VERSION ||
+      read_db(db, &fromdb) != 0) {
+    fprintf(stderr, "%s: note: not compared with the database %s (%s)\n", cfg->path, cfg->db_path,
+            db ? sqlite3_errmsg(db) : "cannot open");
+  } else if (fromdb.n > 0 && drift_from_config(cfg, &fromcfg) == 0) {
     char show[DRIFT_SHOW][256];
     size_t nshow = 0;
     count = drift_compare(&fromcfg, &fromdb, show, &nshow);
@@ -136,6 +162,6 @@ size_t drift_check(const config_t *cfg)
   }
   drift_free(&fromdb);
   drift_free(&fromcfg);
-  mcp_store_close(st);
+  sqlite3_close(db);
   return count;
 }

@@ -28,14 +28,14 @@ int drift_from_config(const config_t *cfg, drift_set_t *s);
 
 /*
  * Compares (sorting both). Returns the number of lines in only one of them and writes the first
- * DRIFT_SHOW as "only in the config: ..." / "only in the database: ..." into show[i]
- * (each of showlen bytes).
+ * DRIFT_SHOW as "only in the config: ..." / "only in the database: ..." into show (*nshow of
+ * them, 256 bytes each).
  */
 size_t drift_compare(drift_set_t *cfg, drift_set_t *db, char show[][256], size_t *nshow);
 
 /*
- * `mc-proxy check`: reads the database named by cfg (if it exists and is not empty) and prints
- * the differences as warnings to stderr. Returns the number of differences (0 also when there
+ * `mc-proxy check`: reads (read-only, never migrating) the database named by cfg, if it exists
+ * with this binary's schema and is not empty, and prints the differences as warnings to stderr. Returns the number of differences (0 also when there
  * is no database yet).
  */
 size_t drift_check(const config_t *cfg);

@@ -27,8 +27,8 @@ int notify_send(const char *fmt, ...)
   memcpy(sa.sun_path, name, len);
   if (name[0] == '@')
     sa.sun_path[0] = '\0'; /* abstract namespace: the length, not a NUL, ends the name */
-  socklen_t salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len +
-                                (name[0] == '/' ? 1 : 0));
+  socklen_t salen =
+      (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + (name[0] == '/' ? 1 : 0));
 
   char msg[512];
   va_list ap;

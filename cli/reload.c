@@ -353,8 +353,7 @@ int reload_spawn(state_t *srv, const char *config_path,
   uv_stdio_container_t *stdio = calloc(4 + nfds, sizeof(*stdio));
   spawn_t *sp = calloc(1, sizeof(*sp));
   char *fdvar = NULL;
-  if (!env || !stdio || !sp ||
-      asprintf(&fdvar, "%s=%s", ENV_FDS, names ? names : "") < 0) {
+  if (!env || !stdio || !sp || asprintf(&fdvar, "%s=%s", ENV_FDS, names ? names : "") < 0) {
     snprintf(err, errlen, "out of memory");
     free(env);
     free(stdio);

@@ -136,7 +136,8 @@ static int load_rule(void *data, mcp_firewall_type_t type, const char *value)
     return MCP_ENOMEM;
   int rc = mcp_firewall_add(ld->run->srv.firewall, type, value);
   if (rc == MCP_EINVAL) {
-    log_warn("database firewall rule %s %s is malformed; ignored", mcp_firewall_type_name(type), value);
+    log_warn("database firewall rule %s %s is malformed; ignored", mcp_firewall_type_name(type),
+             value);
     return 0;
   }
   return rc < 0 ? rc : 0;
@@ -312,6 +313,8 @@ static void reload_resume(run_t *run, const char *why)
             why, (int)getpid());
   reload_status_write(srv->cfg->db_path, "failed: %s", why);
   run->reloading = 0;
+  if (run->stopping)
+    return; /* SIGTERM came during the reload: the drain goes on without the admin API */
   reload_retake_others(run);
   if (run->lock_fd <= 0 && relock_database(run) != 0)
     log_error("reload: cannot lock the database again; admin changes stay off");
@@ -336,6 +339,13 @@ static void on_reload_done(void *data, int ok, int pid, const char *why)
     reload_resume(run, why);
     return;
   }
+  if (run->stopping) {
+    /* SIGTERM came while the new process started: it must not outlive the service. */
+    log_warn("reload: shutting down; stopping the new process %d too", pid);
+    kill(pid, SIGTERM);
+    run->reloading = 0;
+    return;
+  }
   run->handed_over = 1;
   run->reloading = 0;
   /* From the main process, so NotifyAccess=main suffices; the new one sent the same already. */
@@ -356,6 +366,10 @@ static void on_reload_poll(uv_timer_t *t)
   if (control_busy(run->ctl))
     return;
   uv_timer_stop(t);
+  if (run->stopping) { /* SIGTERM came first: no hand-over */
+    run->reloading = 0;
+    return;
+  }
   admin_server_stop(run->admin);
   run->admin = NULL;
   reload_release_others(run);
@@ -647,8 +661,8 @@ int cmd_server(int argc, char **argv)
   uv_timer_init(&loop, &run.reload_poll);
   reload_exe_init();
   log_flush_each_iteration(&loop, &run.log_flush);
-  run.sigterm.data = run.sigint.data = run.sighup.data = run.drain_poll.data = run.reload_poll.data =
-      &run;
+  run.sigterm.data = run.sigint.data = run.sighup.data = run.drain_poll.data =
+      run.reload_poll.data = &run;
   uv_signal_start(&run.sigterm, on_signal, SIGTERM);
   uv_signal_start(&run.sigint, on_signal, SIGINT);
   uv_signal_start(&run.sighup, on_signal, SIGHUP);

@@ -151,7 +151,7 @@ class PackageTest(unittest.TestCase):
         self.assertIn("mc-proxy.service", postinst)
         self.assertIn("mc-proxy-snapshot.timer", postinst)
         # An upgrade reloads the proxy instead of restarting it.
-        self.assertIn("deb-systemd-invoke reload mc-proxy.service", postinst)
+        self.assertIn("deb-systemd-invoke try-reload-or-restart mc-proxy.service", postinst)
         # The example config is valid for the packaged binary (paths moved to a temp dir).
         cfg = os.path.join(self.tmp, "example.ini")
         with open(example) as f, open(cfg, "w") as g:

@@ -362,5 +362,44 @@ class Reload(mcp.ProxyTestCase):
         proxy.exit_checked = True
 
 
+class ConfigDrift(mcp.ProxyTestCase):
+    """After the first run the database wins; check and the start-up log say where they differ."""
+
+    def test_check_and_startup_warn_with_a_count_and_the_first_differences(self):
+        port = mcp.free_port()
+        laddr = "127.0.0.1:%d" % port
+        proxy = self.start_proxy([(laddr, None, [("a.example.com", "127.0.0.1:9")])])
+        r = subprocess.run([mcp.binary(), "check", "-c", proxy.config_path],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual((r.returncode, "warning" in r.stderr), (0, False), r.stderr)
+        self.assertEqual(proxy.stop(), 0)
+        proxy.exit_checked = True
+        # The file now names seven other routes and drops the seeded one.
+        routes = [("r%d.example.com" % i, "127.0.0.1:9") for i in range(7)]
+        with open(proxy.config_path, "w") as f:
+            f.write(mcp.config_text(self.db, listeners=[(laddr, None, routes)]))
+        r = subprocess.run([mcp.binary(), "check", "-c", proxy.config_path],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(": ok (", r.stdout)
+        self.assertIn("warning: 8 differences between this file's listeners, routes and rules "
+                      "and the database", r.stderr)
+        shown = [l for l in r.stderr.splitlines() if "only in the" in l]
+        self.assertEqual(len(shown), 5, r.stderr)
+        self.assertIn("only in the database: route %s a.example.com 127.0.0.1:9" % laddr,
+                      r.stderr)
+        p2 = restart_proxy(self, proxy.config_path)
+        lines = p2.wait_log(r" warn 8 differences between the listeners, routes and rules in ")
+        self.assertTrue(lines)
+        self.assertEqual(len([l for l in p2.log_lines() if " warn   only in the " in l]), 5)
+
+
+def restart_proxy(case, config_path):
+    p = mcp.Proxy(config_path, os.path.join(case.dir, "proxy-restart.log"))
+    case.proxies.append(p)
+    p.wait_ready(1)
+    return p
+
+
 if __name__ == "__main__":
     unittest.main()
