@@ -1,8 +1,11 @@
 /*
  * mc-proxy server: load the config, open the store (seeding it on the first run), build the
  * firewall and one listener per stored listener address, start the admin API, then run the loop
- * until SIGTERM/SIGINT. Shutdown: stop accepting, stop the admin server, let connections drain
+ * until SIGTERM/SIGINT. Shutdown: stop accepting, stop the admin API, let connections drain
  * for up to shutdown_timeout, close the rest, exit 0. A second signal exits at once with 1.
+ * SIGHUP reloads: the steps that work on run_t (admin API, database lock, resuming) are here,
+ * the mechanics of the hand-over in reload.c (docs/RUNBOOK.md "Reloading"); that is why this
+ * file runs past 600 lines.
  */
 #include <errno.h>
 #include <getopt.h>
