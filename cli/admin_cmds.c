@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "admin_client.h"
 #include "certs.h"
@@ -18,6 +19,9 @@
 #include "config.h"
 #include "mc_proxy/v1/admin.pb-c.h"
 #include "mcproxy/mcproxy.h"
+
+/* Where the package puts the config (docs/man/mc-proxy.1). */
+#define DEFAULT_CONFIG "/srv/mc-proxy/mc-proxy.ini"
 
 /* ---- options shared by the commands that talk to the server ---- */
 
@@ -31,7 +35,8 @@ typedef struct opts_s {
 } opts_t;
 
 static const char conn_help[] =
-    "  -c, --config FILE   the config whose [grpc] addr names the server (required)\n"
+    "  -c, --config FILE   the config whose [grpc] addr names the server (default:\n"
+    "                      $MC_PROXY_CONFIG, else " DEFAULT_CONFIG ")\n"
     "      --addr ADDR     talk to ADDR (unix:/path or host:port) instead\n"
     "      --cert FILE     client certificate for a TCP addr ([grpc] client_cert)\n"
     "      --key FILE      its private key ([grpc] client_key)\n"
@@ -95,8 +100,17 @@ static int parse_opts(const char *cmd, const char *usage, int allow_json, int ar
   }
   o->nargs = argc - optind;
   o->args = argv + optind;
+  /* Without -c: $MC_PROXY_CONFIG, then the packaged default path if it exists. */
+  if (!o->config && !o->addr) {
+    const char *env = getenv("MC_PROXY_CONFIG");
+    if (env && env[0])
+      o->config = env;
+    else if (access(DEFAULT_CONFIG, F_OK) == 0)
+      o->config = DEFAULT_CONFIG;
+  }
   if (!o->config && !o->addr)
-    return cli_usage_error(cmd, "-c FILE is required");
+    return cli_usage_error(cmd, "-c FILE is required (or MC_PROXY_CONFIG, or a config at "
+                                DEFAULT_CONFIG ")");
   return -1;
 }
 
