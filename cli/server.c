@@ -22,6 +22,7 @@
 #include "control.h"
 #include "files.h"
 #include "log.h"
+#include "metrics.h"
 #include "state.h"
 #include "workers.h"
 
@@ -51,6 +52,7 @@ static void on_conn_end(void *data, const mcp_conn_record_t *rec)
   char line[1024];
   mcp_conn_record_format(rec, line, sizeof(line));
   log_buffered(LOG_INFO, "conn %s", line);
+  metrics_conn_end(rec); /* this loop's own counters (metrics.h) */
 }
 
 /* ---- seeding and loading ---- */
@@ -355,6 +357,7 @@ static void begin_shutdown(run_t *run)
 {
   state_t *srv = &run->srv;
   run->stopping = 1;
+  metrics_set_serving(false); /* metrics: /healthz and gRPC health say draining */
   for (size_t i = 0; i < srv->nlisteners; i++)
     mcp_listener_stop(srv->listeners[i]);
   workers_stop_accepting(srv);
@@ -473,6 +476,12 @@ static int start(run_t *run, uv_loop_t *loop, config_t *cfg)
   }
   config_free_seed(cfg); /* the database is the source of truth from here on */
 
+  /* metrics: the endpoint answers (503 on /healthz) before the listeners are bound */
+  if (cfg->has_metrics && metrics_start(srv, cfg->metrics_addr, err, sizeof(err)) != 0) {
+    log_error("[metrics] addr: %s", err);
+    return EXIT_REFUSED;
+  }
+
   size_t nroutes = 0;
   for (size_t i = 0; i < srv->nlisteners; i++) {
     mcp_listener_t *l = srv->listeners[i];
@@ -508,6 +517,7 @@ static int start(run_t *run, uv_loop_t *loop, config_t *cfg)
              mcp_listener_addr(srv->listeners[i]), (long long)st.route_count,
              (long long)st.max_connections);
   }
+  metrics_set_serving(true); /* metrics: every listener is bound */
   return EXIT_OK;
 }
 
@@ -567,6 +577,7 @@ int cmd_server(int argc, char **argv)
     uv_run(&loop, UV_RUN_DEFAULT);
     log_info("stopped");
   }
+  metrics_stop(); /* metrics: before the listeners go */
   teardown(&run);
   log_flush();
   if (run.lock_fd > 0)

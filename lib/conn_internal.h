@@ -179,6 +179,7 @@ struct mcp__conn_s {
 
   struct sockaddr_in6 client_addr; /* large enough for either family */
   uint64_t started_ms;
+  uint64_t started_ns, routed_ns, connected_ns; /* uv_hrtime(); 0 = not reached (metrics) */
   uint64_t bytes_in, bytes_out;
   mcp__gai_t *gai; /* pending DNS lookup, if any */
 
