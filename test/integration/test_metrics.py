@@ -183,6 +183,20 @@ class KnownTraffic(MetricsBase):
         self.assertEqual(table.returncode, 0, table.stderr)
         self.assertIn("BYTES_IN", table.stdout)
 
+        # admin changes, by method and gRPC code
+        for args, rc in ((("routes", "add", self.l1, "new.example.com", self.echo.addr()), 0),
+                         (("routes", "remove", self.l1, "missing.example.com"), 1)):
+            r = subprocess.run([mcp.binary(), args[0], "-c", self.proxy.config_path] +
+                               list(args[1:]), capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, rc, r.stderr)
+        m = parse_metrics(self.metrics())
+        self.assertEqual(sample(m, "mcproxy_admin_changes_total", method="AddRoute", code="0"), 1)
+        self.assertEqual(sample(m, "mcproxy_admin_changes_total", method="RemoveRoute",
+                                code="5"), 1)
+        mcp.wait_for(lambda: sample(parse_metrics(self.metrics()), "mcproxy_routes",
+                                    listener=self.l1) == 3, 5, interval=0.1,
+                     what="mcproxy_routes to show the added route")
+
         # a real Prometheus scraping every second
         self.prometheus_agrees(expected, nbytes)
 
