@@ -256,11 +256,11 @@ static void print_status(const McProxy__V1__GetStatusResponse *st, int json)
              ",\"blocked_total\":%" PRId64 ",\"unrouted_total\":%" PRId64,
              l->route_count, l->active_connections, l->max_connections, l->accepted_total,
              l->rejected_limit_total, l->blocked_total, l->unrouted_total);
-      printf(",\"ok_total\":%" PRId64 ",\"timeout_total\":%" PRId64 ",\"backend_error_total\":%" PRId64
-             ",\"rate_limited_total\":%" PRId64 ",\"proxy_error_total\":%" PRId64
-             ",\"error_total\":%" PRId64 ",\"shutdown_total\":%" PRId64
-             ",\"fallback_total\":%" PRId64 ",\"bytes_in_total\":%" PRId64
-             ",\"bytes_out_total\":%" PRId64 "}",
+      printf(",\"ok_total\":%" PRId64 ",\"timeout_total\":%" PRId64
+             ",\"backend_error_total\":%" PRId64 ",\"rate_limited_total\":%" PRId64
+             ",\"proxy_error_total\":%" PRId64 ",\"error_total\":%" PRId64
+             ",\"shutdown_total\":%" PRId64 ",\"fallback_total\":%" PRId64
+             ",\"bytes_in_total\":%" PRId64 ",\"bytes_out_total\":%" PRId64 "}",
              l->ok_total, l->timeout_total, l->backend_error_total, l->rate_limited_total,
              l->proxy_error_total, l->error_total, l->shutdown_total, l->fallback_total,
              l->bytes_in_total, l->bytes_out_total);
@@ -290,8 +290,8 @@ static void print_status(const McProxy__V1__GetStatusResponse *st, int json)
            l->unrouted_total);
   }
   /* How connections ended (counted when they end) and the bytes they relayed. */
-  printf("\n%-24s %9s %9s %9s %9s %9s %9s %9s %14s %14s\n", "LISTENER", "OK", "TIMEOUT",
-         "BACKEND", "RATELIM", "PROXYERR", "ERROR", "SHUTDOWN", "BYTES_IN", "BYTES_OUT");
+  printf("\n%-24s %9s %9s %9s %9s %9s %9s %9s %14s %14s\n", "LISTENER", "OK", "TIMEOUT", "BACKEND",
+         "RATELIM", "PROXYERR", "ERROR", "SHUTDOWN", "BYTES_IN", "BYTES_OUT");
   for (size_t i = 0; i < st->n_listeners; i++) {
     const McProxy__V1__ListenerStatus *l = st->listeners[i];
     printf("%-24s %9" PRId64 " %9" PRId64 " %9" PRId64 " %9" PRId64 " %9" PRId64 " %9" PRId64

@@ -399,7 +399,7 @@ static void on_std_message(admin_server_t *a, admin_call_t *c)
   if (rc != REFLECTION_STATUS_OK) {
     free(out);
     std_finish(a, c, rc,
-               rc == REFLECTION_STATUS_NOT_FOUND ? "unknown service"
+               rc == REFLECTION_STATUS_NOT_FOUND          ? "unknown service"
                : rc == REFLECTION_STATUS_INVALID_ARGUMENT ? "malformed request message"
                                                           : "out of memory",
                NULL, 0);

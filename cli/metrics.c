@@ -252,8 +252,9 @@ static void render_counters(prom_buf_t *b, const names_t *ns)
       prom_sample_u64(b, "mcproxy_connections_total", l, 2, t.outcome[o]);
     }
   }
-  prom_family(b, "mcproxy_bytes_total", PROM_COUNTER,
-              "Bytes relayed by ended connections: in = client to backend, out = backend to client.");
+  prom_family(
+      b, "mcproxy_bytes_total", PROM_COUNTER,
+      "Bytes relayed by ended connections: in = client to backend, out = backend to client.");
   for (size_t i = 0; i < ns->n; i++) {
     metrics_totals_t t;
     metrics_listener_totals(ns->v[i], &t);
@@ -312,8 +313,7 @@ static char *render(void *data, size_t *len)
       failed = names_add(&ns, m->name);
 
   render_counters(&b, &ns);
-  prom_family(&b, "mcproxy_connections_active", PROM_GAUGE,
-              "Connections open now, by listener.");
+  prom_family(&b, "mcproxy_connections_active", PROM_GAUGE, "Connections open now, by listener.");
   for (size_t i = 0; i < nsnap; i++) {
     prom_label_t l = {"listener", snap[i].name};
     prom_sample(&b, "mcproxy_connections_active", &l, 1, (double)snap[i].active);
