@@ -289,13 +289,14 @@ static void print_status(const McProxy__V1__GetStatusResponse *st, int json)
            l->route_count, am, l->accepted_total, l->rejected_limit_total, l->blocked_total,
            l->unrouted_total);
   }
-  /* How connections ended (counted when they end) and the bytes they relayed. */
-  printf("\n%-24s %9s %9s %9s %9s %9s %9s %9s %14s %14s\n", "LISTENER", "OK", "TIMEOUT", "BACKEND",
-         "RATELIM", "PROXYERR", "ERROR", "SHUTDOWN", "BYTES_IN", "BYTES_OUT");
+  /* How connections ended (counted when they end) and the bytes they relayed, indented under
+   * the table so that each listener still has one row starting with its address. */
+  printf("\nconnections ended, and bytes relayed (in = client to backend):\n");
   for (size_t i = 0; i < st->n_listeners; i++) {
     const McProxy__V1__ListenerStatus *l = st->listeners[i];
-    printf("%-24s %9" PRId64 " %9" PRId64 " %9" PRId64 " %9" PRId64 " %9" PRId64 " %9" PRId64
-           " %9" PRId64 " %14" PRId64 " %14" PRId64 "\n",
+    printf("  %s: ok %" PRId64 ", timeout %" PRId64 ", backend_error %" PRId64
+           ", rate_limited %" PRId64 ", proxy_error %" PRId64 ", error %" PRId64
+           ", shutdown %" PRId64 "; bytes in %" PRId64 ", out %" PRId64 "\n",
            l->addr, l->ok_total, l->timeout_total, l->backend_error_total, l->rate_limited_total,
            l->proxy_error_total, l->error_total, l->shutdown_total, l->bytes_in_total,
            l->bytes_out_total);

@@ -181,7 +181,9 @@ class KnownTraffic(MetricsBase):
         table = subprocess.run([mcp.binary(), "status", "-c", self.proxy.config_path],
                                capture_output=True, text=True, timeout=30)
         self.assertEqual(table.returncode, 0, table.stderr)
-        self.assertIn("BYTES_IN", table.stdout)
+        self.assertIn("  %s: ok 2, timeout 1, backend_error 1" % self.l1, table.stdout)
+        self.assertIn("bytes in %d, out %d" % (nbytes[(self.l1, "in")], nbytes[(self.l1, "out")]),
+                      table.stdout)
 
         # admin changes, by method and gRPC code
         for args, rc in ((("routes", "add", self.l1, "new.example.com", self.echo.addr()), 0),
