@@ -267,9 +267,17 @@ static void print_status(const McProxy__V1__GetStatusResponse *st, int json)
       json_str(l->addr);
       printf(",\"route_count\":%d,\"active_connections\":%" PRId64 ",\"max_connections\":%" PRId64
              ",\"accepted_total\":%" PRId64 ",\"rejected_limit_total\":%" PRId64
-             ",\"blocked_total\":%" PRId64 ",\"unrouted_total\":%" PRId64 "}",
+             ",\"blocked_total\":%" PRId64 ",\"unrouted_total\":%" PRId64,
              l->route_count, l->active_connections, l->max_connections, l->accepted_total,
              l->rejected_limit_total, l->blocked_total, l->unrouted_total);
+      printf(",\"ok_total\":%" PRId64 ",\"timeout_total\":%" PRId64
+             ",\"backend_error_total\":%" PRId64 ",\"rate_limited_total\":%" PRId64
+             ",\"proxy_error_total\":%" PRId64 ",\"error_total\":%" PRId64
+             ",\"shutdown_total\":%" PRId64 ",\"fallback_total\":%" PRId64
+             ",\"bytes_in_total\":%" PRId64 ",\"bytes_out_total\":%" PRId64 "}",
+             l->ok_total, l->timeout_total, l->backend_error_total, l->rate_limited_total,
+             l->proxy_error_total, l->error_total, l->shutdown_total, l->fallback_total,
+             l->bytes_in_total, l->bytes_out_total);
     }
     printf("]}\n");
     return;
@@ -294,6 +302,18 @@ static void print_status(const McProxy__V1__GetStatusResponse *st, int json)
     printf("%-24s %6d %16s %10" PRId64 " %9" PRId64 " %9" PRId64 " %9" PRId64 "\n", l->addr,
            l->route_count, am, l->accepted_total, l->rejected_limit_total, l->blocked_total,
            l->unrouted_total);
+  }
+  /* How connections ended (counted when they end) and the bytes they relayed, indented under
+   * the table so that each listener still has one row starting with its address. */
+  printf("\nconnections ended, and bytes relayed (in = client to backend):\n");
+  for (size_t i = 0; i < st->n_listeners; i++) {
+    const McProxy__V1__ListenerStatus *l = st->listeners[i];
+    printf("  %s: ok %" PRId64 ", timeout %" PRId64 ", backend_error %" PRId64
+           ", rate_limited %" PRId64 ", proxy_error %" PRId64 ", error %" PRId64
+           ", shutdown %" PRId64 "; bytes in %" PRId64 ", out %" PRId64 "\n",
+           l->addr, l->ok_total, l->timeout_total, l->backend_error_total, l->rate_limited_total,
+           l->proxy_error_total, l->error_total, l->shutdown_total, l->bytes_in_total,
+           l->bytes_out_total);
   }
 }
 

@@ -27,6 +27,7 @@
 #include "drift.h"
 #include "files.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "reload.h"
 #include "state.h"
@@ -61,6 +62,7 @@ static void on_conn_end(void *data, const mcp_conn_record_t *rec)
   char line[1024];
   mcp_conn_record_format(rec, line, sizeof(line));
   log_buffered(LOG_INFO, "conn %s", line);
+  metrics_conn_end(rec); /* this loop's own counters (metrics.h) */
 }
 
 /*
@@ -313,6 +315,7 @@ static void begin_shutdown(run_t *run)
   if (!run->handed_over)
     notify_send("STOPPING=1");
   run->stopping = 1;
+  metrics_set_serving(false); /* metrics: /healthz and gRPC health say draining */
   for (size_t i = 0; i < srv->nlisteners; i++)
     mcp_listener_stop(srv->listeners[i]);
   workers_stop_accepting(srv);
@@ -332,12 +335,21 @@ static int relock_database(run_t *run);
  */
 static void reload_release_others(run_t *run)
 {
-  (void)run;
+  if (run->srv.cfg->has_metrics)
+    metrics_stop(); /* metrics: the new process binds the same address */
 }
 
 static void reload_retake_others(run_t *run)
 {
-  (void)run;
+  state_t *srv = &run->srv;
+  char err[256];
+  if (!srv->cfg->has_metrics)
+    return;
+  if (metrics_start(srv, srv->cfg->metrics_addr, err, sizeof(err)) != 0) {
+    log_error("reload: [metrics] addr: %s; the metrics endpoint stays off", err);
+    return;
+  }
+  metrics_set_serving(!run->stopping);
 }
 
 /* The hand-over did not happen: take the database and the admin API back, keep serving. */
@@ -612,6 +624,12 @@ static int start(run_t *run, uv_loop_t *loop, config_t *cfg)
   }
   config_free_seed(cfg); /* the database is the source of truth from here on */
 
+  /* metrics: the endpoint answers (503 on /healthz) before the listeners are bound */
+  if (cfg->has_metrics && metrics_start(srv, cfg->metrics_addr, err, sizeof(err)) != 0) {
+    log_error("[metrics] addr: %s", err);
+    return EXIT_REFUSED;
+  }
+
   size_t nroutes = 0;
   for (size_t i = 0; i < srv->nlisteners; i++) {
     mcp_listener_t *l = srv->listeners[i];
@@ -648,6 +666,7 @@ static int start(run_t *run, uv_loop_t *loop, config_t *cfg)
              (long long)st.max_connections);
   }
   announce_ready(run, inherited);
+  metrics_set_serving(true); /* metrics: every listener is bound */
   return EXIT_OK;
 }
 
@@ -712,6 +731,7 @@ int cmd_server(int argc, char **argv)
     if (!run.handed_over)
       reload_pidfile_remove(cfg.db_path);
   }
+  metrics_stop(); /* metrics: before the listeners go */
   teardown(&run);
   log_flush();
   if (run.lock_fd > 0)

@@ -411,6 +411,7 @@ static void hello_received(mcp__conn_t *c, size_t nread)
 static void route(mcp__conn_t *c, size_t sni_len)
 {
   const mcp_backend_t *backend = mcp_routes_lookup(LISTENER_OF(c)->routes, c->sni, sni_len);
+  c->routed_ns = uv_hrtime();
   if (!backend) {
     unrouted(c);
     return;

@@ -124,6 +124,7 @@ static void on_connect(uv_connect_t *req, int status)
 
 static void backend_connected(mcp__conn_t *c)
 {
+  c->connected_ns = uv_hrtime();
   uv_tcp_nodelay(&c->backend, 1);
   /* Forward the ClientHello exactly as received, then start relaying. */
   mcp__chunk_t *hello = c->hello;
