@@ -214,6 +214,17 @@ static int arm_request(admin_server_t *a)
 
 /* ---- the completion-queue thread ---- */
 
+/*
+ * A call that arrives while the server stops was never started: the client is told so with
+ * UNAVAILABLE (retry against the process that takes over), not left to a bare CANCELLED.
+ */
+static void refuse_stopping(admin_call_t *c)
+{
+  grpc_call_cancel_with_status(c->call, GRPC_STATUS_UNAVAILABLE, "mc-proxy is shutting down",
+                               NULL);
+  call_free(c);
+}
+
 /* A new call arrived (or, at shutdown, a request_call came back unused). */
 static void on_new_call(admin_server_t *a, admin_call_t *c, int ok)
 {
@@ -224,7 +235,7 @@ static void on_new_call(admin_server_t *a, admin_call_t *c, int ok)
   uv_mutex_lock(&a->mu);
   if (a->stopping) {
     uv_mutex_unlock(&a->mu);
-    call_free(c);
+    refuse_stopping(c);
     return;
   }
   if (arm_request(a) != 0)
@@ -291,7 +302,7 @@ static void on_received(admin_server_t *a, admin_call_t *c, int ok)
   uv_mutex_lock(&a->mu);
   if (a->stopping) {
     uv_mutex_unlock(&a->mu);
-    call_free(c);
+    refuse_stopping(c);
     return;
   }
   c->state = CALL_HANDLING;

@@ -17,6 +17,8 @@ import subprocess
 import threading
 import time
 import unittest
+import urllib.error
+import urllib.request
 
 import mcp
 
@@ -152,11 +154,13 @@ class Reload(mcp.ProxyTestCase):
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
-    def start(self, workers=2, shutdown="60s", grpc=True):
+    def start(self, workers=2, shutdown="60s", grpc=True, metrics_port=None):
         self.app = self.tls_backend(APP)
         self.echo = self.raw_backend("echo")
         self.port = mcp.free_port()
         extra = "\n[grpc]\naddr = unix:%s\n" % self.sock if grpc else ""
+        if metrics_port:
+            extra += "\n[metrics]\naddr = 127.0.0.1:%d\n" % metrics_port
         real_binary = mcp.binary
         mcp.binary = lambda: self.bin
         try:
@@ -300,6 +304,40 @@ class Reload(mcp.ProxyTestCase):
                      "after.example.com", "127.0.0.1:9")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("after.example.com", self.routes_in_db())
+
+    def healthz(self, port):
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+        except OSError:
+            return None
+
+    def test_the_metrics_endpoint_moves_to_the_new_process_and_back_on_failure(self):
+        mport = mcp.free_port()
+        proxy = self.start(workers=1, shutdown="2s", metrics_port=mport)
+        mcp.wait_for(lambda: self.healthz(mport) == 200, 10, what="/healthz 200")
+        # A failed hand-over: the old process takes the endpoint back.
+        good = self.bin + ".good"
+        shutil.copy2(self.bin, good)
+        with open(self.bin + ".new", "w") as f:
+            f.write("#!/bin/sh\nexit 3\n")
+        os.chmod(self.bin + ".new", 0o755)
+        os.replace(self.bin + ".new", self.bin)
+        r = self.cli("reload", "-c", proxy.config_path)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        mcp.wait_for(lambda: self.healthz(mport) == 200, 10, what="/healthz back on the old pid")
+        # A hand-over that works: the new process serves /metrics on the same address.
+        os.replace(good, self.bin)
+        r = self.cli("reload", "-c", proxy.config_path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        new = self.wait_takeover(proxy.pid)
+        proxy.wait_exit(20) if hasattr(proxy, "wait_exit") else None
+        mcp.wait_for(lambda: self.healthz(mport) == 200, 10, what="/healthz from the new pid")
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=5) as m:
+            self.assertIn(b"mcproxy_build_info", m.read())
+        self.assertTrue(alive(new))
 
     def test_admin_changes_across_the_hand_over_are_applied_once_or_refused(self):
         proxy = self.start(workers=2, shutdown="2s")
