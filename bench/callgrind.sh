@@ -67,8 +67,8 @@ EOF
   STARTED+=("$px")
   # Ready when a probe gets through (valgrind starts slowly); the probe is one connection of
   # both runs, so it cancels out.
-  local i
-  for i in $(seq 1 60); do
+  local _
+  for _ in $(seq 1 60); do
     "$LOAD" --connect "127.0.0.1:$PORT" --hello "$HELLO" --mode probe --duration 1 \
       > /dev/null 2>&1 && break
     sleep 0.5
