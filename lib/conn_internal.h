@@ -154,6 +154,7 @@ typedef struct mcp__pipe_s {
   uint8_t eof;       /* src reached EOF */
   uint8_t shut;      /* shutdown of dst requested */
   uint8_t shut_done; /* that shutdown completed */
+  uint8_t bulk;      /* splice relay: src sends in bulk, so splice instead of copying (relay.c) */
 } mcp__pipe_t;
 
 /*

@@ -173,16 +173,30 @@ static void pipe_read_start(mcp__conn_t *c, mcp__pipe_t *p)
     mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
 }
 
+/*
+ * Splice relay: small transfers are copied, bulk is spliced. A 1 KiB reply through the pipe costs
+ * two splices and the pipe's page bookkeeping; read into a pool chunk and written at once it is
+ * one read and one write, and the chunk goes straight back to the pool. A read that fills
+ * RELAY_SMALL bytes marks the direction as bulk: from then on libuv is given no buffer, and
+ * splice_relay moves the bytes, until a wake-up finds less than RELAY_SMALL waiting.
+ */
+#define RELAY_SMALL 16384
+
 static void on_relay_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
+  (void)suggested;
   mcp__conn_t *c = h->data;
+  size_t want = MCP__RELAY_CHUNK;
   if (c->cs->splice_w >= 0) {
-    /* No buffer: libuv then reports readiness as UV_ENOBUFS and splice_relay moves the bytes. */
-    *buf = uv_buf_init(NULL, 0);
-    return;
+    if (pipe_of_src(c, (uv_stream_t *)h)->bulk) {
+      /* No buffer: libuv then reports readiness as UV_ENOBUFS and splice_relay moves the bytes. */
+      *buf = uv_buf_init(NULL, 0);
+      return;
+    }
+    want = RELAY_SMALL;
   }
   mcp__chunk_t *ch = mcp__pool_get(&c->cs->relay_pool);
-  *buf = ch ? uv_buf_init(ch->data, MCP__RELAY_CHUNK) : uv_buf_init(NULL, 0);
+  *buf = ch ? uv_buf_init(ch->data, (unsigned int)want) : uv_buf_init(NULL, 0);
 }
 
 static void on_relay_read(uv_stream_t *src, ssize_t nread, const uv_buf_t *buf)
@@ -203,6 +217,8 @@ static void on_relay_read(uv_stream_t *src, ssize_t nread, const uv_buf_t *buf)
     return;
   }
   relayed(c, p, (size_t)nread);
+  if (c->cs->splice_w >= 0 && (size_t)nread == RELAY_SMALL)
+    p->bulk = 1; /* the next read of this wake-up, and the ones after, are spliced */
   int rc = pipe_write(c, p, ch, (size_t)nread);
   if (rc == 1)
     uv_read_stop(src); /* backpressure: resume in on_write */
@@ -308,6 +324,8 @@ static void splice_relay(mcp__conn_t *c, mcp__pipe_t *p)
       return;
     }
     relayed(c, p, (size_t)n);
+    if (round == 0 && (size_t)n < RELAY_SMALL)
+      p->bulk = 0; /* a small transfer again: the next wake-up copies */
 
     size_t left = (size_t)n;
     int failed = 0;

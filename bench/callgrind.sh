@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Instructions per proxied connection of mc-proxy, counted by valgrind's callgrind: repeatable
+# on a loaded machine, where the timed figures of run.sh are not. Two runs of the same shape,
+# N1 and N2 connections; (Ir(N2) - Ir(N1)) / (N2 - N1) cancels start-up and shutdown. User
+# space only: the kernel's share is not counted (see docs/PERFORMANCE.md).
+#
+# usage: bench/callgrind.sh BUILD_DIR [OUT_DIR]
+#
+# Environment (all optional):
+#   CG_CLOSE=fin|rst    how the client and backend close (default fin)
+#   CG_CONNS=C          concurrent client loops (default 64)
+#   CG_N1, CG_N2        connections of the two runs (default 200 and 1200)
+#   CG_RELAY=splice|copy  [proxy] relay (default splice)
+#   CG_LOG=info|warn    [proxy] log_level (default info: one line per connection)
+#   CG_PORT=P           proxy on 127.0.0.1:P, backend on P+1 (default 28453)
+# Prints "ir_per_conn=X" and the top functions of the N2 run (callgrind_annotate, inclusive
+# of nothing: self cost) to stdout; the callgrind files stay in OUT_DIR.
+set -u
+
+BUILD=${1:?usage: bench/callgrind.sh BUILD_DIR [OUT_DIR]}
+BUILD=$(cd "$BUILD" && pwd)
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${2:-$(mktemp -d /tmp/mcp-callgrind.XXXXXX)}
+mkdir -p "$OUT"
+CLOSE=${CG_CLOSE:-fin}
+CONNS=${CG_CONNS:-64}
+N1=${CG_N1:-200}
+N2=${CG_N2:-1200}
+RELAY=${CG_RELAY:-splice}
+LOGL=${CG_LOG:-info}
+PORT=${CG_PORT:-28453}
+HELLO=$SRC/test/vectors/curl.bin
+LOAD=$BUILD/bench/mcp-bench-load
+BACKEND=$BUILD/bench/mcp-bench-backend
+MCP=$BUILD/cli/mc-proxy
+
+STARTED=()
+# shellcheck source=bench/procs.sh
+. "$SRC/bench/procs.sh"
+trap stop_all EXIT
+
+# Ir of one run with n connections; the callgrind file is OUT/cg-n.out.
+one_run() { # n
+  local n=$1 dir=$OUT/run-$1
+  rm -rf "$dir" && mkdir -p "$dir"
+  cat > "$dir/mc-proxy.ini" << EOF
+[database]
+path = $dir/mc-proxy.db
+[proxy]
+connect_timeout = 5s
+idle_timeout = 10m
+handshake_timeout = 10s
+shutdown_timeout = 1s
+workers = 1
+relay = $RELAY
+log_level = $LOGL
+[listener "127.0.0.1:$PORT"]
+route = app.example.com 127.0.0.1:$((PORT + 1))
+EOF
+  "$BACKEND" --listen "127.0.0.1:$((PORT + 1))" --hello "$HELLO" --mode reply --close "$CLOSE" \
+    > "$dir/backend.out" 2>&1 &
+  local bk=$!
+  STARTED+=("$bk")
+  valgrind --tool=callgrind --callgrind-out-file="$OUT/cg-$n.out" "$MCP" server \
+    -c "$dir/mc-proxy.ini" > "$dir/mc-proxy.log" 2>&1 &
+  local px=$!
+  STARTED+=("$px")
+  # Ready when a probe gets through (valgrind starts slowly); the probe is one connection of
+  # both runs, so it cancels out.
+  local _
+  for _ in $(seq 1 60); do
+    "$LOAD" --connect "127.0.0.1:$PORT" --hello "$HELLO" --mode probe --duration 1 \
+      > /dev/null 2>&1 && break
+    sleep 0.5
+  done
+  "$LOAD" --connect "127.0.0.1:$PORT" --hello "$HELLO" --mode rate --conns "$CONNS" \
+    --close "$CLOSE" --max "$n" --duration 120 --warmup 0 > "$dir/load.out" 2>&1
+  sleep 0.5
+  kill -TERM "$px" 2> /dev/null
+  wait "$px" 2> /dev/null
+  kill -TERM "$bk" 2> /dev/null
+  wait "$bk" 2> /dev/null
+  STARTED=()
+  local ok
+  ok=$(grep -c 'outcome=ok' "$dir/mc-proxy.log")
+  local ir
+  ir=$(grep '^summary:' "$OUT/cg-$n.out" | awk '{print $2}')
+  echo "n=$n logged_ok=$ok ir=$ir errors=$(grep -o 'errors=[0-9]*' "$dir/load.out" | head -1)" >&2
+  echo "$ok $ir"
+}
+
+read -r ok1 ir1 < <(one_run "$N1")
+read -r ok2 ir2 < <(one_run "$N2")
+if [ -z "$ir1" ] || [ -z "$ir2" ] || [ "$ok2" -le "$ok1" ]; then
+  echo "callgrind.sh: runs failed (see $OUT)" >&2
+  exit 1
+fi
+echo "close=$CLOSE conns=$CONNS relay=$RELAY log=$LOGL conns_counted=$((ok2 - ok1))"
+echo "ir_per_conn=$(((ir2 - ir1) / (ok2 - ok1)))"
+callgrind_annotate --inclusive=no "$OUT/cg-$N2.out" 2> /dev/null | sed -n '1,60p' | grep -v '^$' \
+  | grep -E '^\s*[0-9,]+ ' | head -40
