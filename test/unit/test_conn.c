@@ -4,6 +4,7 @@
  * helpers can be checked; connections get real libuv TCP handles on a real loop (no socket is
  * needed: what is under test is what happens around them).
  */
+#include <arpa/inet.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -400,6 +401,44 @@ static void outcome_names_and_record_format(void **state)
   assert_int_equal(n, (int)strlen(line));
 }
 
+/* The hand-written IPv4 form is exactly what inet_ntop and snprintf write, for any address. */
+static void sockaddr_format_ipv4_matches_inet_ntop(void **state)
+{
+  (void)state;
+  uint32_t seed = 12345;
+  for (int k = 0; k < 20000; k++) {
+    struct sockaddr_in in = {.sin_family = AF_INET};
+    uint32_t a;
+    uint16_t port;
+    if (k == 0) {
+      a = 0, port = 0;
+    } else if (k == 1) {
+      a = 0xffffffffu, port = 65535;
+    } else {
+      seed = seed * 1103515245u + 12345u;
+      a = seed;
+      seed = seed * 1103515245u + 12345u;
+      port = (uint16_t)(seed >> 16);
+    }
+    memcpy(&in.sin_addr, &a, 4);
+    in.sin_port = htons(port);
+    char ip[INET_ADDRSTRLEN], want[64], got[64];
+    inet_ntop(AF_INET, &in.sin_addr, ip, sizeof(ip));
+    snprintf(want, sizeof(want), "%s:%u", ip, port);
+    mcp__sockaddr_format((struct sockaddr *)&in, got, sizeof(got));
+    assert_string_equal(got, want);
+  }
+  struct sockaddr_in6 in6 = {.sin6_family = AF_INET6, .sin6_port = htons(443)};
+  in6.sin6_addr.s6_addr[15] = 1;
+  char got[64];
+  mcp__sockaddr_format((struct sockaddr *)&in6, got, sizeof(got));
+  assert_string_equal(got, "[::1]:443");
+  char small[8];
+  struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons(65535)};
+  mcp__sockaddr_format((struct sockaddr *)&in, small, sizeof(small));
+  assert_string_equal(small, "0.0.0.0"); /* truncated like snprintf */
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -422,6 +461,7 @@ int main(void)
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(close_all_ends_every_listed_connection, setup, teardown),
       cmocka_unit_test(outcome_names_and_record_format),
+      cmocka_unit_test(sockaddr_format_ipv4_matches_inet_ntop),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
