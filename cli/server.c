@@ -484,7 +484,11 @@ static void teardown(run_t *run)
   workers_stop(srv);
   for (size_t i = 0; i < srv->nlisteners; i++)
     mcp_listener_free(srv->listeners[i], NULL, NULL);
-  /* Every listener handle is closing now; close the signal handlers and timers too. */
+  /* Every listener handle is closing now; close the signal handlers and timers too. The drain
+   * is over and the process exits 0: a SIGTERM or SIGINT from here on (a supervisor stopping a
+   * process that already handed over on reload) must not kill it on the way out. */
+  signal(SIGTERM, SIG_IGN);
+  signal(SIGINT, SIG_IGN);
   uv_walk(srv->loop, close_walk_cb, NULL);
   uv_run(srv->loop, UV_RUN_DEFAULT);
   free(srv->listeners);

@@ -454,6 +454,17 @@ def connect(host, port, source=None, timeout=IO_TIMEOUT):
     return s
 
 
+def sanitizer_build():
+    """True when MCP_BUILD_DIR is a sanitizer build (memory figures are not comparable there,
+    and valgrind cannot run it)."""
+    cache = os.path.join(os.environ.get("MCP_BUILD_DIR", ""), "CMakeCache.txt")
+    try:
+        with open(cache) as f:
+            return "MCP_SANITIZE:BOOL=ON" in f.read()
+    except OSError:
+        return False
+
+
 def read_until_closed(s, timeout=IO_TIMEOUT):
     """Reads until EOF, reset or TIMEOUT. Returns (how, data), how in eof/reset/timeout."""
     data = bytearray()

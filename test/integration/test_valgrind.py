@@ -19,17 +19,8 @@ APP = "app.example.com"
 VALGRIND_READY = 90.0  # valgrind slows start-up 20-50x; the machine may be busy
 
 
-def sanitizer_build():
-    cache = os.path.join(os.environ.get("MCP_BUILD_DIR", ""), "CMakeCache.txt")
-    try:
-        with open(cache) as f:
-            return "MCP_SANITIZE:BOOL=ON" in f.read()
-    except OSError:
-        return False
-
-
 @unittest.skipUnless(shutil.which("valgrind"), "valgrind is not installed")
-@unittest.skipIf(sanitizer_build(), "a sanitizer build cannot run under valgrind")
+@unittest.skipIf(mcp.sanitizer_build(), "a sanitizer build cannot run under valgrind")
 class Valgrind(ProxyTestCase):
 
     def run_valgrind(self, config_text):
