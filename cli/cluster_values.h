@@ -1,6 +1,6 @@
 /*
  * cluster_values: the keys and JSON values that hold a fleet's desired state in etcd
- * (SPEC "Growing past one machine"), parsed into C structs and written back out.
+ * (docs/SCALING.md; the key layout is in this header), parsed into C structs and written back out.
  *
  *   PREFIX listeners/ADDR           {"max_connections":0,"proxy_protocol":false,"proxy_from":[],
  *                                    "fallback":"","rate_limit":"0","max_connections_per_client":0}

@@ -56,7 +56,8 @@ int metrics_start(state_t *srv, const char *addr, char *err, size_t errlen);
 /* Main loop: /healthz 200 (serving) or 503 (draining); also refreshes the snapshot. */
 void metrics_set_serving(bool serving);
 
-/* Main loop: whether the server is serving (for gRPC health); true until draining starts. */
+/* Whether the server is serving (for gRPC health); true until draining starts. An atomic read:
+ * any thread (the admin server's completion-queue thread asks). */
 bool metrics_serving(void);
 
 /* Main loop: stops the endpoint and the refresh. Safe when never started. */

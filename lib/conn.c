@@ -26,7 +26,6 @@ int mcp__conns_init(mcp__conns_t *cs, uv_loop_t *loop, const uint64_t timeouts_m
   cs->loop = loop;
   for (int i = 0; i < MCP__T_COUNT; i++)
     cs->tlists[i].timeout_ms = timeouts_ms[i];
-  cs->hello_pool.size = MCP__HELLO_CHUNK;
   cs->relay_pool.size = MCP__RELAY_CHUNK;
   cs->splice_r = cs->splice_w = -1;
   int pfd[2];
@@ -341,7 +340,6 @@ void mcp__conns_close_all(mcp__conns_t *cs)
 
 void mcp__conns_finish(mcp__conns_t *cs)
 {
-  pool_drain(&cs->hello_pool);
   pool_drain(&cs->relay_pool);
   if (cs->splice_r >= 0) {
     close(cs->splice_r);

@@ -19,9 +19,10 @@
 #include "mcproxy/sni.h"
 
 /*
- * Buffers come from two pools of fixed-size chunks: hello chunks hold the largest ClientHello
- * the parser accepts; relay chunks hold what one relay read or one splice moves (64 KiB, the
- * default capacity of a Linux pipe).
+ * Relay buffers come from a pool of fixed-size chunks, each holding what one relay read or one
+ * splice moves (64 KiB, the default capacity of a Linux pipe). A ClientHello is read into a
+ * chunk of no pool that grows with what has arrived, up to MCP__HELLO_CHUNK, the largest the
+ * parser accepts (lib/listener.c).
  */
 #define MCP__HELLO_CHUNK MCP_SNI_MAX_INPUT
 #define MCP__RELAY_CHUNK 65536
@@ -124,7 +125,6 @@ typedef struct mcp__conns_s {
   /* Every live connection that is not closing is on exactly one of these lists. */
   mcp__tlist_t tlists[MCP__T_COUNT];
 
-  mcp__pool_t hello_pool;
   mcp__pool_t relay_pool;
   /*
    * The loop's splice pipe, or -1 when the relay copies through user space. It is empty

@@ -18,7 +18,6 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -567,10 +566,6 @@ static int address_taken(const struct sockaddr_storage *addr)
 }
 
 /*
- * Takes over cfg.fd, a socket another process (or an earlier run) bound and listens on: nothing
- * is bound or probed, so connections queued on it stay queued and are accepted here.
- */
-/*
  * From a bound, listening descriptor to accepting: the poll, the descriptor reserve's baseline
  * and the registry of our own addresses (lib/backend.c), for a socket bound here or inherited.
  */
@@ -589,7 +584,10 @@ static int start_polling(mcp_listener_t *l, int fd)
   return 0;
 }
 
-/* A listening socket inherited from the process this one took over from (a reload). */
+/*
+ * Takes over cfg.fd, a socket another process (or an earlier run) bound and listens on: nothing
+ * is bound or probed, so connections queued on it stay queued and are accepted here (a reload).
+ */
 static int start_adopted(mcp_listener_t *l)
 {
   int fd = l->cfg.fd;
