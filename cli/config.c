@@ -639,8 +639,8 @@ static int add_route(loader_t *ld, const char *value)
   next_field(&p, &extra_len);
   if (host_len == 0 || backend_len == 0 || extra_len != 0)
     return fail(ld, ld->line,
-                "%s route: expected \"HOSTNAME BACKEND [send-proxy-v1|send-proxy-v2]\", got "
-                "\"" SHOW "\"",
+                "%s route: expected \"HOSTNAME BACKEND\" and at most send-proxy-v1 or "
+                "send-proxy-v2, got \"" SHOW "\"",
                 ld->sec_label, value);
   int send_proxy = 0;
   if (opt_len == 13 && !strncmp(opt, "send-proxy-v1", 13))
@@ -648,8 +648,10 @@ static int add_route(loader_t *ld, const char *value)
   else if (opt_len == 13 && !strncmp(opt, "send-proxy-v2", 13))
     send_proxy = 2;
   else if (opt_len != 0)
-    return fail(ld, ld->line, "%s route: unknown option \"%.*s\" (send-proxy-v1 or send-proxy-v2)",
-                ld->sec_label, (int)(opt_len > 80 ? 80 : opt_len), opt);
+    return fail(ld, ld->line,
+                "%s route: expected \"HOSTNAME BACKEND\" and at most send-proxy-v1 or "
+                "send-proxy-v2, got \"" SHOW "\"",
+                ld->sec_label, value);
 
   char hostname[MCP_HOSTNAME_MAX + 1];
   if (mcp_hostname_normalize_pattern(host, host_len, hostname) < 0)
