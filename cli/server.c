@@ -156,20 +156,21 @@ static int load_listener(void *data, const char *addr, int64_t max_connections)
   state_t *srv = &ld->run->srv;
   if (strset_add(&ld->db, "listener %s %lld", addr, (long long)max_connections))
     return MCP_ENOMEM;
-  mcp_listener_t **v = realloc(srv->listeners, (srv->nlisteners + 1) * sizeof(*v));
-  if (!v)
-    return MCP_ENOMEM;
-  srv->listeners = v;
+  listener_settings_t settings;
+  memset(&settings, 0, sizeof(settings));
+  settings.max_connections = max_connections;
   mcp_listener_config_t lc = srv->listener_config;
   lc.addr = addr;
   lc.max_connections = max_connections;
-  int err = mcp_listener_new(srv->loop, &lc, &srv->listeners[srv->nlisteners]);
+  mcp_listener_t *l;
+  int err = mcp_listener_new(srv->loop, &lc, &l);
   if (err) {
     snprintf(ld->err, sizeof(ld->err), "database listener \"%s\": %s", addr, mcp_strerror(err));
     return err;
   }
-  srv->nlisteners++;
-  return 0;
+  if ((err = state_add_listener(srv, l, &settings)) != 0)
+    mcp_listener_free(l, NULL, NULL);
+  return err;
 }
 
 static int load_route(void *data, const char *laddr, const char *host, const char *backend)
@@ -267,6 +268,12 @@ static int64_t total_active(state_t *srv)
   for (size_t i = 0; i < srv->nlisteners; i++) {
     mcp_listener_stats_t st;
     mcp_listener_get_stats(srv->listeners[i], &st);
+    active += st.active_connections;
+  }
+  state_free_retired(srv);
+  for (size_t i = 0; i < srv->nretired; i++) {
+    mcp_listener_stats_t st;
+    mcp_listener_get_stats(srv->retired[i], &st);
     active += st.active_connections;
   }
   return active;
@@ -385,12 +392,19 @@ static void teardown(run_t *run)
   workers_stop(srv);
   for (size_t i = 0; i < srv->nlisteners; i++)
     mcp_listener_free(srv->listeners[i], NULL, NULL);
+  for (size_t i = 0; i < srv->nretired; i++)
+    mcp_listener_free(srv->retired[i], NULL, NULL);
   /* Every listener handle is closing now; close the signal handlers and timers too. */
   uv_walk(srv->loop, close_walk_cb, NULL);
   uv_run(srv->loop, UV_RUN_DEFAULT);
   free(srv->listeners);
+  free(srv->settings);
+  free(srv->retired);
   srv->listeners = NULL;
+  srv->settings = NULL;
+  srv->retired = NULL;
   srv->nlisteners = 0;
+  srv->nretired = 0;
   mcp_firewall_unref(srv->firewall);
   mcp_geoip_unref(srv->geoip);
   if (srv->store)

@@ -1,18 +1,80 @@
 /* state: lookups over the main loop's state. See state.h. */
 #include "state.h"
 
+#include <stdlib.h>
 #include <string.h>
 
-mcp_listener_t *state_find_listener(state_t *st, const char *addr)
+int state_listener_index(state_t *st, const char *addr)
 {
   char canon[64];
   struct sockaddr_storage ss;
   if (mcp_listener_addr_parse(addr, &ss, canon) != 0)
-    return NULL;
+    return -1;
   for (size_t i = 0; i < st->nlisteners; i++)
     if (!strcmp(mcp_listener_addr(st->listeners[i]), canon))
-      return st->listeners[i];
-  return NULL;
+      return (int)i;
+  return -1;
+}
+
+mcp_listener_t *state_find_listener(state_t *st, const char *addr)
+{
+  int i = state_listener_index(st, addr);
+  return i < 0 ? NULL : st->listeners[i];
+}
+
+int state_add_listener(state_t *st, mcp_listener_t *l, const listener_settings_t *settings)
+{
+  mcp_listener_t **v = realloc(st->listeners, (st->nlisteners + 1) * sizeof(*v));
+  if (!v)
+    return MCP_ENOMEM;
+  st->listeners = v;
+  listener_settings_t *s = realloc(st->settings, (st->nlisteners + 1) * sizeof(*s));
+  if (!s)
+    return MCP_ENOMEM;
+  st->settings = s;
+  st->listeners[st->nlisteners] = l;
+  st->settings[st->nlisteners] = *settings;
+  st->nlisteners++;
+  return 0;
+}
+
+void state_remove_listener(state_t *st, size_t i)
+{
+  mcp_listener_t *l = st->listeners[i];
+  mcp_listener_stop(l);
+  mcp_listener_t **v = realloc(st->retired, (st->nretired + 1) * sizeof(*v));
+  if (v) {
+    st->retired = v;
+    st->retired[st->nretired++] = l;
+  } else {
+    /* No room to remember it: close its connections rather than leak it. */
+    mcp_listener_free(l, NULL, NULL);
+  }
+  memmove(&st->listeners[i], &st->listeners[i + 1], (st->nlisteners - i - 1) * sizeof(*v));
+  memmove(&st->settings[i], &st->settings[i + 1],
+          (st->nlisteners - i - 1) * sizeof(*st->settings));
+  st->nlisteners--;
+}
+
+void state_free_retired(state_t *st)
+{
+  size_t kept = 0;
+  for (size_t i = 0; i < st->nretired; i++) {
+    mcp_listener_stats_t stats;
+    mcp_listener_get_stats(st->retired[i], &stats);
+    if (stats.active_connections == 0)
+      mcp_listener_free(st->retired[i], NULL, NULL);
+    else
+      st->retired[kept++] = st->retired[i];
+  }
+  st->nretired = kept;
+}
+
+int state_apply_settings(state_t *st, size_t i)
+{
+  const listener_settings_t *s = &st->settings[i];
+  mcp_listener_set_max_connections(st->listeners[i], s->max_connections);
+  return 0;
 }
 
 void state_set_firewall(state_t *st, mcp_firewall_t *fw)

@@ -21,8 +21,15 @@ typedef struct state_s {
   uv_loop_t *loop;
   config_t *cfg;
   mcp_store_t *store;
-  mcp_listener_t **listeners; /* in address order */
+  mcp_listener_t **listeners; /* in the order they were loaded or added */
+  listener_settings_t *settings; /* settings[i] are listeners[i]'s, as saved */
   size_t nlisteners;
+  /*
+   * Listeners removed at runtime: no longer accepting, their connections run on. Freed once the
+   * address has no active connection (state_free_retired) or at teardown.
+   */
+  mcp_listener_t **retired;
+  size_t nretired;
   mcp_firewall_t *firewall; /* the published snapshot (one reference held here) */
   mcp_geoip_t *geoip;       /* NULL without [firewall] geoip_db */
   int64_t started_at_unix;
@@ -33,6 +40,24 @@ typedef struct state_s {
 
 /* The listener with this address (any spelling mcp_listener_addr_parse accepts), or NULL. */
 mcp_listener_t *state_find_listener(state_t *st, const char *addr);
+
+/* The index of the listener with this address in listeners[], or -1. */
+int state_listener_index(state_t *st, const char *addr);
+
+/*
+ * Appends l (started, owned by st from now on) with its settings. Returns 0 or MCP_ENOMEM (st
+ * unchanged).
+ */
+int state_add_listener(state_t *st, mcp_listener_t *l, const listener_settings_t *settings);
+
+/* Takes listeners[i] out of the table, stops it accepting and retires it. */
+void state_remove_listener(state_t *st, size_t i);
+
+/* Frees the retired listeners whose address has no active connection left. */
+void state_free_retired(state_t *st);
+
+/* Gives listeners[i] its settings[i] on the main loop (the worker loops are told separately). */
+int state_apply_settings(state_t *st, size_t i);
 
 /*
  * Publishes fw as the firewall of every main-loop listener and of st (dropping st's old

@@ -9,6 +9,8 @@
 
 typedef enum msg_op_e {
   MSG_PUBLISH,
+  MSG_ADD_LISTENER,
+  MSG_REMOVE_LISTENER,
   MSG_STOP_ACCEPTING,
   MSG_CLOSE_CONNECTIONS,
   MSG_EXIT,
@@ -20,6 +22,11 @@ typedef enum msg_op_e {
  */
 typedef struct publish_s {
   atomic_int pending;
+  atomic_int status;      /* the first error of a worker (MSG_ADD_LISTENER), else 0 */
+  msg_op_t op;            /* MSG_PUBLISH, MSG_ADD_LISTENER or MSG_REMOVE_LISTENER */
+  mcp_listener_t *main_l; /* MSG_ADD_LISTENER: the main loop's listener to share with */
+  size_t index;           /* MSG_ADD/REMOVE_LISTENER: its index in srv->listeners */
+  mcp_listener_config_t lc; /* MSG_ADD_LISTENER: the config of the new listeners */
   mcp_routes_t **routes; /* one per address, in srv->listeners order */
   size_t n;
   mcp_firewall_t *firewall;
@@ -48,7 +55,9 @@ typedef struct worker_s {
   msg_t *head, *tail; /* guarded by mu */
   mcp_listener_t **listeners;
   size_t nlisteners;
-  size_t freed;
+  mcp_listener_t **retired; /* removed at runtime, connections running on */
+  size_t nretired;
+  size_t freed, to_free;
 } worker_t;
 
 struct workers_s {
@@ -72,16 +81,83 @@ static void worker_close_handles(worker_t *w)
 static void on_worker_listener_freed(void *data)
 {
   worker_t *w = data;
-  if (++w->freed == w->nlisteners)
+  if (++w->freed == w->to_free)
     worker_close_handles(w);
+}
+
+/* Frees the retired listeners whose address has no active connection left (on any loop). */
+static void worker_free_retired(worker_t *w)
+{
+  size_t kept = 0;
+  for (size_t i = 0; i < w->nretired; i++) {
+    mcp_listener_stats_t st;
+    mcp_listener_get_stats(w->retired[i], &st);
+    if (st.active_connections == 0)
+      mcp_listener_free(w->retired[i], NULL, NULL);
+    else
+      w->retired[kept++] = w->retired[i];
+  }
+  w->nretired = kept;
+}
+
+/* A listener added at runtime: this loop's own socket on the address, sharing its counters. */
+static int worker_add_listener(worker_t *w, publish_t *pub)
+{
+  mcp_listener_t **v = realloc(w->listeners, (w->nlisteners + 1) * sizeof(*v));
+  if (!v)
+    return MCP_ENOMEM;
+  w->listeners = v;
+  mcp_listener_t *l;
+  int rc = mcp_listener_new(&w->loop, &pub->lc, &l);
+  if (rc)
+    return rc;
+  if (pub->index < pub->n)
+    mcp_listener_set_routes(l, pub->routes[pub->index]);
+  rc = mcp_listener_set_firewall(l, pub->firewall);
+  if (!rc)
+    rc = mcp_listener_start(l);
+  if (rc) {
+    mcp_listener_free(l, NULL, NULL);
+    return rc;
+  }
+  w->listeners[w->nlisteners++] = l;
+  return 0;
+}
+
+/* A listener removed at runtime: stop accepting now, keep it until its connections end. */
+static void worker_remove_listener(worker_t *w, size_t i)
+{
+  if (i >= w->nlisteners)
+    return;
+  mcp_listener_t *l = w->listeners[i];
+  mcp_listener_stop(l);
+  mcp_listener_t **v = realloc(w->retired, (w->nretired + 1) * sizeof(*v));
+  if (v) {
+    w->retired = v;
+    w->retired[w->nretired++] = l;
+  } else {
+    mcp_listener_free(l, NULL, NULL);
+  }
+  memmove(&w->listeners[i], &w->listeners[i + 1], (w->nlisteners - i - 1) * sizeof(*v));
+  w->nlisteners--;
 }
 
 static void worker_publish(worker_t *w, publish_t *pub)
 {
-  for (size_t i = 0; i < w->nlisteners && i < pub->n; i++) {
-    mcp_listener_set_routes(w->listeners[i], pub->routes[i]);
-    mcp_listener_set_firewall(w->listeners[i], pub->firewall);
+  if (pub->op == MSG_ADD_LISTENER) {
+    int rc = worker_add_listener(w, pub);
+    int zero = 0;
+    if (rc)
+      atomic_compare_exchange_strong(&pub->status, &zero, rc);
+  } else if (pub->op == MSG_REMOVE_LISTENER) {
+    worker_remove_listener(w, pub->index);
+  } else {
+    for (size_t i = 0; i < w->nlisteners && i < pub->n; i++) {
+      mcp_listener_set_routes(w->listeners[i], pub->routes[i]);
+      mcp_listener_set_firewall(w->listeners[i], pub->firewall);
+    }
   }
+  worker_free_retired(w);
   if (atomic_fetch_sub(&pub->pending, 1) == 1) {
     struct workers_s *all = w->all;
     uv_mutex_lock(&all->mu);
@@ -106,6 +182,8 @@ static void on_worker_async(uv_async_t *h)
     int owned = m->owned;
     switch (m->op) {
     case MSG_PUBLISH:
+    case MSG_ADD_LISTENER:
+    case MSG_REMOVE_LISTENER:
       worker_publish(w, m->pub);
       break;
     case MSG_STOP_ACCEPTING:
@@ -117,10 +195,13 @@ static void on_worker_async(uv_async_t *h)
         mcp_listener_close_connections(w->listeners[i]);
       break;
     case MSG_EXIT:
-      if (w->nlisteners == 0)
+      w->to_free = w->nlisteners + w->nretired;
+      if (w->to_free == 0)
         worker_close_handles(w);
       for (size_t i = 0; i < w->nlisteners; i++)
         mcp_listener_free(w->listeners[i], on_worker_listener_freed, w);
+      for (size_t i = 0; i < w->nretired; i++)
+        mcp_listener_free(w->retired[i], on_worker_listener_freed, w);
       break;
     }
     if (!owned)
@@ -181,7 +262,7 @@ static void on_published(uv_async_t *h)
   uv_mutex_unlock(&all->mu);
   while (pub) {
     publish_t *next = pub->next;
-    pub->done(pub->data, 0);
+    pub->done(pub->data, atomic_load(&pub->status));
     publish_free(pub);
     pub = next;
   }
@@ -259,7 +340,9 @@ int workers_start(state_t *srv, int n, char *err, size_t errlen)
   return 0;
 }
 
-void workers_publish(state_t *srv, void (*done)(void *data, int status), void *data)
+/* Sends every worker one message of op carrying the main loop's current snapshots. */
+static void send_all(state_t *srv, msg_op_t op, size_t index,
+                     void (*done)(void *data, int status), void *data)
 {
   struct workers_s *all = srv->workers;
   if (!all || all->n == 0) {
@@ -283,16 +366,42 @@ void workers_publish(state_t *srv, void (*done)(void *data, int status), void *d
   pub->routes = routes;
   pub->n = srv->nlisteners;
   pub->firewall = mcp_firewall_ref(srv->firewall);
+  pub->op = op;
+  pub->index = index;
+  if (op == MSG_ADD_LISTENER) {
+    pub->main_l = srv->listeners[index];
+    pub->lc = srv->listener_config;
+    pub->lc.addr = mcp_listener_addr(pub->main_l); /* immutable for the listener's life */
+    pub->lc.reuseport = 1;
+    pub->lc.share_with = pub->main_l;
+  }
   pub->done = done;
   pub->data = data;
   pub->msgs = msgs; /* one block for all workers' messages, freed with the publication */
   atomic_store(&pub->pending, all->n);
   for (int i = 0; i < all->n; i++) {
-    msgs[i].op = MSG_PUBLISH;
+    msgs[i].op = op;
     msgs[i].pub = pub;
     msgs[i].owned = 1;
     post_msg(&all->w[i], &msgs[i]);
   }
+}
+
+void workers_publish(state_t *srv, void (*done)(void *data, int status), void *data)
+{
+  send_all(srv, MSG_PUBLISH, 0, done, data);
+}
+
+void workers_add_listener(state_t *srv, size_t index, void (*done)(void *data, int status),
+                          void *data)
+{
+  send_all(srv, MSG_ADD_LISTENER, index, done, data);
+}
+
+void workers_remove_listener(state_t *srv, size_t index, void (*done)(void *data, int status),
+                             void *data)
+{
+  send_all(srv, MSG_REMOVE_LISTENER, index, done, data);
 }
 
 static void broadcast(state_t *srv, msg_op_t op)
@@ -326,12 +435,15 @@ void workers_stop(state_t *srv)
       /* Never started: its loop holds only what worker_init made. */
       for (size_t j = 0; j < w->nlisteners; j++)
         mcp_listener_free(w->listeners[j], NULL, NULL);
+      for (size_t j = 0; j < w->nretired; j++)
+        mcp_listener_free(w->retired[j], NULL, NULL);
       worker_close_handles(w);
       uv_run(&w->loop, UV_RUN_DEFAULT);
     }
     uv_loop_close(&w->loop);
     uv_mutex_destroy(&w->mu);
     free(w->listeners);
+    free(w->retired);
     while (w->head) {
       msg_t *m = w->head;
       w->head = m->next;
