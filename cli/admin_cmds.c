@@ -322,11 +322,11 @@ static void print_status(const McProxy__V1__GetStatusResponse *st, int json)
            l->route_count, am, l->accepted_total, l->rejected_limit_total, l->blocked_total,
            l->unrouted_total);
   }
-  printf("\n");
+  printf("\nSETTINGS\n");
   for (size_t i = 0; i < st->n_listeners; i++) {
     char line[2048];
     format_settings(st->listeners[i]->settings, line, sizeof(line));
-    printf("%s: %s\n", st->listeners[i]->addr, line);
+    printf("  %s %s\n", st->listeners[i]->addr, line);
   }
 }
 
