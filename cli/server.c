@@ -493,6 +493,8 @@ static int start(run_t *run, uv_loop_t *loop, config_t *cfg)
     nroutes += mcp_routes_count(mcp_listener_routes(l));
     int rc = mcp_listener_set_firewall(l, srv->firewall);
     if (!rc)
+      rc = state_apply_settings(srv, i);
+    if (!rc)
       rc = mcp_listener_start(l);
     if (rc) {
       log_error("listener %s: %s", mcp_listener_addr(l), mcp_strerror(rc));

@@ -70,10 +70,46 @@ void state_free_retired(state_t *st)
   st->nretired = kept;
 }
 
+/* The peers that may send a PROXY header, as a sealed firewall of CIDR rules (NULL if none). */
+static int trusted_peers(const listener_settings_t *s, mcp_firewall_t **out)
+{
+  *out = NULL;
+  if (s->nproxy_from == 0)
+    return 0;
+  mcp_firewall_t *fw;
+  int rc = mcp_firewall_new(&fw);
+  for (size_t i = 0; rc == 0 && i < s->nproxy_from; i++)
+    rc = mcp_firewall_add(fw, MCP_FIREWALL_CIDR, s->proxy_from[i]);
+  if (rc == 0)
+    rc = mcp_firewall_seal(fw);
+  if (rc) {
+    mcp_firewall_unref(fw);
+    return rc;
+  }
+  *out = fw;
+  return 0;
+}
+
 int state_apply_settings(state_t *st, size_t i)
 {
   const listener_settings_t *s = &st->settings[i];
-  mcp_listener_set_max_connections(st->listeners[i], s->max_connections);
+  mcp_listener_t *l = st->listeners[i];
+  mcp_client_limits_settings_t cl = {
+      .rate_count = s->rate_count,
+      .rate_period_ms = s->rate_period_ms,
+      .max_connections = (uint32_t)s->max_per_client,
+  };
+  mcp_firewall_t *trusted;
+  int rc = trusted_peers(s, &trusted);
+  if (rc)
+    return rc;
+  rc = mcp_listener_set_proxy_protocol(l, s->proxy_protocol, trusted);
+  mcp_firewall_unref(trusted);
+  if (!rc)
+    rc = mcp_listener_set_client_limits(l, &cl);
+  if (rc)
+    return rc;
+  mcp_listener_set_max_connections(l, s->max_connections);
   return 0;
 }
 

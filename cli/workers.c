@@ -28,6 +28,8 @@ typedef struct publish_s {
   size_t index;           /* MSG_ADD/REMOVE_LISTENER: its index in srv->listeners */
   mcp_listener_config_t lc; /* MSG_ADD_LISTENER: the config of the new listeners */
   mcp_routes_t **routes; /* one per address, in srv->listeners order */
+  int *proxy_on;           /* one per address: PROXY protocol in */
+  mcp_firewall_t **trusted; /* one per address: its trusted peers (references) */
   size_t n;
   mcp_firewall_t *firewall;
   void (*done)(void *data, int status);
@@ -111,9 +113,12 @@ static int worker_add_listener(worker_t *w, publish_t *pub)
   int rc = mcp_listener_new(&w->loop, &pub->lc, &l);
   if (rc)
     return rc;
-  if (pub->index < pub->n)
+  if (pub->index < pub->n) {
     mcp_listener_set_routes(l, pub->routes[pub->index]);
-  rc = mcp_listener_set_firewall(l, pub->firewall);
+    rc = mcp_listener_set_proxy_protocol(l, pub->proxy_on[pub->index], pub->trusted[pub->index]);
+  }
+  if (!rc)
+    rc = mcp_listener_set_firewall(l, pub->firewall);
   if (!rc)
     rc = mcp_listener_start(l);
   if (rc) {
@@ -155,6 +160,7 @@ static void worker_publish(worker_t *w, publish_t *pub)
     for (size_t i = 0; i < w->nlisteners && i < pub->n; i++) {
       mcp_listener_set_routes(w->listeners[i], pub->routes[i]);
       mcp_listener_set_firewall(w->listeners[i], pub->firewall);
+      mcp_listener_set_proxy_protocol(w->listeners[i], pub->proxy_on[i], pub->trusted[i]);
     }
   }
   worker_free_retired(w);
@@ -245,9 +251,13 @@ static void post(worker_t *w, msg_op_t op)
 
 static void publish_free(publish_t *pub)
 {
-  for (size_t i = 0; i < pub->n; i++)
+  for (size_t i = 0; i < pub->n; i++) {
     mcp_routes_unref(pub->routes[i]);
+    mcp_firewall_unref(pub->trusted[i]);
+  }
   free(pub->routes);
+  free(pub->proxy_on);
+  free(pub->trusted);
   mcp_firewall_unref(pub->firewall);
   free(pub->msgs);
   free(pub);
@@ -293,8 +303,12 @@ static int worker_init(struct workers_s *all, worker_t *w, int index, char *err,
     if (!rc) {
       w->nlisteners++;
       /* The loop does not run yet, so its listeners may be set up from here. */
+      mcp_firewall_t *trusted;
+      int on = mcp_listener_proxy_protocol(main_l, &trusted);
       mcp_listener_set_routes(w->listeners[i], mcp_listener_routes(main_l));
       rc = mcp_listener_set_firewall(w->listeners[i], srv->firewall);
+      if (!rc)
+        rc = mcp_listener_set_proxy_protocol(w->listeners[i], on, trusted);
     }
     if (!rc)
       rc = mcp_listener_start(w->listeners[i]);
@@ -351,19 +365,30 @@ static void send_all(state_t *srv, msg_op_t op, size_t index,
   }
   /* Everything is allocated first: a publication some worker never receives would never end. */
   publish_t *pub = calloc(1, sizeof(*pub));
-  mcp_routes_t **routes = calloc(srv->nlisteners ? srv->nlisteners : 1, sizeof(*routes));
+  size_t cap = srv->nlisteners ? srv->nlisteners : 1;
+  mcp_routes_t **routes = calloc(cap, sizeof(*routes));
+  int *proxy_on = calloc(cap, sizeof(*proxy_on));
+  mcp_firewall_t **trusted = calloc(cap, sizeof(*trusted));
   msg_t *msgs = calloc((size_t)all->n, sizeof(*msgs));
-  if (!pub || !routes || !msgs) {
+  if (!pub || !routes || !proxy_on || !trusted || !msgs) {
     free(pub);
     free(routes);
+    free(proxy_on);
+    free(trusted);
     free(msgs);
     log_error("workers: out of memory; change not sent to the worker loops");
     done(data, MCP_ENOMEM);
     return;
   }
-  for (size_t i = 0; i < srv->nlisteners; i++)
+  for (size_t i = 0; i < srv->nlisteners; i++) {
+    mcp_firewall_t *t;
     routes[i] = mcp_routes_ref(mcp_listener_routes(srv->listeners[i]));
+    proxy_on[i] = mcp_listener_proxy_protocol(srv->listeners[i], &t);
+    trusted[i] = t ? mcp_firewall_ref(t) : NULL;
+  }
   pub->routes = routes;
+  pub->proxy_on = proxy_on;
+  pub->trusted = trusted;
   pub->n = srv->nlisteners;
   pub->firewall = mcp_firewall_ref(srv->firewall);
   pub->op = op;

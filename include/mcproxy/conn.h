@@ -23,10 +23,15 @@ typedef enum mcp_conn_outcome_e {
   MCP_CONN_OUTCOME_BLOCKED,
   MCP_CONN_OUTCOME_UNROUTED,
   MCP_CONN_OUTCOME_TIMEOUT,
-  MCP_CONN_OUTCOME_BACKEND_ERROR,
+  MCP_CONN_OUTCOME_BACKEND_ERROR, /* connect failed or timed out */
+  MCP_CONN_OUTCOME_ERROR,         /* a reset or a read/write error during the relay */
+  MCP_CONN_OUTCOME_SHUTDOWN,      /* cut by mcp_listener_close_connections (end of a drain) */
+  MCP_CONN_OUTCOME_PROXY_ERROR,   /* reserved: a bad or missing PROXY header */
+  MCP_CONN_OUTCOME_RATE_LIMITED,  /* reserved: refused by a per-client rate limit */
 } mcp_conn_outcome_t;
 
-/* "ok", "limit", "blocked", "unrouted", "timeout", "backend_error". */
+/* "ok", "limit", "blocked", "unrouted", "timeout", "backend_error", "error", "shutdown",
+ * "proxy_error", "rate_limited"; "-" for a value outside the enum. */
 const char *mcp_conn_outcome_name(mcp_conn_outcome_t outcome);
 
 /* What is known about a connection when it ends. Strings are "-" when unknown. */
