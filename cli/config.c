@@ -172,7 +172,7 @@ typedef struct loader_s {
   char sec_label[CONFIG_ADDR_MAX + 16]; /* "[proxy]" or "[listener \"ADDR\"]" for messages */
   size_t cur;                           /* index of the current listener (SEC_LISTENER) */
   int cur_max_line;                     /* where its max_connections was set, or 0 */
-  int cur_line[4];                      /* where its listener_single_keys[] were set, or 0 */
+  int cur_line[4];                      /* where its listener_setting() keys were set, or 0 */
   int sec_line[SEC_COUNT];              /* where each global section started, or 0 */
   int key_line[K_COUNT];                /* where each single-valued key was set, or 0 */
   int first_country_line;
@@ -763,10 +763,10 @@ int config_check_settings(const listener_settings_t *s, char *err, size_t errlen
   return 0;
 }
 
-/* The single-valued listener keys besides max_connections; their lines are in cur_line[]. */
-static const char *const listener_single_keys[] = {
-    "proxy_protocol", "fallback", "rate_limit", "max_connections_per_client"};
-
+/*
+ * The single-valued listener keys besides max_connections, by index (0 proxy_protocol,
+ * 1 fallback, 2 rate_limit, 3 max_connections_per_client); their lines are in cur_line[].
+ */
 static int listener_setting(loader_t *ld, int which, const char *name, const char *value)
 {
   config_listener_t *l = &ld->cfg->listeners[ld->cur];
@@ -834,9 +834,14 @@ static int listener_key(loader_t *ld, const char *name, const char *value)
     return add_route(ld, value);
   if (!strcmp(name, "proxy_from"))
     return add_proxy_from(ld, value);
-  for (int i = 0; i < (int)(sizeof(listener_single_keys) / sizeof(listener_single_keys[0])); i++)
-    if (!strcmp(name, listener_single_keys[i]))
-      return listener_setting(ld, i, name, value);
+  if (!strcmp(name, "proxy_protocol"))
+    return listener_setting(ld, 0, name, value);
+  if (!strcmp(name, "fallback"))
+    return listener_setting(ld, 1, name, value);
+  if (!strcmp(name, "rate_limit"))
+    return listener_setting(ld, 2, name, value);
+  if (!strcmp(name, "max_connections_per_client"))
+    return listener_setting(ld, 3, name, value);
   if (!strcmp(name, "max_connections")) {
     uint64_t n;
     if (ld->cur_max_line)
