@@ -7,7 +7,9 @@
 #   startup   exec -> "listening on" with 10 and 100,000 routes in the database, and RSS after
 #   workers   rate mode with [proxy] workers = 1 vs 2, nothing pinned (SCALE_WORKERS=0 skips it)
 #   lookup    the route and firewall lookups alone, in ns, 10 vs the large sizes (a small C
-#             program compiled here against BUILD_DIR/lib/libmcproxy.a; skipped without cc)
+#             program compiled here against BUILD_DIR/lib/libmcproxy.a; skipped without cc);
+#             and the route lookup with as many wildcard routes as exact ones (10 + 10 vs
+#             SCALE_ROUTES + SCALE_ROUTES): exact hits, wildcard hits, misses
 # Prints markdown tables (also written to OUT_DIR/scale-results.md; raw figures per run in
 # OUT_DIR/scale-raw.txt).
 #
@@ -250,6 +252,7 @@ build_lookup() {
  * growth with table size is visible below the noise of a whole proxied connection.
  *   scale-lookup routes FILE    FILE holds "route = HOST BACKEND" lines
  *   scale-lookup firewall FILE  FILE holds "block_cidr = CIDR" lines
+ *   scale-lookup wild FILE      FILE's routes plus as many wildcards "*.wK.example.net" 
  * Prints one key=value line: the table size and ns per lookup for the benchmark's own case
  * (app.example.com / client 127.0.0.1, the same entry every time, so it stays in cache) and for
  * a stream of 65,536 random keys (existing hostnames / random IPv4 clients), which miss the
@@ -371,6 +374,69 @@ static int bench_routes(const char *path)
   return missing ? 1 : 0;
 }
 
+/* Exact and wildcard routes in one table: exact hits, wildcard hits three labels below a
+ * pattern (one exact probe and two wildcard probes), and misses (every probe fails). */
+static int bench_wild(const char *path)
+{
+  size_t n;
+  char **lines = read_values(path, "route", &n);
+  mcp_routes_t *rt = NULL;
+  mcp_routes_new(&rt);
+  char **exact = malloc(n * sizeof(*exact));
+  char **wild = malloc(NKEYS * sizeof(*wild));
+  char **miss = malloc(NKEYS * sizeof(*miss));
+  size_t *lens = malloc(3 * NKEYS * sizeof(*lens));
+  const char **keys = malloc(NKEYS * sizeof(*keys));
+  char pat[96];
+  if (!rt || !exact || !wild || !miss || !lens || !keys || n == 0)
+    return 2;
+  const char *backend = NULL;
+  for (size_t i = 0; i < n; i++) {
+    char *sp = strchr(lines[i], ' ');
+    if (!sp)
+      return 2;
+    *sp = '\0';
+    exact[i] = lines[i];
+    backend = sp + 1;
+    if (mcp_routes_put(rt, lines[i], backend) != 0)
+      return 2;
+  }
+  for (size_t i = 0; i < n; i++) {
+    snprintf(pat, sizeof(pat), "*.w%zu.example.net", i);
+    if (mcp_routes_put_ex(rt, pat, backend, MCP_SEND_PROXY_V2) != 0)
+      return 2;
+  }
+  for (size_t i = 0; i < NKEYS; i++) {
+    keys[i] = exact[rnd() % n];
+    lens[i] = strlen(keys[i]);
+    snprintf(pat, sizeof(pat), "a.b.w%zu.example.net", (size_t)(rnd() % n));
+    wild[i] = strdup(pat);
+    lens[NKEYS + i] = strlen(pat);
+    snprintf(pat, sizeof(pat), "a.b.m%zu.example.org", (size_t)(rnd() % n));
+    miss[i] = strdup(pat);
+    lens[2 * NKEYS + i] = strlen(pat);
+  }
+  size_t errors = 0;
+  for (size_t i = 0; i < NKEYS; i++) {
+    mcp_route_match_t m;
+    errors += mcp_routes_match(rt, keys[i], lens[i], &m) != 0 || m.kind != MCP_ROUTE_EXACT;
+    errors += mcp_routes_match(rt, wild[i], lens[NKEYS + i], &m) != 0 ||
+              m.kind != MCP_ROUTE_WILDCARD || m.send_proxy != MCP_SEND_PROXY_V2;
+    errors += mcp_routes_lookup(rt, miss[i], lens[2 * NKEYS + i]) != NULL;
+  }
+  double same = BEST_NS(2000000, mcp_routes_lookup(rt, keys[0], lens[0]));
+  double rand_ns = BEST_NS(2000000, mcp_routes_lookup(rt, keys[i % NKEYS], lens[i % NKEYS]));
+  double wild_ns =
+      BEST_NS(2000000, mcp_routes_lookup(rt, wild[i % NKEYS], lens[NKEYS + i % NKEYS]));
+  double miss_ns =
+      BEST_NS(2000000, mcp_routes_lookup(rt, miss[i % NKEYS], lens[2 * NKEYS + i % NKEYS]));
+  printf("lookup kind=wild n=%zu ns_same=%.1f ns_random=%.1f ns_wild=%.1f ns_miss=%.1f"
+         " errors=%zu\n",
+         mcp_routes_count(rt), same, rand_ns, wild_ns, miss_ns, errors);
+  mcp_routes_unref(rt);
+  return errors ? 1 : 0;
+}
+
 static int bench_firewall(const char *path)
 {
   size_t n;
@@ -408,7 +474,9 @@ int main(int argc, char **argv)
     return bench_routes(argv[2]);
   if (argc == 3 && !strcmp(argv[1], "firewall"))
     return bench_firewall(argv[2]);
-  fprintf(stderr, "usage: scale-lookup routes|firewall FILE\n");
+  if (argc == 3 && !strcmp(argv[1], "wild"))
+    return bench_wild(argv[2]);
+  fprintf(stderr, "usage: scale-lookup routes|firewall|wild FILE\n");
   return 2;
 }
 EOF
@@ -416,11 +484,11 @@ EOF
     $(pkg-config --libs libuv libmaxminddb sqlite3) -lpthread -o "$TMP/bin/scale-lookup" \
     2> "$TMP/lookup-build.err"
 }
-run_lookup() { # variant label kind file
+run_lookup() { # variant label kind file [exp]
   local line rc
   line=$(taskset -c "$PROXY_CPU" "$TMP/bin/scale-lookup" "$3" "$TMP/$4" 2>> "$TMP/lookup.err")
   rc=$?
-  echo "exp=lookup variant=$1 label=$2 round=1 ${line#lookup } rc=$rc" >> "$RAW"
+  echo "exp=${5:-lookup} variant=$1 label=$2 round=1 ${line#lookup } rc=$rc" >> "$RAW"
 }
 
 BIG_LABEL_R=$(commas "$BIG_ROUTES")
@@ -485,6 +553,8 @@ if build_lookup; then
   run_lookup rbig "${BIG_LABEL_R}_routes" routes routes-big.txt
   run_lookup c10 "${SMALL}_CIDRs" firewall cidrs-small.txt
   run_lookup cbig "${BIG_LABEL_C}_CIDRs" firewall cidrs-big.txt
+  run_lookup w10 "${SMALL}_exact_+_${SMALL}_wildcard" wild routes-small.txt wildlookup
+  run_lookup wbig "${BIG_LABEL_R}_exact_+_${BIG_LABEL_R}_wildcard" wild routes-big.txt wildlookup
 else
   LOOKUP_NOTE="lookups alone: skipped (needs cc, pkg-config and $BUILD/lib/libmcproxy.a)"
 fi

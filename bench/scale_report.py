@@ -13,8 +13,8 @@ usage:
   scale_report.py report RAW                 raw lines -> markdown tables
 
 Every raw line is key=value pairs with exp= (base, routes, firewall, idle, startup, workers,
-lookup), variant=, round= and the measured figures; a line with errors, a setup_error or a
-non-zero rc= yields ERROR in its cell instead of a figure.
+lookup, wildlookup), variant=, round= and the measured figures; a line with errors, a
+setup_error or a non-zero rc= yields ERROR in its cell instead of a figure.
 """
 import ipaddress
 import os
@@ -235,6 +235,11 @@ def report(path):
           ("ms", "startup_ms"))
     table(runs, ("lookup",), "Lookups alone (ns per lookup, best of 5 × 2,000,000; CPU 0)",
           [("entries", "n"), ("same key, ns", "ns_same"), ("65,536 random keys, ns", "ns_random")])
+    table(runs, ("wildlookup",),
+          "Route lookups with wildcard routes (ns per lookup, best of 5 × 2,000,000; CPU 0; "
+          "wildcard hit = a.b.wK.example.net under *.wK.example.net, miss = 4 failed probes)",
+          [("entries", "n"), ("exact, same key", "ns_same"), ("exact, random", "ns_random"),
+           ("wildcard hit, random", "ns_wild"), ("miss, random", "ns_miss")])
     table(runs, ("workers",), "Workers (rate mode, nothing pinned)", rate_cols,
           ("conn/s", "conn_per_s"))
     return 1 if any(failed(r) for r in runs) else 0

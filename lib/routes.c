@@ -8,6 +8,15 @@
  * which keeps probe sequences intact without tombstones, so a table edited for a long time
  * does not slowly fill with dead slots.
  *
+ * Wildcard routes ("*.example.com") live in the same table under their written key. A client's
+ * name never contains '*', so an exact probe cannot hit a pattern. The longest wildcard is found
+ * by probing, for each dot of the name from the left, the key "*" + the rest from that dot:
+ * a.b.example.com probes "*.b.example.com", "*.example.com", "*.com" in that order and stops at
+ * the first hit. That is one O(1) probe per label (at most 127, usually 2-3) and no scan,
+ * however many routes the table holds; the probes are skipped when the table has no wildcard.
+ * The key is built in place: the '*' overwrites the last byte of the label before the dot, a
+ * byte no later (shorter) probe needs.
+ *
  * Lookups normalise the name into a stack buffer (mcp_hostname_normalize) and never allocate,
  * because they run on the data plane for every connection.
  */
@@ -26,7 +35,8 @@ typedef struct route_s {
   mcp_backend_t backend;
   uint64_t hash;
   uint16_t name_len;
-  char name[]; /* normalised hostname, NUL-terminated */
+  uint8_t send_proxy; /* mcp_send_proxy_t */
+  char name[];        /* normalised hostname, NUL-terminated */
 } route_t;
 
 /*
@@ -37,8 +47,11 @@ typedef struct route_s {
 struct mcp_routes_s {
   atomic_uint refs;
   size_t count;
-  size_t cap; /* 0 (no slots yet) or a power of two */
+  size_t wildcards; /* how many of count are "*." patterns */
+  size_t cap;       /* 0 (no slots yet) or a power of two */
   route_t **slots;
+  int has_fallback;
+  mcp_backend_t fallback;
 };
 
 /* ---- route tables ------------------------------------------------------------------------ */
@@ -90,6 +103,10 @@ int mcp_routes_clone(const mcp_routes_t *src, mcp_routes_t **out)
   int err = mcp_routes_new(&rt);
   if (err)
     return err;
+  if (src) {
+    rt->has_fallback = src->has_fallback;
+    rt->fallback = src->fallback;
+  }
   if (!src || src->cap == 0) {
     *out = rt;
     return 0;
@@ -110,6 +127,7 @@ int mcp_routes_clone(const mcp_routes_t *src, mcp_routes_t **out)
     memcpy(rt->slots[i], r, size);
   }
   rt->count = src->count;
+  rt->wildcards = src->wildcards;
   *out = rt;
   return 0;
 
@@ -135,22 +153,34 @@ static int routes_resize(mcp_routes_t *rt, size_t new_cap)
   return 0;
 }
 
-/* Normalises a C-string hostname, refusing anything that cannot be a hostname. */
+/* Normalises a C-string route name (hostname or "*." pattern), refusing anything else. */
 static int normalize_cstr(const char *hostname, char *out)
 {
   if (!hostname)
     return MCP_EINVAL;
   /* strnlen bound: one byte over the longest accepted input (253 + trailing dot). */
-  return mcp_hostname_normalize(hostname, strnlen(hostname, MCP_HOSTNAME_MAX + 2), out);
+  return mcp_hostname_normalize_pattern(hostname, strnlen(hostname, MCP_HOSTNAME_MAX + 2), out);
+}
+
+static int is_pattern(const char *name)
+{
+  return name[0] == '*';
 }
 
 int mcp_routes_put(mcp_routes_t *rt, const char *hostname, const char *backend)
+{
+  return mcp_routes_put_ex(rt, hostname, backend, MCP_SEND_PROXY_NONE);
+}
+
+int mcp_routes_put_ex(mcp_routes_t *rt, const char *hostname, const char *backend,
+                      mcp_send_proxy_t send_proxy)
 {
   char name[MCP_HOSTNAME_MAX + 1];
   mcp_backend_t b;
   int n;
 
-  if (!rt)
+  if (!rt || (send_proxy != MCP_SEND_PROXY_NONE && send_proxy != MCP_SEND_PROXY_V1 &&
+              send_proxy != MCP_SEND_PROXY_V2))
     return MCP_EINVAL;
   n = normalize_cstr(hostname, name);
   if (n < 0 || mcp_backend_parse(backend, &b) != 0)
@@ -162,6 +192,7 @@ int mcp_routes_put(mcp_routes_t *rt, const char *hostname, const char *backend)
     route_t *r = rt->slots[find_slot(rt->slots, rt->cap, name, len, hash)];
     if (r) {
       r->backend = b; /* an upsert that cannot fail */
+      r->send_proxy = (uint8_t)send_proxy;
       return 0;
     }
   }
@@ -172,6 +203,7 @@ int mcp_routes_put(mcp_routes_t *rt, const char *hostname, const char *backend)
   r->backend = b;
   r->hash = hash;
   r->name_len = (uint16_t)len;
+  r->send_proxy = (uint8_t)send_proxy;
   memcpy(r->name, name, len + 1);
 
   /* Keep the load factor at or below 0.7. */
@@ -184,6 +216,8 @@ int mcp_routes_put(mcp_routes_t *rt, const char *hostname, const char *backend)
   }
   rt->slots[find_slot(rt->slots, rt->cap, name, len, hash)] = r;
   rt->count++;
+  if (is_pattern(name))
+    rt->wildcards++;
   return 0;
 }
 
@@ -204,6 +238,8 @@ int mcp_routes_remove(mcp_routes_t *rt, const char *hostname)
   size_t i = find_slot(rt->slots, rt->cap, name, (size_t)n, name_hash(name, (size_t)n));
   if (!rt->slots[i])
     return MCP_ENOENT;
+  if (is_pattern(rt->slots[i]->name))
+    rt->wildcards--;
   free(rt->slots[i]);
   rt->slots[i] = NULL;
   rt->count--;
@@ -224,19 +260,82 @@ int mcp_routes_remove(mcp_routes_t *rt, const char *hostname)
   return 0;
 }
 
-const mcp_backend_t *mcp_routes_lookup(const mcp_routes_t *rt, const char *hostname, size_t len)
+/* The route stored under key[0..len), or NULL. */
+static const route_t *probe(const mcp_routes_t *rt, const char *key, size_t len)
+{
+  return rt->slots[find_slot(rt->slots, rt->cap, key, len, name_hash(key, len))];
+}
+
+int mcp_routes_match(const mcp_routes_t *rt, const char *hostname, size_t len, mcp_route_match_t *m)
 {
   char name[MCP_HOSTNAME_MAX + 1];
+  const route_t *r = NULL;
   int n;
 
-  if (!rt || !hostname || rt->count == 0 || len > MCP_HOSTNAME_MAX + 1)
-    return NULL;
-  n = mcp_hostname_normalize(hostname, len, name);
-  if (n < 0)
-    return NULL;
-  const route_t *r =
-      rt->slots[find_slot(rt->slots, rt->cap, name, (size_t)n, name_hash(name, (size_t)n))];
-  return r ? &r->backend : NULL;
+  if (!rt || !m)
+    return MCP_ENOENT;
+  if (hostname && len > 0) {
+    if (len > MCP_HOSTNAME_MAX + 1)
+      return MCP_ENOENT;
+    n = mcp_hostname_normalize(hostname, len, name);
+    if (n < 0)
+      return MCP_ENOENT;
+    if (rt->count > 0) {
+      r = probe(rt, name, (size_t)n);
+      m->kind = MCP_ROUTE_EXACT;
+      /* Longest wildcard first: the leftmost dot gives the longest suffix. */
+      size_t len_n = (size_t)n;
+      for (size_t d = 1; !r && rt->wildcards > 0 && d < len_n; d++) {
+        if (name[d] != '.')
+          continue;
+        name[d - 1] = '*';
+        r = probe(rt, name + d - 1, len_n - d + 1);
+        m->kind = MCP_ROUTE_WILDCARD;
+      }
+    }
+  }
+  if (r) {
+    m->backend = &r->backend;
+    m->send_proxy = (mcp_send_proxy_t)r->send_proxy;
+    m->hostname = r->name;
+    return 0;
+  }
+  if (rt->has_fallback) {
+    m->kind = MCP_ROUTE_FALLBACK;
+    m->backend = &rt->fallback;
+    m->send_proxy = MCP_SEND_PROXY_NONE;
+    m->hostname = NULL;
+    return 0;
+  }
+  return MCP_ENOENT;
+}
+
+const mcp_backend_t *mcp_routes_lookup(const mcp_routes_t *rt, const char *hostname, size_t len)
+{
+  mcp_route_match_t m;
+  return mcp_routes_match(rt, hostname, len, &m) == 0 ? m.backend : NULL;
+}
+
+int mcp_routes_set_fallback(mcp_routes_t *rt, const char *backend)
+{
+  mcp_backend_t b;
+
+  if (!rt)
+    return MCP_EINVAL;
+  if (!backend || backend[0] == '\0') {
+    rt->has_fallback = 0;
+    return 0;
+  }
+  if (mcp_backend_parse(backend, &b) != 0)
+    return MCP_EINVAL;
+  rt->fallback = b;
+  rt->has_fallback = 1;
+  return 0;
+}
+
+const mcp_backend_t *mcp_routes_fallback(const mcp_routes_t *rt)
+{
+  return rt && rt->has_fallback ? &rt->fallback : NULL;
 }
 
 size_t mcp_routes_count(const mcp_routes_t *rt)
@@ -251,13 +350,15 @@ static int route_cmp(const void *a, const void *b)
   return strcmp(x->name, y->name);
 }
 
-int mcp_routes_foreach(const mcp_routes_t *rt, mcp_routes_cb cb, void *data)
+/* Calls exactly one of cb (without send_proxy) and cb_ex for every route in name order. */
+static int foreach_sorted(const mcp_routes_t *rt, mcp_routes_cb cb, mcp_routes_ex_cb cb_ex,
+                          void *data)
 {
   const route_t **sorted;
   size_t n = 0;
   int rc = 0;
 
-  if (!rt || !cb || rt->count == 0)
+  if (!rt || (!cb && !cb_ex) || rt->count == 0)
     return 0;
   sorted = malloc(rt->count * sizeof(*sorted));
   if (!sorted)
@@ -267,9 +368,34 @@ int mcp_routes_foreach(const mcp_routes_t *rt, mcp_routes_cb cb, void *data)
       sorted[n++] = rt->slots[i];
   qsort(sorted, n, sizeof(*sorted), route_cmp);
   for (size_t i = 0; i < n && rc == 0; i++)
-    rc = cb(data, sorted[i]->name, &sorted[i]->backend);
+    rc = cb ? cb(data, sorted[i]->name, &sorted[i]->backend)
+            : cb_ex(data, sorted[i]->name, &sorted[i]->backend,
+                    (mcp_send_proxy_t)sorted[i]->send_proxy);
   free(sorted);
   return rc;
+}
+
+int mcp_routes_foreach(const mcp_routes_t *rt, mcp_routes_cb cb, void *data)
+{
+  return foreach_sorted(rt, cb, NULL, data);
+}
+
+int mcp_routes_foreach_ex(const mcp_routes_t *rt, mcp_routes_ex_cb cb, void *data)
+{
+  return foreach_sorted(rt, NULL, cb, data);
+}
+
+const char *mcp_send_proxy_name(mcp_send_proxy_t v)
+{
+  switch (v) {
+  case MCP_SEND_PROXY_NONE:
+    return "none";
+  case MCP_SEND_PROXY_V1:
+    return "send-proxy-v1";
+  case MCP_SEND_PROXY_V2:
+    return "send-proxy-v2";
+  }
+  return NULL;
 }
 
 mcp_routes_t *mcp_routes_ref(mcp_routes_t *rt)

@@ -1,7 +1,8 @@
 /*
  * store: the SQLite database that persists listeners, routes, limits and firewall rules.
  *
- * mcp_store_open() creates the file if needed, turns on WAL, foreign keys and a busy timeout,
+ * mcp_store_open() creates the file if needed, turns on WAL with synchronous = FULL (an
+ * acknowledged write survives power loss), foreign keys and a busy timeout,
  * and applies the numbered migrations (each in its own transaction, recorded in
  * schema_migrations). A database whose schema is newer than this binary is refused.
  *
@@ -23,6 +24,7 @@
 
 #include "mcproxy/error.h"
 #include "mcproxy/firewall.h"
+#include "mcproxy/routes.h"
 
 /* Signals: libmcproxy never installs a signal handler or changes a signal mask. It writes to
  * sockets with write(2) and splice(2) (through libuv, without MSG_NOSIGNAL), which raise SIGPIPE
@@ -33,7 +35,7 @@ extern "C" {
 #endif
 
 /* The newest schema version this build knows. */
-#define MCP_STORE_SCHEMA_VERSION 3
+#define MCP_STORE_SCHEMA_VERSION 4
 
 typedef struct mcp_store_s mcp_store_t;
 
@@ -63,13 +65,81 @@ int mcp_store_begin(mcp_store_t *st);
 int mcp_store_commit(mcp_store_t *st);
 void mcp_store_rollback(mcp_store_t *st);
 
-/* Adds a listener. MCP_EEXIST if addr exists, MCP_ERANGE if max_connections < 0. */
+/*
+ * A listener's settings (docs/ARCHITECTURE.md, "Store"). All zero
+ * (mcp_store_listener_settings_init) is the default: no limits, proxy_protocol off, no proxy_from,
+ * no fallback.
+ */
+typedef struct mcp_store_listener_settings_s {
+  int64_t max_connections;       /* >= 0; 0 = unlimited */
+  int proxy_protocol;            /* 0 off, 1 on (then proxy_from must not be empty) */
+  const char *const *proxy_from; /* proxy_from_count CIDR strings, stored as given */
+  size_t proxy_from_count;
+  const char *fallback;               /* backend text; NULL or "" = none */
+  int64_t rate_limit_count;           /* >= 0; 0 = off */
+  int64_t rate_limit_period_ms;       /* >= 0 */
+  int64_t max_connections_per_client; /* >= 0; 0 = unlimited */
+  void *storage_;                     /* set by the store when it filled the struct; else NULL */
+} mcp_store_listener_settings_t;
+
+/* Which fields mcp_store_listener_update() writes (the others keep their stored values). */
+enum {
+  MCP_STORE_LS_MAX_CONNECTIONS = 1u << 0,
+  MCP_STORE_LS_PROXY_PROTOCOL = 1u << 1,
+  MCP_STORE_LS_PROXY_FROM = 1u << 2, /* replaces the whole list */
+  MCP_STORE_LS_FALLBACK = 1u << 3,
+  MCP_STORE_LS_RATE_LIMIT_COUNT = 1u << 4,
+  MCP_STORE_LS_RATE_LIMIT_PERIOD_MS = 1u << 5,
+  MCP_STORE_LS_MAX_CONNECTIONS_PER_CLIENT = 1u << 6,
+  MCP_STORE_LS_ALL = (1u << 7) - 1
+};
+
+/* Zeroes *s (the defaults). */
+void mcp_store_listener_settings_init(mcp_store_listener_settings_t *s);
+/* Frees what the store allocated for a struct it filled, and zeroes it. NULL is ok. */
+void mcp_store_listener_settings_free(mcp_store_listener_settings_t *s);
+
+/*
+ * Adds a listener with its settings (NULL: the defaults), proxy_from included, in one
+ * transaction. MCP_EEXIST if addr exists, MCP_ERANGE for a negative number, MCP_EINVAL for a
+ * NULL string, proxy_protocol not 0/1, proxy_protocol on with no proxy_from, or the same
+ * proxy_from entry twice. On any error nothing is written.
+ */
+int mcp_store_listener_add_settings(mcp_store_t *st, const char *addr,
+                                    const mcp_store_listener_settings_t *s);
+/* Adds a listener with max_connections and the other settings at their defaults. */
 int mcp_store_listener_add(mcp_store_t *st, const char *addr, int64_t max_connections);
+
+/*
+ * Reads a listener's settings into *out (free with mcp_store_listener_settings_free; proxy_from
+ * in text order). MCP_ENOENT for an unknown listener (*out zeroed).
+ */
+int mcp_store_listener_get(mcp_store_t *st, const char *addr, mcp_store_listener_settings_t *out);
+
+/*
+ * Writes the fields of s named in mask, in one transaction. Errors as for
+ * mcp_store_listener_add_settings (checked on the result: turning proxy_protocol on needs a
+ * stored or given proxy_from), and MCP_ENOENT for an unknown listener; on error nothing changes.
+ */
+int mcp_store_listener_update(mcp_store_t *st, const char *addr,
+                              const mcp_store_listener_settings_t *s, unsigned mask);
+/* mcp_store_listener_update() with every field (MCP_STORE_LS_ALL). */
+int mcp_store_listener_set_settings(mcp_store_t *st, const char *addr,
+                                    const mcp_store_listener_settings_t *s);
 /* MCP_ENOENT for an unknown listener, MCP_ERANGE for a negative limit. */
 int mcp_store_listener_set_max_connections(mcp_store_t *st, const char *addr,
-                                              int64_t max_connections);
+                                           int64_t max_connections);
 
-/* Upsert. MCP_ENOENT for an unknown listener. */
+/* Removes a listener; its routes and proxy_from entries go with it. MCP_ENOENT if unknown. */
+int mcp_store_listener_remove(mcp_store_t *st, const char *addr);
+
+/*
+ * Upsert (hostname stored as written, wildcards "*.example.com" included) with send_proxy.
+ * MCP_ENOENT for an unknown listener, MCP_EINVAL for a send_proxy outside the enum.
+ */
+int mcp_store_route_put_ex(mcp_store_t *st, const char *listener_addr, const char *hostname,
+                           const char *backend, mcp_send_proxy_t send_proxy);
+/* mcp_store_route_put_ex() with MCP_SEND_PROXY_NONE. */
 int mcp_store_route_put(mcp_store_t *st, const char *listener_addr, const char *hostname,
                         const char *backend);
 /* MCP_ENOENT for an unknown listener or route. */
@@ -92,6 +162,18 @@ typedef struct mcp_store_visitor_s {
   int (*rule)(void *data, mcp_firewall_type_t type, const char *value);
 } mcp_store_visitor_t;
 int mcp_store_load(mcp_store_t *st, const mcp_store_visitor_t *visitor, void *data);
+
+/*
+ * mcp_store_load() with every listener setting and each route's send_proxy. The settings'
+ * storage belongs to the store and lasts only for the call.
+ */
+typedef struct mcp_store_visitor_ex_s {
+  int (*listener)(void *data, const char *addr, const mcp_store_listener_settings_t *s);
+  int (*route)(void *data, const char *listener_addr, const char *hostname, const char *backend,
+               mcp_send_proxy_t send_proxy);
+  int (*rule)(void *data, mcp_firewall_type_t type, const char *value);
+} mcp_store_visitor_ex_t;
+int mcp_store_load_ex(mcp_store_t *st, const mcp_store_visitor_ex_t *visitor, void *data);
 
 /*
  * Writes a consistent copy of the database to out_path with VACUUM INTO (safe while another

@@ -69,7 +69,7 @@ class Snapshot(unittest.TestCase):
         self.assertTrue(os.path.exists(self.db))
         self.assertEqual(rows(self.db, "PRAGMA journal_mode"), [("wal",)])
         versions = [v for (v,) in rows(self.db, "SELECT version FROM schema_migrations")]
-        self.assertEqual(versions, [1, 2, 3])
+        self.assertEqual(versions, [1, 2, 3, 4])
         return out
 
     def test_snapshot_creates_and_migrates_a_new_database(self):
@@ -77,7 +77,7 @@ class Snapshot(unittest.TestCase):
         self.assertEqual(rows(out, "PRAGMA integrity_check"), [("ok",)])
         self.assertEqual(rows(out, "SELECT count(*) FROM listeners"), [(0,)])
         self.assertEqual([v for (v,) in rows(out, "SELECT version FROM schema_migrations")],
-                         [1, 2, 3])
+                         [1, 2, 3, 4])
 
     def test_snapshot_during_open_write_transaction_has_committed_rows_only(self):
         self.create_db()

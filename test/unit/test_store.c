@@ -191,25 +191,26 @@ static double now_ms(void)
 
 /* ---- open and migrations ---- */
 
-static void fresh_open_creates_schema_v3_in_wal_mode(void **state)
+static void fresh_open_creates_current_schema_in_wal_mode(void **state)
 {
   test_ctx_t *t = *state;
   int64_t before = (int64_t)time(NULL);
   t->st = open_ok(t);
   int64_t after = (int64_t)time(NULL);
-  assert_int_equal(schema_version(t->st), 3);
+  assert_int_equal(schema_version(t->st), 4);
   assert_int_equal(store_empty(t->st), 1);
 
-  /* The store's own connection enforces foreign keys and waits for locks. */
+  /* The store's own connection enforces foreign keys, syncs fully, and waits for locks. */
   assert_int_equal(raw_int(t->st->db, "PRAGMA foreign_keys"), 1);
+  assert_int_equal(raw_int(t->st->db, "PRAGMA synchronous"), 2); /* 2 = FULL */
   assert_int_equal(raw_int(t->st->db, "PRAGMA busy_timeout"), 2000);
 
   sqlite3 *raw = raw_open(t->db);
   char mode[16];
   raw_text(raw, "PRAGMA journal_mode", mode, sizeof(mode));
   assert_string_equal(mode, "wal");
-  assert_int_equal(raw_int(raw, "SELECT COUNT(*) FROM schema_migrations"), 3);
-  assert_int_equal(raw_int(raw, "SELECT group_concat(version) = '1,2,3' FROM"
+  assert_int_equal(raw_int(raw, "SELECT COUNT(*) FROM schema_migrations"), 4);
+  assert_int_equal(raw_int(raw, "SELECT group_concat(version) = '1,2,3,4' FROM"
                                 " (SELECT version FROM schema_migrations ORDER BY version)"),
                    1);
   assert_true(raw_int(raw, "SELECT MIN(applied_at) FROM schema_migrations") >= before);
@@ -238,18 +239,18 @@ static void reopen_is_a_no_op(void **state)
   sqlite3_close(raw);
 
   t->st = open_ok(t);
-  assert_int_equal(schema_version(t->st), 3);
+  assert_int_equal(schema_version(t->st), 4);
   raw = raw_open(t->db);
-  assert_int_equal(raw_int(raw, "SELECT COUNT(*) FROM schema_migrations"), 3);
+  assert_int_equal(raw_int(raw, "SELECT COUNT(*) FROM schema_migrations"), 4);
   assert_int_equal(raw_int(raw, "SELECT COUNT(*) FROM schema_migrations WHERE applied_at = 12345"),
-                   3);
+                   4);
   sqlite3_close(raw);
   dump_t d;
   dump(t->st, &d);
   assert_string_equal(d.buf, "L 0.0.0.0:25565 7\n");
 }
 
-static void migrates_version_2_database_to_3(void **state)
+static void migrates_version_2_database_to_current(void **state)
 {
   test_ctx_t *t = *state;
 
@@ -278,7 +279,7 @@ static void migrates_version_2_database_to_3(void **state)
   sqlite3_close(raw);
 
   t->st = open_ok(t);
-  assert_int_equal(schema_version(t->st), 3);
+  assert_int_equal(schema_version(t->st), 4);
   dump_t d;
   dump(t->st, &d);
   assert_string_equal(d.buf, "L [::]:25565 0\n"
@@ -286,12 +287,18 @@ static void migrates_version_2_database_to_3(void **state)
                              "F 2 192.0.2.0/24\n");
 
   raw = raw_open(t->db);
-  /* Old migrations untouched, only 3 added. */
+  /* Old migrations untouched, only 3 and 4 added. */
   assert_int_equal(raw_int(raw, "SELECT applied_at FROM schema_migrations WHERE version = 1"),
                    1000);
   assert_int_equal(raw_int(raw, "SELECT applied_at FROM schema_migrations WHERE version = 2"),
                    2000);
   assert_int_equal(raw_int(raw, "SELECT COUNT(*) FROM schema_migrations WHERE version = 3"), 1);
+  assert_int_equal(raw_int(raw, "SELECT COUNT(*) FROM schema_migrations WHERE version = 4"), 1);
+  /* 4's defaults on the existing rows: no proxy protocol, no fallback, no limits. */
+  assert_int_equal(raw_int(raw, "SELECT proxy_protocol + rate_limit_count + rate_limit_period_ms"
+                                " + max_connections_per_client + length(fallback) FROM listeners"),
+                   0);
+  assert_int_equal(raw_int(raw, "SELECT send_proxy FROM routes"), 0);
   assert_int_equal(raw_int(raw, "SELECT max_connections FROM listeners"), 0);
   /* The new column keeps its CHECK constraint. */
   assert_int_not_equal(
@@ -318,12 +325,12 @@ static void newer_database_is_refused(void **state)
   assert_null(st);
   assert_non_null(strstr(err, t->db));
   assert_non_null(strstr(err, "schema version 99"));
-  assert_non_null(strstr(err, "knows up to 3"));
+  assert_non_null(strstr(err, "knows up to 4"));
   assert_non_null(strstr(err, "upgrade mc-proxy"));
 
   /* Refusing wrote nothing. */
   raw = raw_open(t->db);
-  assert_int_equal(raw_int(raw, "SELECT COUNT(*) FROM schema_migrations"), 4);
+  assert_int_equal(raw_int(raw, "SELECT COUNT(*) FROM schema_migrations"), 5);
   sqlite3_close(raw);
 }
 
@@ -430,7 +437,8 @@ static void firewall_add_is_idempotent_and_remove(void **state)
   assert_int_equal(mcp_store_firewall_remove(t->st, MCP_FIREWALL_IP, "192.0.2.1"), 0);
   assert_int_equal(mcp_store_firewall_remove(t->st, MCP_FIREWALL_IP, "192.0.2.1"), MCP_ENOENT);
   assert_int_equal(mcp_store_firewall_remove(t->st, MCP_FIREWALL_CIDR, "192.0.2.1"), MCP_ENOENT);
-  assert_int_equal(mcp_store_firewall_remove(t->st, (mcp_firewall_type_t)0, "192.0.2.1"), MCP_EINVAL);
+  assert_int_equal(mcp_store_firewall_remove(t->st, (mcp_firewall_type_t)0, "192.0.2.1"),
+                   MCP_EINVAL);
   dump_t d;
   dump(t->st, &d);
   assert_string_equal(d.buf, "F 3 192.0.2.1\n");
@@ -446,8 +454,7 @@ static void listener_set_max_connections(void **state)
   /* Setting the value it already has matched a row, so it is not "not found". */
   assert_int_equal(mcp_store_listener_set_max_connections(t->st, "0.0.0.0:25565", 200), 0);
   assert_int_equal(mcp_store_listener_set_max_connections(t->st, "0.0.0.0:1", 5), MCP_ENOENT);
-  assert_int_equal(mcp_store_listener_set_max_connections(t->st, "0.0.0.0:25565", -3),
-                   MCP_ERANGE);
+  assert_int_equal(mcp_store_listener_set_max_connections(t->st, "0.0.0.0:25565", -3), MCP_ERANGE);
   dump(t->st, &d);
   assert_string_equal(d.buf, "L 0.0.0.0:25565 200\n");
 }
@@ -692,7 +699,7 @@ static void snapshot_while_another_connection_writes(void **state)
   char ok[16];
   raw_text(copy->db, "PRAGMA integrity_check", ok, sizeof(ok));
   assert_string_equal(ok, "ok");
-  assert_int_equal(schema_version(copy), 3);
+  assert_int_equal(schema_version(copy), 4);
   dump_t after;
   dump(copy, &after);
   assert_string_equal(after.buf, before.buf);
@@ -728,7 +735,8 @@ static void snapshot_refusals(void **state)
 /* The type names the store writes are the ones the schema's CHECK constraint allows. */
 static void every_rule_type_fits_the_schema(void **state)
 {
-  static const mcp_firewall_type_t types[] = {MCP_FIREWALL_IP, MCP_FIREWALL_CIDR, MCP_FIREWALL_COUNTRY};
+  static const mcp_firewall_type_t types[] = {MCP_FIREWALL_IP, MCP_FIREWALL_CIDR,
+                                              MCP_FIREWALL_COUNTRY};
   static const char *const values[] = {"192.0.2.1", "192.0.2.0/24", "KP"};
   for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
     const char *name = mcp_firewall_type_name(types[i]);
@@ -749,9 +757,9 @@ static void every_rule_type_fits_the_schema(void **state)
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      T(fresh_open_creates_schema_v3_in_wal_mode),
+      T(fresh_open_creates_current_schema_in_wal_mode),
       T(reopen_is_a_no_op),
-      T(migrates_version_2_database_to_3),
+      T(migrates_version_2_database_to_current),
       T(newer_database_is_refused),
       T(garbage_file_is_refused),
       T(open_error_message_is_truncated_safely),
