@@ -192,7 +192,8 @@ typedef struct route_list_s {
   size_t n, cap;
 } route_list_t;
 
-static int collect_route(void *data, const char *hostname, const mcp_backend_t *backend)
+static int collect_route(void *data, const char *hostname, const mcp_backend_t *backend,
+                         mcp_send_proxy_t send_proxy)
 {
   route_list_t *rl = data;
   if (rl->n == rl->cap)
@@ -202,6 +203,7 @@ static int collect_route(void *data, const char *hostname, const mcp_backend_t *
   /* Borrowed from the table, which cannot change before the reply is packed below. */
   r->hostname = (char *)hostname;
   r->backend = (char *)backend->text;
+  r->send_proxy = (McProxy__V1__ProxyProtocolVersion)send_proxy; /* the values match */
   rl->ptrs[rl->n++] = r;
   return 0;
 }
@@ -230,7 +232,7 @@ static void do_list_routes(void *ctx, admin_call_t *c)
   rl.routes = items;
   rl.ptrs = (McProxy__V1__Route **)ptrs;
   if (rt)
-    mcp_routes_foreach(rt, collect_route, &rl);
+    mcp_routes_foreach_ex(rt, collect_route, &rl);
   McProxy__V1__ListRoutesResponse resp = MC_PROXY__V1__LIST_ROUTES_RESPONSE__INIT;
   resp.listener_addr = (char *)mcp_listener_addr(l);
   resp.n_routes = rl.n;

@@ -211,8 +211,12 @@ static int validate(state_t *srv, control_req_t *req)
     mcp_backend_t backend;
     req->hostname[sizeof(req->hostname) - 1] = '\0';
     req->backend[sizeof(req->backend) - 1] = '\0';
-    if (mcp_hostname_normalize(req->hostname, strlen(req->hostname), canon) < 0)
-      return fail(req, MCP_EINVAL, "invalid hostname \"%s\"", req->hostname);
+    if (req->send_proxy < MCP_SEND_PROXY_NONE || req->send_proxy > MCP_SEND_PROXY_V2)
+      return fail(req, MCP_EINVAL, "%s", "send_proxy must be none, v1 or v2");
+    if (mcp_hostname_normalize_pattern(req->hostname, strlen(req->hostname), canon) < 0)
+      return fail(req, MCP_EINVAL,
+                  "invalid hostname \"%s\" (a DNS name, or \"*.\" and a DNS name)",
+                  req->hostname);
     snprintf(req->hostname, sizeof(req->hostname), "%s", canon);
     if (mcp_backend_parse(req->backend, &backend) != 0)
       return fail(req, MCP_EINVAL,
@@ -226,7 +230,7 @@ static int validate(state_t *srv, control_req_t *req)
   }
   case CONTROL_ROUTE_REMOVE:
     req->hostname[sizeof(req->hostname) - 1] = '\0';
-    if (mcp_hostname_normalize(req->hostname, strlen(req->hostname), canon) < 0)
+    if (mcp_hostname_normalize_pattern(req->hostname, strlen(req->hostname), canon) < 0)
       return fail(req, MCP_EINVAL, "invalid hostname \"%s\"", req->hostname);
     snprintf(req->hostname, sizeof(req->hostname), "%s", canon);
     return 0;
@@ -257,12 +261,14 @@ static int validate(state_t *srv, control_req_t *req)
 /* A listener's row and settings. Work thread. */
 static int store_listener_write(mcp_store_t *st, control_req_t *req)
 {
-  if (req->op == CONTROL_LISTENER_ADD)
-    return mcp_store_listener_add(st, req->listener, req->settings.max_connections);
-  if (req->op == CONTROL_LISTENER_UPDATE)
-    return mcp_store_listener_set_max_connections(st, req->listener,
-                                                  req->settings.max_connections);
-  return MCP_EIO;
+  if (req->op == CONTROL_LISTENER_REMOVE)
+    return mcp_store_listener_remove(st, req->listener);
+  const char *from[CONFIG_PROXY_FROM_MAX];
+  mcp_store_listener_settings_t s;
+  state_settings_to_store(&req->settings, &s, from);
+  /* An update writes the merged settings whole: validate() checked them as one. */
+  return req->op == CONTROL_LISTENER_ADD ? mcp_store_listener_add_settings(st, req->listener, &s)
+                                         : mcp_store_listener_set_settings(st, req->listener, &s);
 }
 
 /* The database write. Runs on a libuv work thread; touches only the store and req. */
@@ -274,7 +280,8 @@ static void work_cb(uv_work_t *w)
   int rc;
   switch (req->op) {
   case CONTROL_ROUTE_ADD:
-    rc = mcp_store_route_put(st, req->listener, req->hostname, req->backend);
+    rc = mcp_store_route_put_ex(st, req->listener, req->hostname, req->backend,
+                                (mcp_send_proxy_t)req->send_proxy);
     break;
   case CONTROL_ROUTE_REMOVE:
     rc = mcp_store_route_remove(st, req->listener, req->hostname);
@@ -320,8 +327,10 @@ static int apply(state_t *srv, control_req_t *req)
     mcp_routes_t *rt;
     if (mcp_routes_clone(mcp_listener_routes(l), &rt) != 0)
       return MCP_ENOMEM;
-    int rc = req->op == CONTROL_ROUTE_ADD ? mcp_routes_put(rt, req->hostname, req->backend)
-                                          : mcp_routes_remove(rt, req->hostname);
+    int rc = req->op == CONTROL_ROUTE_ADD
+                 ? mcp_routes_put_ex(rt, req->hostname, req->backend,
+                                     (mcp_send_proxy_t)req->send_proxy)
+                 : mcp_routes_remove(rt, req->hostname);
     if (rc == 0 || rc == MCP_ENOENT)
       mcp_listener_set_routes(l, rt);
     mcp_routes_unref(rt);

@@ -108,15 +108,27 @@ static void strset_free(strset_t *s)
   free(s->v);
 }
 
+/* One line for a listener and all its settings, the same from the file and the database. */
+static int strset_add_listener(strset_t *set, const char *addr, const listener_settings_t *s)
+{
+  char from[CONFIG_PROXY_FROM_MAX * MCP_FIREWALL_VALUE_MAX + 1] = "";
+  size_t n = 0;
+  for (size_t i = 0; i < s->nproxy_from; i++)
+    n += (size_t)snprintf(from + n, sizeof(from) - n, "%s%s", i ? "," : "", s->proxy_from[i]);
+  return strset_add(set, "listener %s %lld pp=%d from=%s fallback=%s rate=%u/%u per_client=%lld",
+                    addr, (long long)s->max_connections, s->proxy_protocol, from, s->fallback,
+                    s->rate_count, s->rate_period_ms, (long long)s->max_per_client);
+}
+
 static int config_strset(const config_t *cfg, strset_t *s)
 {
   int err = 0;
   for (size_t i = 0; i < cfg->nlisteners && !err; i++) {
     const config_listener_t *cl = &cfg->listeners[i];
-    err = strset_add(s, "listener %s %lld", cl->addr, (long long)cl->max_connections);
+    err = strset_add_listener(s, cl->addr, &cl->settings);
     for (size_t j = 0; j < cl->nroutes && !err; j++)
-      err =
-          strset_add(s, "route %s %s %s", cl->addr, cl->routes[j].hostname, cl->routes[j].backend);
+      err = strset_add(s, "route %s %s %s %d", cl->addr, cl->routes[j].hostname,
+                       cl->routes[j].backend, cl->routes[j].send_proxy);
   }
   for (size_t i = 0; i < cfg->nrules && !err; i++)
     err = strset_add(s, "rule %s %s", mcp_firewall_type_name(cfg->rules[i].type), cfg->rules[i].value);
@@ -128,9 +140,13 @@ static int seed(mcp_store_t *st, const config_t *cfg)
   int err = mcp_store_begin(st);
   for (size_t i = 0; i < cfg->nlisteners && !err; i++) {
     const config_listener_t *cl = &cfg->listeners[i];
-    err = mcp_store_listener_add(st, cl->addr, cl->max_connections);
+    const char *from[CONFIG_PROXY_FROM_MAX];
+    mcp_store_listener_settings_t ss;
+    state_settings_to_store(&cl->settings, &ss, from);
+    err = mcp_store_listener_add_settings(st, cl->addr, &ss);
     for (size_t j = 0; j < cl->nroutes && !err; j++)
-      err = mcp_store_route_put(st, cl->addr, cl->routes[j].hostname, cl->routes[j].backend);
+      err = mcp_store_route_put_ex(st, cl->addr, cl->routes[j].hostname, cl->routes[j].backend,
+                                   (mcp_send_proxy_t)cl->routes[j].send_proxy);
   }
   for (size_t i = 0; i < cfg->nrules && !err; i++) {
     int rc = mcp_store_firewall_add(st, cfg->rules[i].type, cfg->rules[i].value);
@@ -150,18 +166,17 @@ typedef struct load_s {
   char err[512];
 } load_t;
 
-static int load_listener(void *data, const char *addr, int64_t max_connections)
+static int load_listener(void *data, const char *addr, const mcp_store_listener_settings_t *ss)
 {
   load_t *ld = data;
   state_t *srv = &ld->run->srv;
-  if (strset_add(&ld->db, "listener %s %lld", addr, (long long)max_connections))
-    return MCP_ENOMEM;
   listener_settings_t settings;
-  memset(&settings, 0, sizeof(settings));
-  settings.max_connections = max_connections;
+  state_settings_from_store(ss, &settings);
+  if (strset_add_listener(&ld->db, addr, &settings))
+    return MCP_ENOMEM;
   mcp_listener_config_t lc = srv->listener_config;
   lc.addr = addr;
-  lc.max_connections = max_connections;
+  lc.max_connections = settings.max_connections;
   mcp_listener_t *l;
   int err = mcp_listener_new(srv->loop, &lc, &l);
   if (err) {
@@ -173,15 +188,16 @@ static int load_listener(void *data, const char *addr, int64_t max_connections)
   return err;
 }
 
-static int load_route(void *data, const char *laddr, const char *host, const char *backend)
+static int load_route(void *data, const char *laddr, const char *host, const char *backend,
+                      mcp_send_proxy_t send_proxy)
 {
   load_t *ld = data;
-  if (strset_add(&ld->db, "route %s %s %s", laddr, host, backend))
+  if (strset_add(&ld->db, "route %s %s %s %d", laddr, host, backend, (int)send_proxy))
     return MCP_ENOMEM;
   mcp_listener_t *l = state_find_listener(&ld->run->srv, laddr);
   if (!l)
     return 0; /* cannot happen: routes reference listeners by foreign key */
-  int err = mcp_routes_put(mcp_listener_routes(l), host, backend);
+  int err = mcp_routes_put_ex(mcp_listener_routes(l), host, backend, send_proxy);
   if (err == MCP_EINVAL) {
     log_warn("database route %s %s -> %s is malformed; ignored", laddr, host, backend);
     return 0;
@@ -230,8 +246,8 @@ static int load_state(run_t *run, char *err, size_t errlen)
   mcp_firewall_set_geoip(srv->firewall, srv->geoip);
 
   load_t ld = {.run = run};
-  mcp_store_visitor_t visitor = {load_listener, load_route, load_rule};
-  rc = mcp_store_load(srv->store, &visitor, &ld);
+  mcp_store_visitor_ex_t visitor = {load_listener, load_route, load_rule};
+  rc = mcp_store_load_ex(srv->store, &visitor, &ld);
   if (rc) {
     if (ld.err[0])
       snprintf(err, errlen, "%s: %s", cfg->db_path, ld.err);

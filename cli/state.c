@@ -1,6 +1,7 @@
 /* state: lookups over the main loop's state. See state.h. */
 #include "state.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -90,6 +91,53 @@ static int trusted_peers(const listener_settings_t *s, mcp_firewall_t **out)
   return 0;
 }
 
+void state_settings_to_store(const listener_settings_t *s, mcp_store_listener_settings_t *out,
+                             const char **from)
+{
+  mcp_store_listener_settings_init(out);
+  out->max_connections = s->max_connections;
+  out->proxy_protocol = s->proxy_protocol;
+  for (size_t i = 0; i < s->nproxy_from; i++)
+    from[i] = s->proxy_from[i];
+  out->proxy_from = from;
+  out->proxy_from_count = s->nproxy_from;
+  out->fallback = s->fallback;
+  out->rate_limit_count = s->rate_count;
+  out->rate_limit_period_ms = s->rate_period_ms;
+  out->max_connections_per_client = s->max_per_client;
+}
+
+void state_settings_from_store(const mcp_store_listener_settings_t *in, listener_settings_t *s)
+{
+  memset(s, 0, sizeof(*s));
+  s->max_connections = in->max_connections;
+  s->proxy_protocol = in->proxy_protocol;
+  for (size_t i = 0; i < in->proxy_from_count && i < CONFIG_PROXY_FROM_MAX; i++)
+    snprintf(s->proxy_from[s->nproxy_from++], MCP_FIREWALL_VALUE_MAX, "%s", in->proxy_from[i]);
+  snprintf(s->fallback, sizeof(s->fallback), "%s", in->fallback ? in->fallback : "");
+  s->rate_count = in->rate_limit_count > 0 ? (uint32_t)in->rate_limit_count : 0;
+  s->rate_period_ms = in->rate_limit_period_ms > 0 ? (uint32_t)in->rate_limit_period_ms : 0;
+  s->max_per_client = in->max_connections_per_client;
+}
+
+/* The fallback lives in the route table: publish a copy with the new one when it changed. */
+static int apply_fallback(mcp_listener_t *l, const char *fallback)
+{
+  mcp_routes_t *cur = mcp_listener_routes(l);
+  const mcp_backend_t *fb = mcp_routes_fallback(cur);
+  if (!strcmp(fb ? fb->text : "", fallback))
+    return 0;
+  mcp_routes_t *rt;
+  int rc = mcp_routes_clone(cur, &rt);
+  if (rc)
+    return rc;
+  rc = mcp_routes_set_fallback(rt, fallback[0] ? fallback : NULL);
+  if (!rc)
+    mcp_listener_set_routes(l, rt);
+  mcp_routes_unref(rt);
+  return rc;
+}
+
 int state_apply_settings(state_t *st, size_t i)
 {
   const listener_settings_t *s = &st->settings[i];
@@ -107,6 +155,8 @@ int state_apply_settings(state_t *st, size_t i)
   mcp_firewall_unref(trusted);
   if (!rc)
     rc = mcp_listener_set_client_limits(l, &cl);
+  if (!rc)
+    rc = apply_fallback(l, s->fallback);
   if (rc)
     return rc;
   mcp_listener_set_max_connections(l, s->max_connections);

@@ -56,7 +56,19 @@ void state_remove_listener(state_t *st, size_t i);
 /* Frees the retired listeners whose address has no active connection left. */
 void state_free_retired(state_t *st);
 
-/* Gives listeners[i] its settings[i] on the main loop (the worker loops are told separately). */
+/*
+ * A listener's settings as the store takes them; from (CONFIG_PROXY_FROM_MAX pointers) holds the
+ * proxy_from list. Valid while s and from are.
+ */
+void state_settings_to_store(const listener_settings_t *s, mcp_store_listener_settings_t *out,
+                             const char **from);
+/* The store's settings as ours (strings copied; a list or value too long for ours is cut). */
+void state_settings_from_store(const mcp_store_listener_settings_t *in, listener_settings_t *s);
+
+/*
+ * Gives listeners[i] its settings[i] on the main loop: limits, PROXY protocol, and the fallback
+ * (a new route table when it changed). The worker loops are told separately (workers_publish).
+ */
 int state_apply_settings(state_t *st, size_t i);
 
 /*

@@ -329,7 +329,11 @@ static void hello_received(mcp__conn_t *c, size_t nread)
     }
     rc = MCP_SNI_ETOOBIG;
   }
-  if (rc < 0) {
+  if (rc == MCP_SNI_ENOSNI) {
+    /* A valid hello without a name: the listener's fallback, if it has one. */
+    c->sni[0] = '\0';
+    rc = 0;
+  } else if (rc < 0) {
     c->sni[0] = '\0';
     unrouted(c);
     return;
@@ -347,15 +351,19 @@ static void keep_reading(mcp__conn_t *c)
 
 /* ---- route, and the hand-off to the relay ---- */
 
+/* The exact name, else the longest wildcard, else the fallback (also for no SNI, sni_len 0). */
 static void route(mcp__conn_t *c, size_t sni_len)
 {
-  const mcp_backend_t *backend = mcp_routes_lookup(LISTENER_OF(c)->routes, c->sni, sni_len);
-  if (!backend) {
+  mcp_route_match_t m;
+  if (mcp_routes_match(LISTENER_OF(c)->routes, c->sni, sni_len, &m) != 0) {
     unrouted(c);
     return;
   }
+  if (m.kind == MCP_ROUTE_FALLBACK)
+    MCP__COUNT(c->cs->counters, fallback_total, 1);
+  c->send_proxy = (uint8_t)m.send_proxy;
   uv_read_stop((uv_stream_t *)&c->client);
-  mcp__relay_connect(c, backend);
+  mcp__relay_connect(c, m.backend);
 }
 
 /* No ClientHello, a bad one, or no route for it. */
