@@ -8,6 +8,7 @@
  * plus a margin, like cli/admin_client.c.
  */
 #include "etcd_client_internal.h"
+#include "files.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -25,7 +26,6 @@
 #include "etcd/api/etcdserverpb/rpc.pb-c.h"
 
 /* Credential files are small; anything bigger is not one. */
-#define PEM_MAX (1 << 20)
 /* A page of 10,000 routes is about a megabyte; leave room for big values. */
 #define REPLY_MAX (256 << 20)
 
@@ -33,26 +33,6 @@
 static void quiet_log(gpr_log_func_args *args) {}
 
 /* ---- opening ----------------------------------------------------------------------------- */
-
-static char *read_pem(const char *what, const char *path, char *err, size_t errlen)
-{
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    snprintf(err, errlen, "%s %s: cannot read: %s", what, path, strerror(errno));
-    return NULL;
-  }
-  char *buf = malloc(PEM_MAX + 1);
-  size_t n = buf ? fread(buf, 1, PEM_MAX + 1, f) : 0;
-  int bad = !buf || ferror(f) || n > PEM_MAX;
-  fclose(f);
-  if (bad) {
-    snprintf(err, errlen, "%s %s: cannot read (unreadable or larger than 1 MiB)", what, path);
-    free(buf);
-    return NULL;
-  }
-  buf[n] = '\0';
-  return buf;
-}
 
 /*
  * "http://HOST:PORT" or "https://HOST:PORT" (an optional trailing '/') into a gRPC target:
@@ -106,11 +86,11 @@ static grpc_channel_credentials *make_creds(const etcd_client_opts_t *opts, int 
     snprintf(err, errlen, "etcd_cert and etcd_key go together");
     return NULL;
   }
-  if (opts->ca_path && !(ca = read_pem("etcd CA", opts->ca_path, err, errlen)))
+  if (opts->ca_path && !(ca = files_read_pem("etcd CA", opts->ca_path, err, errlen)))
     goto out;
-  if (opts->cert_path && !(cert = read_pem("etcd certificate", opts->cert_path, err, errlen)))
+  if (opts->cert_path && !(cert = files_read_pem("etcd certificate", opts->cert_path, err, errlen)))
     goto out;
-  if (opts->key_path && !(key = read_pem("etcd key", opts->key_path, err, errlen)))
+  if (opts->key_path && !(key = files_read_pem("etcd key", opts->key_path, err, errlen)))
     goto out;
   grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
   creds = grpc_ssl_credentials_create_ex(ca, cert ? &pair : NULL, NULL, NULL);
