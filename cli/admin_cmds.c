@@ -49,8 +49,7 @@ enum {
  * Parses argv (argv[0] is the command name); options may come anywhere, getopt_long moves the
  * positional arguments to the end. Returns -1 to go on, or the exit status to return at once.
  */
-int parse_opts(const char *cmd, const char *usage, int allow_json, int argc, char **argv,
-               opts_t *o)
+int parse_opts(const char *cmd, const char *usage, int allow_json, int argc, char **argv, opts_t *o)
 {
   static const struct option longopts[] = {
       {"config", required_argument, NULL, 'c'},
@@ -463,7 +462,8 @@ int cmd_routes(int argc, char **argv)
   }
   if (o.json && strcmp(sub, "list"))
     return cli_usage_error("routes", "--json goes with list only");
-  McProxy__V1__ProxyProtocolVersion send_proxy = MC_PROXY__V1__PROXY_PROTOCOL_VERSION__PROXY_PROTOCOL_NONE;
+  McProxy__V1__ProxyProtocolVersion send_proxy =
+      MC_PROXY__V1__PROXY_PROTOCOL_VERSION__PROXY_PROTOCOL_NONE;
   if (o.send_proxy && strcmp(sub, "add"))
     return cli_usage_error("routes", "--send-proxy goes with add only");
   if (o.send_proxy && !strcmp(o.send_proxy, "v1"))

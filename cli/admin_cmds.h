@@ -25,11 +25,11 @@ typedef struct opts_s {
   const char *cert, *key, *ca;
   const char *addr;
   int json;
-  const char *send_proxy;            /* routes add --send-proxy */
-  const char *setting[SET_COUNT];    /* listener --max-connections ... (NULL: not given) */
+  const char *send_proxy;         /* routes add --send-proxy */
+  const char *setting[SET_COUNT]; /* listener --max-connections ... (NULL: not given) */
   const char *proxy_from[CONFIG_PROXY_FROM_MAX];
-  int nproxy_from, proxy_from_set;   /* --proxy-from, repeatable */
-  int nsettings;                     /* how many listener settings options were given */
+  int nproxy_from, proxy_from_set; /* --proxy-from, repeatable */
+  int nsettings;                   /* how many listener settings options were given */
   int nargs;
   char **args; /* positional arguments, the subcommand included */
 } opts_t;

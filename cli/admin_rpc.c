@@ -52,7 +52,8 @@ static void settings_to_pb(const listener_settings_t *s, McProxy__V1__ListenerSe
                            char **from)
 {
   mc_proxy__v1__listener_settings__init(pb);
-  pb->opt_max_connections_case = MC_PROXY__V1__LISTENER_SETTINGS__OPT_MAX_CONNECTIONS_MAX_CONNECTIONS;
+  pb->opt_max_connections_case =
+      MC_PROXY__V1__LISTENER_SETTINGS__OPT_MAX_CONNECTIONS_MAX_CONNECTIONS;
   pb->max_connections = s->max_connections;
   pb->opt_proxy_protocol_case = MC_PROXY__V1__LISTENER_SETTINGS__OPT_PROXY_PROTOCOL_PROXY_PROTOCOL;
   pb->proxy_protocol = s->proxy_protocol;
@@ -63,7 +64,8 @@ static void settings_to_pb(const listener_settings_t *s, McProxy__V1__ListenerSe
   pb->proxy_from_set = 1;
   pb->opt_fallback_case = MC_PROXY__V1__LISTENER_SETTINGS__OPT_FALLBACK_FALLBACK;
   pb->fallback = (char *)s->fallback;
-  pb->opt_rate_limit_count_case = MC_PROXY__V1__LISTENER_SETTINGS__OPT_RATE_LIMIT_COUNT_RATE_LIMIT_COUNT;
+  pb->opt_rate_limit_count_case =
+      MC_PROXY__V1__LISTENER_SETTINGS__OPT_RATE_LIMIT_COUNT_RATE_LIMIT_COUNT;
   pb->rate_limit_count = s->rate_count;
   pb->opt_rate_limit_period_ms_case =
       MC_PROXY__V1__LISTENER_SETTINGS__OPT_RATE_LIMIT_PERIOD_MS_RATE_LIMIT_PERIOD_MS;

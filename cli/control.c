@@ -214,8 +214,7 @@ static int validate(state_t *srv, control_req_t *req)
     if (req->send_proxy < MCP_SEND_PROXY_NONE || req->send_proxy > MCP_SEND_PROXY_V2)
       return fail(req, MCP_EINVAL, "%s", "send_proxy must be none, v1 or v2");
     if (mcp_hostname_normalize_pattern(req->hostname, strlen(req->hostname), canon) < 0)
-      return fail(req, MCP_EINVAL,
-                  "invalid hostname \"%s\" (a DNS name, or \"*.\" and a DNS name)",
+      return fail(req, MCP_EINVAL, "invalid hostname \"%s\" (a DNS name, or \"*.\" and a DNS name)",
                   req->hostname);
     snprintf(req->hostname, sizeof(req->hostname), "%s", canon);
     if (mcp_backend_parse(req->backend, &backend) != 0)
@@ -327,10 +326,9 @@ static int apply(state_t *srv, control_req_t *req)
     mcp_routes_t *rt;
     if (mcp_routes_clone(mcp_listener_routes(l), &rt) != 0)
       return MCP_ENOMEM;
-    int rc = req->op == CONTROL_ROUTE_ADD
-                 ? mcp_routes_put_ex(rt, req->hostname, req->backend,
-                                     (mcp_send_proxy_t)req->send_proxy)
-                 : mcp_routes_remove(rt, req->hostname);
+    int rc = req->op == CONTROL_ROUTE_ADD ? mcp_routes_put_ex(rt, req->hostname, req->backend,
+                                                              (mcp_send_proxy_t)req->send_proxy)
+                                          : mcp_routes_remove(rt, req->hostname);
     if (rc == 0 || rc == MCP_ENOENT)
       mcp_listener_set_routes(l, rt);
     mcp_routes_unref(rt);
@@ -458,8 +456,7 @@ static void after_work_cb(uv_work_t *w, int status)
   control_req_t *req = ctl->current;
 
   state_free_retired(ctl->st);
-  if (req->status == 0 &&
-      (req->op == CONTROL_LISTENER_ADD || req->op == CONTROL_LISTENER_REMOVE)) {
+  if (req->status == 0 && (req->op == CONTROL_LISTENER_ADD || req->op == CONTROL_LISTENER_REMOVE)) {
     size_t index = 0;
     int rc = apply_listener(ctl->st, req, &index);
     if (!rc) {

@@ -62,8 +62,7 @@ void format_settings(const McProxy__V1__ListenerSettings *s, char *buf, size_t l
   char rate[64];
   format_rate(s, rate, sizeof(rate));
   size_t n = (size_t)snprintf(buf, len, "max_connections=%" PRId64 " proxy_protocol=%s proxy_from=",
-                              s ? s->max_connections : 0,
-                              s && s->proxy_protocol ? "on" : "off");
+                              s ? s->max_connections : 0, s && s->proxy_protocol ? "on" : "off");
   if (!s || s->n_proxy_from == 0)
     n += (size_t)snprintf(buf + (n < len ? n : len), n < len ? len - n : 0, "-");
   for (size_t i = 0; s && i < s->n_proxy_from; i++)
@@ -117,7 +116,8 @@ static int settings_from_opts(const opts_t *o, McProxy__V1__ListenerSettings *s)
   if ((v = o->setting[SET_MAX_CONNECTIONS])) {
     if ((rc = parse_int("--max-connections", v, &s->max_connections)) >= 0)
       return rc;
-    s->opt_max_connections_case = MC_PROXY__V1__LISTENER_SETTINGS__OPT_MAX_CONNECTIONS_MAX_CONNECTIONS;
+    s->opt_max_connections_case =
+        MC_PROXY__V1__LISTENER_SETTINGS__OPT_MAX_CONNECTIONS_MAX_CONNECTIONS;
   }
   if ((v = o->setting[SET_PROXY_PROTOCOL])) {
     if (strcmp(v, "on") && strcmp(v, "off"))
@@ -204,16 +204,14 @@ static int listener_change(admin_client_t *c, const opts_t *o, const char *sub)
   } else if (!strcmp(sub, "remove")) {
     McProxy__V1__RemoveListenerRequest req = MC_PROXY__V1__REMOVE_LISTENER_REQUEST__INIT;
     req.listener_addr = (char *)addr;
-    rc = rpc(c, "RemoveListener", &req, &mc_proxy__v1__remove_listener_response__descriptor,
-             &resp);
+    rc = rpc(c, "RemoveListener", &req, &mc_proxy__v1__remove_listener_response__descriptor, &resp);
     if (rc == EXIT_OK)
       printf("listener %s removed\n", addr);
   } else {
     McProxy__V1__UpdateListenerRequest req = MC_PROXY__V1__UPDATE_LISTENER_REQUEST__INIT;
     req.listener_addr = (char *)addr;
     req.settings = &settings;
-    rc = rpc(c, "UpdateListener", &req, &mc_proxy__v1__update_listener_response__descriptor,
-             &resp);
+    rc = rpc(c, "UpdateListener", &req, &mc_proxy__v1__update_listener_response__descriptor, &resp);
     if (rc == EXIT_OK)
       printf("listener %s saved\n", addr);
   }
@@ -256,9 +254,8 @@ static int check_args(const opts_t *o, const char *sub)
     return -1;
   }
   if (strcmp(sub, "add") && strcmp(sub, "remove") && strcmp(sub, "set"))
-    return cli_usage_error("listener",
-                           "unknown subcommand '%s' (list, add, remove, set, set-max-connections)",
-                           sub);
+    return cli_usage_error(
+        "listener", "unknown subcommand '%s' (list, add, remove, set, set-max-connections)", sub);
   if (o->nargs != 2)
     return cli_usage_error("listener", "%s takes ADDR", sub);
   if (!strcmp(sub, "remove") && o->nsettings)

@@ -52,8 +52,7 @@ void state_remove_listener(state_t *st, size_t i)
     mcp_listener_free(l, NULL, NULL);
   }
   memmove(&st->listeners[i], &st->listeners[i + 1], (st->nlisteners - i - 1) * sizeof(*v));
-  memmove(&st->settings[i], &st->settings[i + 1],
-          (st->nlisteners - i - 1) * sizeof(*st->settings));
+  memmove(&st->settings[i], &st->settings[i + 1], (st->nlisteners - i - 1) * sizeof(*st->settings));
   st->nlisteners--;
 }
 

@@ -21,7 +21,7 @@ typedef struct state_s {
   uv_loop_t *loop;
   config_t *cfg;
   mcp_store_t *store;
-  mcp_listener_t **listeners; /* in the order they were loaded or added */
+  mcp_listener_t **listeners;    /* in the order they were loaded or added */
   listener_settings_t *settings; /* settings[i] are listeners[i]'s, as saved */
   size_t nlisteners;
   /*

@@ -22,13 +22,13 @@ typedef enum msg_op_e {
  */
 typedef struct publish_s {
   atomic_int pending;
-  atomic_int status;      /* the first error of a worker (MSG_ADD_LISTENER), else 0 */
-  msg_op_t op;            /* MSG_PUBLISH, MSG_ADD_LISTENER or MSG_REMOVE_LISTENER */
-  mcp_listener_t *main_l; /* MSG_ADD_LISTENER: the main loop's listener to share with */
-  size_t index;           /* MSG_ADD/REMOVE_LISTENER: its index in srv->listeners */
+  atomic_int status;        /* the first error of a worker (MSG_ADD_LISTENER), else 0 */
+  msg_op_t op;              /* MSG_PUBLISH, MSG_ADD_LISTENER or MSG_REMOVE_LISTENER */
+  mcp_listener_t *main_l;   /* MSG_ADD_LISTENER: the main loop's listener to share with */
+  size_t index;             /* MSG_ADD/REMOVE_LISTENER: its index in srv->listeners */
   mcp_listener_config_t lc; /* MSG_ADD_LISTENER: the config of the new listeners */
-  mcp_routes_t **routes; /* one per address, in srv->listeners order */
-  int *proxy_on;           /* one per address: PROXY protocol in */
+  mcp_routes_t **routes;    /* one per address, in srv->listeners order */
+  int *proxy_on;            /* one per address: PROXY protocol in */
   mcp_firewall_t **trusted; /* one per address: its trusted peers (references) */
   size_t n;
   mcp_firewall_t *firewall;
@@ -355,8 +355,8 @@ int workers_start(state_t *srv, int n, char *err, size_t errlen)
 }
 
 /* Sends every worker one message of op carrying the main loop's current snapshots. */
-static void send_all(state_t *srv, msg_op_t op, size_t index,
-                     void (*done)(void *data, int status), void *data)
+static void send_all(state_t *srv, msg_op_t op, size_t index, void (*done)(void *data, int status),
+                     void *data)
 {
   struct workers_s *all = srv->workers;
   if (!all || all->n == 0) {
