@@ -1,6 +1,6 @@
 /*
- * The admin commands (docs/man/mc-proxy.1): status, routes, firewall and listener talk to a
- * running instance over gRPC (admin_client.h). Exit status per cli.h: 0 ok, 1 the server said
+ * The admin commands (docs/man/mc-proxy.1): status, routes and firewall (listener is in
+ * listener_cmds.c) talk to a running instance over gRPC (admin_client.h). Exit status per cli.h: 0 ok, 1 the server said
  * no or could not be reached (one line "mc-proxy: STATUS: message" on stderr), 2 usage or config
  * errors.
  */

@@ -1,10 +1,13 @@
 /*
  * listener: a listening address and the first part of every connection's life, in the order it
- * happens: accept -> limit -> firewall -> ClientHello -> route -> hand-off to relay.c, which
- * connects to the backend and relays. The connection object, its buffers, its timeouts and its
- * close are conn.c's. After the life of a connection come the listener's own functions:
- * creating, starting, publishing routes and firewalls, stopping and freeing.
- * See docs/ARCHITECTURE.md.
+ * happens: accept -> limit -> PROXY header -> firewall -> per-client limits -> ClientHello ->
+ * route (exact, wildcard, fallback) -> hand-off to relay.c, which connects to the backend and
+ * relays. The connection object, its buffers, its timeouts and its close are conn.c's. After the
+ * life of a connection come the listener's own functions: creating, starting, publishing routes,
+ * firewalls and settings, stopping and freeing.
+ * Longer than our usual 600 lines on purpose: the steps a connection takes before its backend
+ * read best as one file top to bottom (docs/ARCHITECTURE.md); the parsers they call (sni.c,
+ * proxy_protocol.c) and the client table (client_limits.c) live elsewhere.
  */
 #include <arpa/inet.h>
 #include <errno.h>
