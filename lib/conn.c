@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "conn_internal.h"
+#include "resolver.h"
 
 static void timer_cb(uv_timer_t *timer);
 
@@ -275,9 +276,8 @@ void mcp__conn_close(mcp__conn_t *c, mcp_conn_outcome_t outcome)
     c->hello = NULL;
   }
   if (c->gai) {
-    /* The DNS callback still runs (cancelled or not); it sees no connection and frees itself. */
-    c->gai->conn = NULL;
-    uv_cancel((uv_req_t *)&c->gai->req);
+    /* Its answer, if still to come, is dropped; its callbacks never run after this. */
+    mcp__lookup_free(c->gai);
     c->gai = NULL;
   }
 

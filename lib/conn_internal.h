@@ -150,11 +150,8 @@ typedef struct mcp__conns_s {
   void (*on_empty)(struct mcp__conns_s *cs);
 } mcp__conns_t;
 
-/* A DNS lookup in flight. Freed by its callback, which may run after the connection is gone. */
-typedef struct mcp__gai_s {
-  uv_getaddrinfo_t req;
-  mcp__conn_t *conn; /* NULL once the connection has closed */
-} mcp__gai_t;
+/* A backend hostname's lookup and connect attempts (lib/resolver.h). */
+typedef struct mcp__lookup_s mcp__lookup_t;
 
 /* One direction of the relay: bytes read from src are written to dst. */
 typedef struct mcp__pipe_s {
@@ -193,7 +190,7 @@ struct mcp__conn_s {
   mcp_client_limits_key_t limits_key; /* if limits_held */
   uint64_t started_ms;
   uint64_t bytes_in, bytes_out;
-  mcp__gai_t *gai; /* pending DNS lookup, if any */
+  mcp__lookup_t *gai; /* DNS lookup or connect attempts in flight, if any (lib/resolver.c) */
 
   uint8_t closing;
   uint8_t handles_open;   /* close callbacks still to come */

@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "backend_internal.h"
 #include "conn_internal.h"
 #include "mcproxy/listener.h"
 #include "mcproxy/proxy_protocol.h"
@@ -567,6 +568,7 @@ int mcp_listener_start(mcp_listener_t *l)
   l->handles_open++;
   l->listening = 1;
   uv_poll_start(&l->accept_poll, UV_READABLE, on_acceptable);
+  mcp__backend_self_add(fd); /* never connect to it (lib/backend.c) */
   return 0;
 }
 
@@ -685,6 +687,7 @@ static void listener_handle_closed(mcp_listener_t *l);
 static void on_accept_poll_closed(uv_handle_t *h)
 {
   mcp_listener_t *l = h->data;
+  mcp__backend_self_remove(l->fd);
   close(l->fd);
   l->fd = -1;
   listener_handle_closed(l);

@@ -19,59 +19,81 @@
 
 #include "mcproxy/proxy_protocol.h"
 #include "relay.h"
+#include "resolver.h"
 
 /* ---- connect ---- */
 
 static void connect_addr(mcp__conn_t *c, const struct sockaddr *addr);
 static void on_connect(uv_connect_t *req, int status);
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res);
+static void on_resolved(mcp__lookup_t *l, int status, void *data);
+static void on_dialled(mcp__lookup_t *l, int fd, void *data);
+static void backend_connected(mcp__conn_t *c);
 static void backend_failed(mcp__conn_t *c);
 
+/*
+ * The connect phase, bounded as a whole by the connect timeout (the connection is on that list
+ * until the ClientHello is forwarded). An address that is one of this process's own listeners is
+ * never connected to: a route that loops back would otherwise open connections to itself until
+ * the descriptors run out.
+ */
 void mcp__relay_connect(mcp__conn_t *c, const mcp_backend_t *backend)
 {
   memcpy(c->backend_text, backend->text, sizeof(c->backend_text));
   mcp__conn_timeout_set(c, MCP__T_CONNECT);
   if (backend->addr.sa.sa_family != AF_UNSPEC) {
-    connect_addr(c, &backend->addr.sa);
-    return;
-  }
-
-  /* A hostname backend: resolve it now, on libuv's thread pool. */
-  mcp__gai_t *g = malloc(sizeof(*g));
-  if (!g) {
-    backend_failed(c);
-    return;
-  }
-  char host[MCP_HOSTNAME_MAX + 1];
-  char port[8];
-  memcpy(host, backend->text, backend->host_len);
-  host[backend->host_len] = '\0';
-  snprintf(port, sizeof(port), "%u", backend->port);
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-  g->conn = c;
-  g->req.data = g;
-  c->gai = g;
-  if (uv_getaddrinfo(c->cs->loop, &g->req, on_resolved, host, port, &hints) != 0) {
-    c->gai = NULL;
-    free(g);
-    backend_failed(c);
-  }
-}
-
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
-{
-  mcp__gai_t *g = req->data;
-  mcp__conn_t *c = g->conn;
-  if (c)
-    c->gai = NULL;
-  if (c && !c->closing) {
-    if (status < 0 || !res)
+    if (mcp_backend_is_own_listener(&backend->addr.sa))
       backend_failed(c);
     else
-      connect_addr(c, res->ai_addr);
+      connect_addr(c, &backend->addr.sa);
+    return;
   }
-  uv_freeaddrinfo(res);
-  free(g);
+
+  /* A hostname backend: from the resolver's cache, or its own threads (lib/resolver.c). */
+  char host[MCP_HOSTNAME_MAX + 1];
+  memcpy(host, backend->text, backend->host_len);
+  host[backend->host_len] = '\0';
+  mcp__lookup_t *l = NULL;
+  int rc = mcp__lookup_start(c->cs->loop, host, backend->port, on_resolved, c, &l);
+  if (rc < 0) {
+    backend_failed(c);
+    return;
+  }
+  c->gai = l;
+  if (rc == 0)
+    mcp__lookup_connect(l, mcp_backend_is_own_listener, on_dialled);
+}
+
+static void on_resolved(mcp__lookup_t *l, int status, void *data)
+{
+  mcp__conn_t *c = data;
+  if (status < 0)
+    backend_failed(c);
+  else
+    mcp__lookup_connect(l, mcp_backend_is_own_listener, on_dialled);
+}
+
+/* Every address in order, the next after a failure (lib/resolver.c); fd is now ours. */
+static void on_dialled(mcp__lookup_t *l, int fd, void *data)
+{
+  mcp__conn_t *c = data;
+  c->gai = NULL;
+  mcp__lookup_free(l);
+  if (fd < 0) {
+    backend_failed(c);
+    return;
+  }
+  if (uv_tcp_init(c->cs->loop, &c->backend) != 0) {
+    close(fd);
+    backend_failed(c);
+    return;
+  }
+  c->backend_inited = 1;
+  if (uv_tcp_open(&c->backend, fd) != 0) {
+    close(fd);
+    backend_failed(c);
+    return;
+  }
+  backend_connected(c);
 }
 
 static void connect_addr(mcp__conn_t *c, const struct sockaddr *addr)
@@ -128,6 +150,11 @@ static void on_connect(uv_connect_t *req, int status)
     backend_failed(c);
     return;
   }
+  backend_connected(c);
+}
+
+static void backend_connected(mcp__conn_t *c)
+{
   uv_tcp_nodelay(&c->backend, 1);
   /* Forward the ClientHello exactly as received (after a PROXY header when the route asks for
    * one), then start relaying. */

@@ -9,8 +9,9 @@
 #include "mcproxy/backend.h"
 
 /*
- * Connects c to backend (IP backends at once, hostname backends after a DNS lookup on libuv's
- * thread pool), within the connect timeout; then forwards the buffered ClientHello unchanged
+ * Connects c to backend (IP backends at once, hostname backends after a lookup by the backend
+ * resolver, lib/resolver.c, trying every address in order; never an address of one of this
+ * process's listeners), within the connect timeout; then forwards the buffered ClientHello unchanged
  * and relays both directions until both have ended, an error, or the idle timeout. Every
  * failure ends in mcp__conn_close. The backend is copied; it need not outlive the call.
  */

@@ -487,7 +487,11 @@ def probe(host, port, source=None, send=b"", timeout=IO_TIMEOUT):
         if send:
             try:
                 s.sendall(send)
-            except (BrokenPipeError, ConnectionResetError):
+            except ConnectionResetError:
+                # The reset arrived while sending: the kernel reports it to this one call and
+                # a later read would only see EOF, so this is the answer.
+                return "reset", b""
+            except BrokenPipeError:
                 pass  # the proxy closed first; the read below tells FIN from RST
         return read_until_closed(s, timeout)
 
