@@ -43,17 +43,21 @@ class RuntimeListeners(EdgeCase):
 
     def test_add_serves_at_once_and_remove_keeps_established_streams(self):
         backend = self.raw_backend("echo")
-        self.start_admin(routes=[(APP, backend.addr())])
+        # Three loops: the new listener must be bound on the worker loops too.
+        self.proxy = self.start_proxy([(self.laddr, None, [(APP, backend.addr())])],
+                                      proxy={"workers": "3"}, extra=self.grpc_section())
+        self.proxy.wait_log(r"admin API listening on unix:")
+        self.config = self.proxy.config_path
         port = mcp.free_port()
         new = "127.0.0.1:%d" % port
-        self.ok("listener", "add", new, "--max-connections", "9")
+        self.ok("listener", "add", new, "--max-connections", "20")
         self.ok("routes", "add", new, APP, backend.addr())
-        self.assertEqual(self.listeners()[new]["max_connections"], 9)
+        self.assertEqual(self.listeners()[new]["max_connections"], 20)
 
         # Served at once: a hello is relayed through the new listener (on whichever loop the
         # kernel picks: repeat so that more than one worker loop is likely to take one).
         streams = []
-        for _ in range(4):
+        for _ in range(12):
             s = self.connect("127.0.0.1", port)
             hello = mcp.client_hello(APP)
             s.sendall(hello)
@@ -71,7 +75,7 @@ class RuntimeListeners(EdgeCase):
             self.assertEqual(self.recv_exactly(s, 10), b"still here")
         for s in streams:
             s.close()
-        self.proxy.wait_conn(count=4, listener=new, outcome="ok")
+        self.proxy.wait_conn(count=12, listener=new, outcome="ok")
 
     def test_add_existing_in_use_and_remove_unknown(self):
         self.start_admin()
