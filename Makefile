@@ -10,12 +10,12 @@ DEPS := cmake make gcc clang pkg-config openssl curl \
 	etcd-server etcd-client \
 	libmaxmind-db-writer-perl mmdb-bin python3 python3-grpcio python3-protobuf sqlite3 \
 	libclang-rt-14-dev build-essential debhelper dpkg-dev fakeroot lintian \
-	libmicrohttpd-dev protobuf-compiler grpc-proto prometheus \
+	libmicrohttpd-dev protobuf-compiler grpc-proto prometheus valgrind \
 	haproxy nginx libnginx-mod-stream
 LINT_DEPS  := clang-tidy cppcheck
 BENCH_DEPS := haproxy nginx libnginx-mod-stream sniproxy util-linux iproute2 libssl-dev
 
-.PHONY: deps build mc-proxy test test-asan devserver deb all lint format fuzz bench clean
+.PHONY: deps build mc-proxy test test-asan valgrind devserver deb all lint format fuzz bench clean
 
 deps:
 	@missing=$$(for p in $(DEPS) $(EXTRA_DEPS); do \
@@ -82,7 +82,12 @@ lint: deps $(BUILD)/CMakeCache.txt
 format:
 	clang-format -i include/mcproxy/*.h lib/*.c lib/*.h cli/*.c cli/*.h test/unit/*.c fuzz/*.c
 
-all: build lint test-asan
+# The real binary under valgrind: start, proxied TLS connections, an admin change, SIGTERM;
+# exit 0 and no valgrind error (test/integration/test_valgrind.py, also part of `make test`).
+valgrind: build
+	cd $(BUILD) && ctest --output-on-failure -R '^it\.test_valgrind$$' --timeout 300
+
+all: build lint test-asan valgrind
 
 # Runs the ClientHello fuzzer, then the PROXY protocol fuzzer, for FUZZ_SECONDS (default 60)
 # each, from the captured vectors.

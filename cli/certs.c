@@ -234,8 +234,15 @@ int certs_check_config(const config_t *cfg, char *err, size_t errlen, char *warn
   }
   if (certs_check_pair(cfg->tls_cert, cfg->tls_key, CERTS_SERVER, err, errlen) != 0)
     return -1;
-  if (!cfg->client_ca[0])
+  if (!cfg->client_ca[0]) {
+    /* client_auth = none (config.c refuses this case otherwise). */
+    if (warn && warnlen)
+      snprintf(warn, warnlen,
+               "client_auth = none: no client certificate is required; anyone who can reach %s "
+               "can change routes",
+               cfg->grpc_addr);
     return 0;
+  }
   if (certs_check_ca(cfg->client_ca, err, errlen) != 0)
     return -1;
   char msg[1024];

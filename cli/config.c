@@ -87,7 +87,8 @@ typedef enum kind_e {
   KIND_RELAY,
   KIND_LOG_LEVEL,
   KIND_GRPC_ADDR,
-  KIND_MODE
+  KIND_MODE,
+  KIND_CLIENT_AUTH
 } kind_t;
 
 /* The single-valued keys, each of which may appear once in the file. */
@@ -105,6 +106,7 @@ typedef enum key_id_e {
   K_TLS_CERT,
   K_TLS_KEY,
   K_CLIENT_CA,
+  K_CLIENT_AUTH,
   K_CLIENT_CERT,
   K_CLIENT_KEY,
   K_SERVER_CA,
@@ -135,6 +137,7 @@ static const struct key_def_s {
     [K_TLS_CERT] = {SEC_GRPC, "tls_cert", KIND_PATH, FIELD(tls_cert)},
     [K_TLS_KEY] = {SEC_GRPC, "tls_key", KIND_PATH, FIELD(tls_key)},
     [K_CLIENT_CA] = {SEC_GRPC, "client_ca", KIND_PATH, FIELD(client_ca)},
+    [K_CLIENT_AUTH] = {SEC_GRPC, "client_auth", KIND_CLIENT_AUTH, FIELD(client_auth_none)},
     [K_CLIENT_CERT] = {SEC_GRPC, "client_cert", KIND_PATH, FIELD(client_cert)},
     [K_CLIENT_KEY] = {SEC_GRPC, "client_key", KIND_PATH, FIELD(client_key)},
     [K_SERVER_CA] = {SEC_GRPC, "server_ca", KIND_PATH, FIELD(server_ca)},
@@ -533,6 +536,14 @@ static int set_single(loader_t *ld, key_id_t id, const char *value)
     return 1;
   }
 
+  case KIND_CLIENT_AUTH:
+    /* Only the one explicit opt-out exists: client certificates are asked for via client_ca. */
+    if (strcmp(value, "none"))
+      return fail(ld, ld->line, "%s %s: expected none, got \"" SHOW "\"", ld->sec_label,
+                  def->name, value);
+    *(int *)field = 1;
+    return 1;
+
   case KIND_MODE: {
     size_t len = strlen(value);
     unsigned mode = 0;
@@ -847,10 +858,11 @@ static int listener_key(loader_t *ld, const char *name, const char *value)
     if (ld->cur_max_line)
       return fail(ld, ld->line, "%s max_connections: duplicate key, first on line %d",
                   ld->sec_label, ld->cur_max_line);
-    if (parse_uint(value, INT64_MAX, &n) != 0)
+    if (parse_uint(value, CONFIG_MAX_CONNECTIONS_MAX, &n) != 0)
       return fail(ld, ld->line,
-                  "%s max_connections: expected a whole number >= 0, got \"" SHOW "\"",
-                  ld->sec_label, value);
+                  "%s max_connections: expected a whole number >= 0 and at most %d, got \"" SHOW
+                  "\"",
+                  ld->sec_label, CONFIG_MAX_CONNECTIONS_MAX, value);
     ld->cfg->listeners[ld->cur].max_connections = (int64_t)n;
     ld->cfg->listeners[ld->cur].settings.max_connections = (int64_t)n;
     ld->cur_max_line = ld->line;
@@ -903,7 +915,7 @@ static int check_grpc(loader_t *ld)
     return fail(ld, ld->sec_line[SEC_GRPC], "[grpc] addr is required in a [grpc] section");
   if (cfg->grpc_is_unix) {
     /* The unix socket is protected by its file mode; TLS files there would be silently unused. */
-    static const key_id_t tls_keys[] = {K_TLS_CERT, K_TLS_KEY, K_CLIENT_CA};
+    static const key_id_t tls_keys[] = {K_TLS_CERT, K_TLS_KEY, K_CLIENT_CA, K_CLIENT_AUTH};
     int first = 0;
     const char *name = NULL;
     for (size_t i = 0; i < sizeof(tls_keys) / sizeof(tls_keys[0]); i++) {
@@ -926,6 +938,16 @@ static int check_grpc(loader_t *ld)
                 "served without TLS over TCP)");
   if (cfg->client_ca[0] && !cfg->tls_cert[0])
     return fail(ld, ld->key_line[K_CLIENT_CA], "[grpc] client_ca needs tls_cert and tls_key");
+  /* Without client certificates anyone who reaches the port may change routes: opt in only. */
+  if (!cfg->grpc_is_unix && !cfg->client_ca[0] && !cfg->client_auth_none)
+    return fail(ld, ld->key_line[K_GRPC_ADDR],
+                "[grpc] addr: a TCP address needs client_ca (clients must present a certificate), "
+                "or client_auth = none to let any client that reaches %s change routes",
+                cfg->grpc_addr);
+  if (cfg->client_ca[0] && cfg->client_auth_none)
+    return fail(ld, ld->key_line[K_CLIENT_AUTH],
+                "[grpc] client_auth = none contradicts client_ca (which requires client "
+                "certificates); keep one");
   if (cfg->client_cert[0] && !cfg->client_key[0])
     return fail(ld, ld->key_line[K_CLIENT_CERT], "[grpc] client_cert needs client_key");
   if (cfg->client_key[0] && !cfg->client_cert[0])

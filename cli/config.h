@@ -22,6 +22,12 @@
 /* Most proxy_from ranges per listener: a few load balancers' networks, not a block list. */
 #define CONFIG_PROXY_FROM_MAX 32
 
+/*
+ * The largest max_connections a listener may have, in the file, on the command line and through
+ * the admin API alike (docs/RUNBOOK.md, "max_connections"). Far above what descriptors allow.
+ */
+#define CONFIG_MAX_CONNECTIONS_MAX 1000000000
+
 typedef struct config_route_s {
   char hostname[MCP_HOSTNAME_MAX + 1]; /* normalised; may be a wildcard "*.example.com" */
   char backend[MCP_BACKEND_MAX];       /* canonical */
@@ -81,6 +87,7 @@ typedef struct config_s {
   int grpc_is_unix;
   unsigned socket_mode; /* default 0600 */
   char tls_cert[PATH_MAX], tls_key[PATH_MAX], client_ca[PATH_MAX];
+  int client_auth_none; /* client_auth = none: a TCP addr without client_ca, chosen knowingly */
   /* Client-side credentials for the admin commands (optional). */
   char client_cert[PATH_MAX], client_key[PATH_MAX], server_ca[PATH_MAX];
 

@@ -9,8 +9,12 @@
 
 #include "control.h"
 #include "mcproxy/client_limits.h"
+#include "config.h"
 #include "log.h"
 #include "workers.h"
+
+#define MCP_STRINGIFY_(x) #x
+#define MCP_STRINGIFY(x) MCP_STRINGIFY_(x)
 
 /*
  * The queue. Requests wait in head..tail; current is the one being written or published (never
@@ -120,8 +124,9 @@ static int merge_settings(state_t *srv, control_req_t *req, const char *self,
       return fail(req, MCP_EINVAL, "%s", "max_connections_per_client must be 0 to 4294967295");
     s->max_per_client = req->max_per_client;
   }
-  if (s->max_connections < 0)
-    return fail(req, MCP_EINVAL, "%s", "max_connections must be >= 0");
+  if (s->max_connections < 0 || s->max_connections > CONFIG_MAX_CONNECTIONS_MAX)
+    return fail(req, MCP_EINVAL, "max_connections must be from 0 to %s",
+                MCP_STRINGIFY(CONFIG_MAX_CONNECTIONS_MAX));
   if (config_check_settings(s, err, sizeof(err)) != 0)
     return fail(req, MCP_EINVAL, "%s", err);
   return 0;
@@ -246,8 +251,9 @@ static int validate(state_t *srv, control_req_t *req)
                   "country rules need a GeoIP database ([firewall] geoip_db)");
     return 0;
   case CONTROL_SET_MAX_CONNECTIONS:
-    if (req->max_connections < 0)
-      return fail(req, MCP_ERANGE, "%s", "max_connections must be >= 0");
+    if (req->max_connections < 0 || req->max_connections > CONFIG_MAX_CONNECTIONS_MAX)
+      return fail(req, MCP_ERANGE, "max_connections must be from 0 to %s",
+                  MCP_STRINGIFY(CONFIG_MAX_CONNECTIONS_MAX));
     return 0;
   case CONTROL_LISTENER_ADD:
   case CONTROL_LISTENER_REMOVE:

@@ -97,13 +97,17 @@ void print_settings_json(const McProxy__V1__ListenerSettings *s)
 
 /* ---- options -> settings ---- */
 
+/* A whole number; a negative one is the server's to refuse (INVALID_ARGUMENT). */
 static int parse_int(const char *name, const char *text, int64_t *out)
 {
   char *end;
   errno = 0;
   long long n = strtoll(text, &end, 10);
-  if (errno || end == text || *end)
+  if (end == text || *end || (errno && errno != ERANGE))
     return cli_usage_error("listener", "%s must be a whole number, not '%s'", name, text);
+  if (errno == ERANGE || n > CONFIG_MAX_CONNECTIONS_MAX)
+    return cli_usage_error("listener", "%s must be from 0 to %d, not '%s'", name,
+                           CONFIG_MAX_CONNECTIONS_MAX, text);
   *out = n;
   return -1;
 }

@@ -2,14 +2,18 @@
  * The commands that work on local files only, without a running server:
  * - check: load and validate a config (and that the files it names can be read);
  * - snapshot: a consistent online copy of the database (VACUUM INTO, safe while the server
- *   writes), by default into <db dir>/backups/.
+ *   writes), by default into <db dir>/backups/. It opens the database read-only: it never
+ *   creates or migrates one and refuses a schema newer than this build knows.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "certs.h"
 #include "cli.h"
@@ -138,6 +142,7 @@ static void print_settings(const config_t *cfg)
     printf("grpc.tls_cert = %s\n", cfg->tls_cert);
     printf("grpc.tls_key = %s\n", cfg->tls_key);
     printf("grpc.client_ca = %s\n", cfg->client_ca);
+    printf("grpc.client_auth = %s\n", cfg->client_auth_none ? "none" : "");
     printf("grpc.client_cert = %s\n", cfg->client_cert);
     printf("grpc.client_key = %s\n", cfg->client_key);
     printf("grpc.server_ca = %s\n", cfg->server_ca);
@@ -248,47 +253,106 @@ static int default_snapshot_path(const char *db_path, char *out, size_t outlen)
   return 0;
 }
 
+/*
+ * Opens the database for a snapshot: read-only and without SQLITE_OPEN_CREATE, so a wrong path
+ * never leaves an empty database behind, and nothing is ever migrated. A schema newer than this
+ * build knows, or a file without one, is refused. Returns NULL after printing why.
+ */
+static sqlite3 *open_for_snapshot(const char *path)
+{
+  sqlite3 *db = NULL;
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL);
+  if (rc != SQLITE_OK) {
+    fprintf(stderr, "mc-proxy snapshot: %s: cannot open the database: %s\n", path,
+            db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    goto fail;
+  }
+  sqlite3_busy_timeout(db, 5000); /* the server may be writing */
+  rc = sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", -1, &stmt,
+                          NULL);
+  if (rc != SQLITE_OK || sqlite3_step(stmt) != SQLITE_ROW) {
+    fprintf(stderr, "mc-proxy snapshot: %s: not an mc-proxy database (%s)\n", path,
+            sqlite3_errmsg(db));
+    goto fail;
+  }
+  sqlite3_int64 version = sqlite3_column_int64(stmt, 0);
+  if (version > MCP_STORE_SCHEMA_VERSION) {
+    fprintf(stderr,
+            "mc-proxy snapshot: %s: database schema version %lld, this mc-proxy knows up to %d; "
+            "use a newer mc-proxy\n",
+            path, (long long)version, MCP_STORE_SCHEMA_VERSION);
+    goto fail;
+  }
+  if (version < 1) {
+    fprintf(stderr, "mc-proxy snapshot: %s: not an mc-proxy database (no schema version)\n", path);
+    goto fail;
+  }
+  sqlite3_finalize(stmt);
+  return db;
+
+fail:
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return NULL;
+}
+
+/* VACUUM INTO out_path, which must not exist. Returns 0 or -1 after printing why. */
+static int write_snapshot(sqlite3 *db, const char *out_path)
+{
+  /*
+   * Claim the name atomically: O_EXCL refuses an existing file (or a symlink, dangling or not),
+   * and VACUUM INTO accepts an empty file. A backup holds every route, so it is private.
+   */
+  int fd = open(out_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    fprintf(stderr, "mc-proxy snapshot: %s: %s\n", out_path,
+            errno == EEXIST ? "already exists" : strerror(errno));
+    return -1;
+  }
+  close(fd);
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(db, "VACUUM INTO ?1", -1, &stmt, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(stmt, 1, out_path, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(stmt);
+  }
+  if (rc != SQLITE_DONE) {
+    fprintf(stderr, "mc-proxy snapshot: %s: %s\n", out_path, sqlite3_errmsg(db));
+    sqlite3_finalize(stmt);
+    unlink(out_path); /* ours (created above): no partial copy is left behind */
+    return -1;
+  }
+  sqlite3_finalize(stmt);
+  return 0;
+}
+
 int cmd_snapshot(int argc, char **argv)
 {
   const char *out = NULL;
   int verbose = 0;
   config_t cfg;
-  char err[1024];
   int rc = parse_and_load("snapshot", snapshot_usage, argc, argv, 1, &cfg, &out, &verbose);
   if (rc >= 0)
     return rc;
 
   int status = EXIT_REFUSED;
-  mcp_store_t *st = NULL;
   char out_path[PATH_MAX];
-  if (out) {
+  /* The database first: a wrong path must not even leave a backups/ directory behind. */
+  sqlite3 *db = open_for_snapshot(cfg.db_path);
+  if (!db)
+    goto done;
+  if (out)
     snprintf(out_path, sizeof(out_path), "%s", out);
-  } else if (default_snapshot_path(cfg.db_path, out_path, sizeof(out_path)) != 0) {
+  else if (default_snapshot_path(cfg.db_path, out_path, sizeof(out_path)) != 0)
     goto done;
-  }
-
-  /* Read-write, like the server: it may be running, and WAL readers need the -shm file. */
-  if (mcp_store_open(cfg.db_path, 0, &st, err, sizeof(err)) != 0) {
-    fprintf(stderr, "mc-proxy snapshot: %s\n", err);
+  if (write_snapshot(db, out_path) != 0)
     goto done;
-  }
-  rc = mcp_store_snapshot(st, out_path);
-  if (rc == MCP_EEXIST) {
-    fprintf(stderr, "mc-proxy snapshot: %s: already exists\n", out_path);
-    goto done;
-  }
-  if (rc != 0) {
-    const char *detail = mcp_store_errmsg(st);
-    fprintf(stderr, "mc-proxy snapshot: %s: %s%s%s%s\n", out_path, mcp_strerror(rc),
-            detail[0] ? " (" : "", detail, detail[0] ? ")" : "");
-    goto done;
-  }
   printf("%s\n", out_path);
   status = EXIT_OK;
 
 done:
-  if (st)
-    mcp_store_close(st);
+  sqlite3_close(db);
   config_free(&cfg);
   return status;
 }

@@ -1,17 +1,31 @@
-/* log: one line per event on stderr. See log.h. */
+/*
+ * log: one line per event on stderr. See log.h.
+ *
+ * Lines never go to stderr from the thread that logs them: they are appended to a bounded queue
+ * that one writer thread empties with blocking writes. A reader that does not keep up (a stalled
+ * journal, a full pipe) therefore never stalls an event loop; once the queue is full, lines are
+ * dropped and counted, and the writer reports the count when writing works again
+ * (docs/RUNBOOK.md, "Log lines dropped").
+ */
 #include "log.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
-#include <errno.h>
-#include <pthread.h>
 #include <unistd.h>
+
+#include "journal.h"
 
 static int min_level = LOG_INFO;
 static const char *const names[] = {"debug", "info", "warn", "error"};
+static const int priorities[] = {JOURNAL_PRIORITY_DEBUG, JOURNAL_PRIORITY_INFO,
+                                 JOURNAL_PRIORITY_WARNING, JOURNAL_PRIORITY_ERR};
 
 void log_set_level(int level)
 {
@@ -26,49 +40,298 @@ int log_level_parse(const char *name)
   return -1;
 }
 
+/* ---- formatting ---- */
+
 #define LINE_MAX_LEN 2048
 
-/* Formats one line, newline included, into line (LINE_MAX_LEN bytes); returns its length. */
+static int needs_escape(unsigned char c)
+{
+  return c < 0x20 || c == 0x7f || c == '\\';
+}
+
+size_t log_escape(char *dst, size_t dstlen, const char *src, size_t srclen)
+{
+  static const char hex[] = "0123456789abcdef";
+  size_t n = 0;
+  if (dstlen == 0)
+    return 0;
+  for (size_t i = 0; i < srclen; i++) {
+    unsigned char c = (unsigned char)src[i];
+    if (!needs_escape(c)) {
+      if (n + 1 >= dstlen)
+        break;
+      dst[n++] = (char)c;
+      continue;
+    }
+    if (n + 4 >= dstlen) /* whole escapes only: never a dangling "\x0" */
+      break;
+    dst[n++] = '\\';
+    dst[n++] = 'x';
+    dst[n++] = hex[c >> 4];
+    dst[n++] = hex[c & 15];
+  }
+  dst[n] = '\0';
+  return n;
+}
+
+/* Whether stderr is the journal: decided once, on the first line. */
+static pthread_once_t journal_once = PTHREAD_ONCE_INIT;
+static int to_journal;
+
+static void detect_journal(void)
+{
+  to_journal = journal_stream_is(STDERR_FILENO);
+}
+
+/*
+ * Formats one line, newline included, into line (LINE_MAX_LEN bytes); returns its length. The
+ * message is escaped (log_escape) as a whole, so no text that reaches a log line, admin input
+ * included, can end it early or forge another one.
+ */
 static size_t format_line(char *line, int level, const char *fmt, va_list ap)
 {
   struct timeval tv;
   struct tm tm;
+  size_t n = 0;
+  pthread_once(&journal_once, detect_journal);
+  if (to_journal)
+    n = (size_t)snprintf(line, LINE_MAX_LEN, "%s", journal_prefix(priorities[level]));
   gettimeofday(&tv, NULL);
   gmtime_r(&tv.tv_sec, &tm);
-  size_t n = strftime(line, LINE_MAX_LEN, "%Y-%m-%dT%H:%M:%S", &tm);
+  n += strftime(line + n, LINE_MAX_LEN - n, "%Y-%m-%dT%H:%M:%S", &tm);
   n += (size_t)snprintf(line + n, LINE_MAX_LEN - n, ".%03dZ %s ", (int)(tv.tv_usec / 1000),
                         names[level]);
   int m = vsnprintf(line + n, LINE_MAX_LEN - n - 1, fmt, ap);
   if (m < 0)
     m = 0;
-  n += (size_t)m;
-  if (n > LINE_MAX_LEN - 2)
-    n = LINE_MAX_LEN - 2;
+  size_t len = (size_t)m;
+  if (len > LINE_MAX_LEN - n - 2)
+    len = LINE_MAX_LEN - n - 2;
+  /* The common case has nothing to escape and costs one scan. */
+  size_t i = 0;
+  while (i < len && !needs_escape((unsigned char)line[n + i]))
+    i++;
+  if (i < len) {
+    char raw[LINE_MAX_LEN];
+    memcpy(raw, line + n + i, len - i);
+    len = i + log_escape(line + n + i, LINE_MAX_LEN - n - i - 1, raw, len - i);
+  }
+  n += len;
   line[n++] = '\n';
   return n;
 }
 
-/*
- * Serialises writes to stderr. A write larger than PIPE_BUF to a pipe or a socket (journald) is
- * not atomic, so without it a flush of one loop could be split by another thread's lines.
- */
-static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
+/* ---- the queue and its writer thread ---- */
 
-/* write(2) straight to stderr, whole, under write_lock. */
-static void write_all(const char *buf, size_t len)
+#define QUEUE_CAP (256 * 1024)
+#define REPORT_INTERVAL_S 10
+
+/*
+ * Two buffers: loop threads append to fill while the writer writes out; they swap when the
+ * writer is done. Everything here is guarded by mu.
+ */
+static struct {
+  pthread_mutex_t mu;
+  pthread_cond_t wake; /* the writer: lines queued, drops to report, or stopping */
+  pthread_cond_t idle; /* log_drain: the writer has nothing left */
+  char *fill, *out;
+  size_t fill_len;
+  int running, stopping, writing;
+  unsigned long long unreported; /* dropped since the last report */
+  struct timespec next_report;   /* CLOCK_MONOTONIC; no report before this */
+  pthread_t thread;
+} q = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static atomic_ullong dropped_total;
+
+unsigned long long log_dropped_total(void)
 {
-  pthread_mutex_lock(&write_lock);
+  return atomic_load(&dropped_total);
+}
+
+/* write(2) straight to stderr, whole; returns 0, or -1 when stderr refused it. */
+static int write_all(const char *buf, size_t len)
+{
   while (len > 0) {
     ssize_t n = write(STDERR_FILENO, buf, len);
     if (n < 0 && errno == EINTR)
       continue;
     if (n <= 0)
-      break;
+      return -1;
     buf += n;
     len -= (size_t)n;
   }
-  pthread_mutex_unlock(&write_lock);
+  return 0;
 }
+
+static unsigned long long count_lines(const char *buf, size_t len)
+{
+  unsigned long long lines = 0;
+  for (size_t i = 0; i < len; i++)
+    lines += buf[i] == '\n';
+  return lines;
+}
+
+static void count_dropped(unsigned long long lines)
+{
+  atomic_fetch_add(&dropped_total, lines);
+  q.unreported += lines;
+}
+
+static int report_due(void)
+{
+  struct timespec now;
+  if (!q.unreported)
+    return 0;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return now.tv_sec > q.next_report.tv_sec ||
+         (now.tv_sec == q.next_report.tv_sec && now.tv_nsec >= q.next_report.tv_nsec);
+}
+
+/* Queues the warning that says how many lines were lost. Under mu. */
+static void queue_report(void)
+{
+  char line[LINE_MAX_LEN];
+  size_t n = (size_t)snprintf(line, sizeof(line), "%s",
+                             to_journal ? journal_prefix(priorities[LOG_WARN]) : "");
+  struct timeval tv;
+  struct tm tm;
+  gettimeofday(&tv, NULL);
+  gmtime_r(&tv.tv_sec, &tm);
+  n += strftime(line + n, sizeof(line) - n, "%Y-%m-%dT%H:%M:%S", &tm);
+  n += (size_t)snprintf(line + n, sizeof(line) - n,
+                        ".%03dZ warn log: dropped %llu lines (stderr did not keep up; %llu since "
+                        "start)\n",
+                        (int)(tv.tv_usec / 1000), q.unreported, log_dropped_total());
+  if (q.fill_len + n > QUEUE_CAP)
+    return; /* no room yet: reported on a later turn */
+  memcpy(q.fill + q.fill_len, line, n);
+  q.fill_len += n;
+  q.unreported = 0;
+  clock_gettime(CLOCK_MONOTONIC, &q.next_report);
+  q.next_report.tv_sec += REPORT_INTERVAL_S;
+}
+
+static void *writer_main(void *arg)
+{
+  (void)arg;
+  pthread_mutex_lock(&q.mu);
+  for (;;) {
+    if (report_due())
+      queue_report();
+    if (q.fill_len == 0) {
+      if (q.stopping)
+        break;
+      pthread_cond_broadcast(&q.idle);
+      if (q.unreported)
+        pthread_cond_timedwait(&q.wake, &q.mu, &q.next_report);
+      else
+        pthread_cond_wait(&q.wake, &q.mu);
+      continue;
+    }
+    char *buf = q.fill;
+    size_t len = q.fill_len;
+    q.fill = q.out;
+    q.fill_len = 0;
+    q.out = buf;
+    q.writing = 1;
+    pthread_mutex_unlock(&q.mu);
+    int rc = write_all(buf, len);
+    pthread_mutex_lock(&q.mu);
+    q.writing = 0;
+    if (rc != 0)
+      count_dropped(count_lines(buf, len));
+  }
+  q.running = 0;
+  pthread_cond_broadcast(&q.idle);
+  pthread_mutex_unlock(&q.mu);
+  return NULL;
+}
+
+/* Waits (bounded) until the writer has written everything queued, and ends it. At exit. */
+static void log_drain(void)
+{
+  pthread_mutex_lock(&q.mu);
+  if (!q.running) {
+    pthread_mutex_unlock(&q.mu);
+    return;
+  }
+  q.stopping = 1;
+  pthread_cond_signal(&q.wake);
+  struct timespec until;
+  clock_gettime(CLOCK_MONOTONIC, &until);
+  until.tv_sec += 2; /* a reader that never reads again must not hold the exit forever */
+  int rc = 0;
+  while (q.running && rc != ETIMEDOUT)
+    rc = pthread_cond_timedwait(&q.idle, &q.mu, &until);
+  int done = !q.running;
+  pthread_mutex_unlock(&q.mu);
+  if (done) {
+    pthread_join(q.thread, NULL);
+    free(q.fill);
+    free(q.out);
+    q.fill = q.out = NULL;
+  }
+}
+
+/*
+ * A child of fork() has no writer thread: it writes its lines directly (blocking), as before the
+ * first line. Its copy of the queue is forgotten; the parent writes those lines.
+ */
+static void after_fork_in_child(void)
+{
+  pthread_mutex_init(&q.mu, NULL);
+  q.running = 0;
+  q.fill_len = 0;
+}
+
+static pthread_once_t writer_once = PTHREAD_ONCE_INIT;
+
+static void start_writer(void)
+{
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&q.wake, &attr);
+  pthread_cond_init(&q.idle, &attr);
+  pthread_condattr_destroy(&attr);
+  q.fill = malloc(QUEUE_CAP);
+  q.out = malloc(QUEUE_CAP);
+  if (!q.fill || !q.out)
+    goto fail;
+  q.running = 1;
+  if (pthread_create(&q.thread, NULL, writer_main, NULL) != 0) {
+    q.running = 0;
+    goto fail;
+  }
+  atexit(log_drain);
+  pthread_atfork(NULL, NULL, after_fork_in_child);
+  return;
+fail:
+  /* Without a writer, lines are written directly (blocking), as a last resort. */
+  free(q.fill);
+  free(q.out);
+  q.fill = q.out = NULL;
+}
+
+/* Hands buf (whole lines) to the writer, or drops it when the queue is full. Never blocks on I/O. */
+static void enqueue(const char *buf, size_t len)
+{
+  pthread_once(&writer_once, start_writer);
+  pthread_mutex_lock(&q.mu);
+  if (!q.running) {
+    write_all(buf, len);
+  } else if (q.fill_len + len > QUEUE_CAP) {
+    count_dropped(count_lines(buf, len));
+  } else {
+    memcpy(q.fill + q.fill_len, buf, len);
+    q.fill_len += len;
+    pthread_cond_signal(&q.wake);
+  }
+  pthread_mutex_unlock(&q.mu);
+}
+
+/* ---- the logging functions ---- */
 
 void log_msg(int level, const char *fmt, ...)
 {
@@ -80,7 +343,7 @@ void log_msg(int level, const char *fmt, ...)
   size_t n = format_line(line, level, fmt, ap);
   va_end(ap);
   log_flush(); /* keep this thread's lines in order */
-  write_all(line, n);
+  enqueue(line, n);
 }
 
 #define BUFFER_SIZE 16384
@@ -103,12 +366,13 @@ void log_flush(void)
 {
   if (!buffered)
     return;
-  write_all(buffer, buffered);
+  enqueue(buffer, buffered);
   buffered = 0;
 }
 
 static void on_prepare(uv_prepare_t *h)
 {
+  (void)h;
   log_flush();
 }
 

@@ -1,10 +1,19 @@
 /*
  * log: the executable's one-line-per-event log on stderr:
- * "2026-11-26T10:00:00.123Z info message". Main thread, plus the admin thread for warnings.
+ * "2026-11-26T10:00:00.123Z info message". Any thread may log.
+ *
+ * - Every message is escaped with log_escape(): control characters and backslash become \xNN,
+ *   so text from outside (admin input) can never end a line early or forge another one.
+ * - When stderr is the journal (JOURNAL_STREAM, see journal.h) each line starts with its syslog
+ *   priority, "<3>" error, "<4>" warn, "<6>" info, "<7>" debug; otherwise lines are unchanged.
+ * - No caller ever waits for stderr: lines go to a bounded queue that a writer thread empties.
+ *   When it is full, lines are dropped and counted (log_dropped_total()), and a warn line
+ *   reports the count once writing works again (at most every 10 s). See docs/RUNBOOK.md.
  */
 #ifndef MCP_CLI_LOG_H
 #define MCP_CLI_LOG_H
 
+#include <stddef.h>
 #include <uv.h>
 
 enum { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
@@ -14,6 +23,16 @@ void log_set_level(int level);
 /* Parses "debug", "info", "warn", "error"; returns the level or -1. */
 int log_level_parse(const char *name);
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Copies srclen bytes of src into dst (dstlen bytes, NUL-terminated), writing each control
+ * character (0x00-0x1f, 0x7f) and backslash as "\xNN" (lowercase hex). Stops early, never in
+ * the middle of an escape, when dst is full. Returns the length written. Any thread.
+ */
+size_t log_escape(char *dst, size_t dstlen, const char *src, size_t srclen);
+
+/* Lines dropped since start because stderr did not keep up (for the metrics). Any thread. */
+unsigned long long log_dropped_total(void);
 
 /*
  * Like log_msg, but the line goes into a buffer of the calling thread, written out by

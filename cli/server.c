@@ -469,7 +469,7 @@ static int start(run_t *run, uv_loop_t *loop, config_t *cfg)
   srv->cfg = cfg;
   srv->started_at_unix = (int64_t)time(NULL);
   log_set_level(cfg->log_level);
-  srv->nworkers = cfg->workers > 0 ? cfg->workers : (int)uv_available_parallelism();
+  srv->nworkers = cfg->workers > 0 ? cfg->workers : workers_default_count();
   srv->listener_config = (mcp_listener_config_t){
       .handshake_timeout_ms = cfg->handshake_timeout_ms,
       .connect_timeout_ms = cfg->connect_timeout_ms,

@@ -1,8 +1,10 @@
 /* workers: extra data-plane loops on threads of their own. See workers.h. */
+#include <sched.h> /* sched_getaffinity, CPU_COUNT (_GNU_SOURCE is set for the build) */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "workers.h"
@@ -446,6 +448,12 @@ void workers_close_connections(state_t *srv)
   broadcast(srv, MSG_CLOSE_CONNECTIONS);
 }
 
+/* The last use of the block: libuv is done with done_async, which lives inside it. */
+static void on_done_async_closed(uv_handle_t *h)
+{
+  free(h->data);
+}
+
 void workers_stop(state_t *srv)
 {
   struct workers_s *all = srv->workers;
@@ -478,9 +486,84 @@ void workers_stop(state_t *srv)
   }
   /* Publications still in flight were applied by threads that have now exited. */
   on_published(&all->done_async);
-  uv_close((uv_handle_t *)&all->done_async, NULL);
+  /* The main loop owns done_async until its close callback: all is freed there, not here. */
+  uv_close((uv_handle_t *)&all->done_async, on_done_async_closed);
   uv_mutex_destroy(&all->mu);
   free(all->w);
-  free(all);
+  all->w = NULL;
   srv->workers = NULL;
+}
+
+/* ---- how many loops by default ---- */
+
+/* The CPUs one cgroup v2 cpu.max text allows: ceil(quota / period), or 0 for "max" or junk. */
+static int cpu_max_limit(const char *text)
+{
+  char quota[32];
+  unsigned long long q, period;
+  if (sscanf(text, "%31s %llu", quota, &period) != 2 || period == 0 || !strcmp(quota, "max"))
+    return 0;
+  char *end;
+  q = strtoull(quota, &end, 10);
+  if (*end || q == 0)
+    return 0;
+  unsigned long long n = (q + period - 1) / period;
+  return n > 1u << 20 ? 1 << 20 : (int)n;
+}
+
+int workers_cgroup_cpu_limit(const char *cgroup_root, const char *proc_cgroup)
+{
+  char line[4096], path[4096 + 64], text[128];
+  FILE *f = fopen(proc_cgroup, "r");
+  if (!f)
+    return 0;
+  char *rel = NULL;
+  while (fgets(line, sizeof(line), f)) {
+    if (!strncmp(line, "0::", 3)) { /* the cgroup v2 (unified) hierarchy */
+      rel = line + 3;
+      rel[strcspn(rel, "\n")] = '\0';
+      break;
+    }
+  }
+  fclose(f);
+  if (!rel || rel[0] != '/')
+    return 0;
+
+  /* A quota anywhere above the process's group caps it too: the smallest one counts. */
+  int limit = 0;
+  for (;;) {
+    snprintf(path, sizeof(path), "%s%s/cpu.max", cgroup_root, strcmp(rel, "/") ? rel : "");
+    FILE *m = fopen(path, "r");
+    if (m) {
+      if (fgets(text, sizeof(text), m)) {
+        int n = cpu_max_limit(text);
+        if (n > 0 && (limit == 0 || n < limit))
+          limit = n;
+      }
+      fclose(m);
+    }
+    char *slash = strrchr(rel, '/');
+    if (!slash || !strcmp(rel, "/"))
+      break;
+    if (slash == rel)
+      rel[1] = '\0';
+    else
+      *slash = '\0';
+  }
+  return limit;
+}
+
+int workers_default_count(void)
+{
+  int n = 0;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0)
+    n = CPU_COUNT(&set);
+  if (n <= 0)
+    n = (int)sysconf(_SC_NPROCESSORS_ONLN);
+  int quota = workers_cgroup_cpu_limit("/sys/fs/cgroup", "/proc/self/cgroup");
+  if (quota > 0 && quota < n)
+    n = quota;
+  return n < 1 ? 1 : n;
 }

@@ -53,7 +53,24 @@ void workers_stop_accepting(state_t *srv);
 /* Tells every worker to close all its connections now. */
 void workers_close_connections(state_t *srv);
 
-/* Frees the workers' listeners, ends their loops and joins their threads. */
+/*
+ * Frees the workers' listeners, ends their loops and joins their threads. The last of their
+ * memory goes with the close callback of a main-loop handle: run the main loop once more after.
+ */
 void workers_stop(state_t *srv);
+
+/*
+ * The default number of loops (workers = 0): the CPUs this process may run on
+ * (sched_getaffinity), capped by the cgroup v2 CPU quota of its cgroup or any parent
+ * (cpu.max, quota / period rounded up); at least 1. Reads /proc and /sys; main thread, at start.
+ */
+int workers_default_count(void);
+
+/*
+ * The smallest CPU cap (ceil(quota / period)) of the cgroup v2 cpu.max files on the way from the
+ * process's group (the "0::PATH" line of proc_cgroup, e.g. "/proc/self/cgroup") up to the root
+ * mounted at cgroup_root (e.g. "/sys/fs/cgroup"); 0 when there is none. Exposed for tests.
+ */
+int workers_cgroup_cpu_limit(const char *cgroup_root, const char *proc_cgroup);
 
 #endif

@@ -135,7 +135,7 @@ class MutualTLS(TLSCase):
         self.refused("UNAVAILABLE", "status", "--ca", other + "/ca.pem")
 
     def test_tls_without_client_ca_needs_no_client_certificate(self):
-        self.start_mtls(extra="")
+        self.start_mtls(extra="client_auth = none\n")
         out = self.ok("status", "--addr", self.target, "--ca", self.certs + "/ca.pem",
                       config=False)
         self.assertIn(self.laddr, out)
@@ -146,7 +146,7 @@ class MutualTLS(TLSCase):
         with open(cfg, "w") as f:
             f.write(mcp.config_text(os.path.join(self.dir, "second.db"),
                                     listeners=[("127.0.0.1:%d" % mcp.free_port(), None, [])])
-                    + self.grpc_section())
+                    + self.grpc_section("client_auth = none\n"))
         second = mcp.Proxy(cfg, os.path.join(self.dir, "second.log"))
         self.proxies.append(second)
         rc = second.wait_exit(mcp.READY_TIMEOUT)

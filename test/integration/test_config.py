@@ -257,7 +257,8 @@ class ConfigErrors(unittest.TestCase):
         self.assertIn("%s:4: " % path, p.stderr)
 
     def test_missing_tls_files_fail_check(self):
-        path = self.write(DB + "[grpc]\naddr = 127.0.0.1:9000\ntls_cert = c.pem\ntls_key = k.pem\n")
+        path = self.write(DB + "[grpc]\naddr = 127.0.0.1:9000\ntls_cert = c.pem\ntls_key = k.pem\n"
+                          "client_auth = none\n")
         p = run(["check", "-c", path])
         self.assertEqual(p.returncode, 2)
         self.assertIn("tls_cert %s: cannot read" % os.path.join(self.dir, "c.pem"), p.stderr)

@@ -1,5 +1,6 @@
 """`mc-proxy snapshot`: a consistent online copy of the database (VACUUM INTO), taken while
-another connection holds an open write transaction; default output path; refusals."""
+another connection holds an open write transaction; default output path; refusals (a missing
+database is never created, a newer schema is refused)."""
 
 import datetime
 import os
@@ -60,24 +61,43 @@ class Snapshot(unittest.TestCase):
         return run(args)
 
     def create_db(self):
-        """The store creates and migrates a database that does not exist yet."""
+        """The server creates and migrates the database (snapshot never does: it must exist)."""
         self.assertFalse(os.path.exists(self.db))
+        proc = subprocess.Popen([BINARY, "server", "-c", self.cfg], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            line = proc.stderr.readline()
+            while line and " started: " not in line:
+                line = proc.stderr.readline()
+            self.assertIn(" started: ", line)
+        finally:
+            proc.terminate()
+            err = proc.communicate(timeout=TIMEOUT)[1]
+        self.assertEqual(proc.returncode, 0, err)
         out = os.path.join(self.dir, "first.db")
         p = self.snapshot(out)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(p.stdout, out + "\n")
-        self.assertTrue(os.path.exists(self.db))
         self.assertEqual(rows(self.db, "PRAGMA journal_mode"), [("wal",)])
         versions = [v for (v,) in rows(self.db, "SELECT version FROM schema_migrations")]
         self.assertEqual(versions, [1, 2, 3, 4])
         return out
 
-    def test_snapshot_creates_and_migrates_a_new_database(self):
+    def test_snapshot_copies_a_new_database(self):
         out = self.create_db()
         self.assertEqual(rows(out, "PRAGMA integrity_check"), [("ok",)])
         self.assertEqual(rows(out, "SELECT count(*) FROM listeners"), [(0,)])
         self.assertEqual([v for (v,) in rows(out, "SELECT version FROM schema_migrations")],
                          [1, 2, 3, 4])
+
+    def test_snapshot_never_creates_a_database(self):
+        out = os.path.join(self.dir, "x.db")
+        p = self.snapshot(out)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("cannot open the database", p.stderr)
+        self.assertFalse(os.path.exists(self.db))
+        self.assertFalse(os.path.exists(out))
+        self.assertEqual(sorted(os.listdir(self.dir)), ["mc-proxy.ini"])
 
     def test_snapshot_during_open_write_transaction_has_committed_rows_only(self):
         self.create_db()

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -17,6 +18,7 @@
 #include "config.h"
 #include "log.h"
 #include "mcproxy/listener.h"
+#include "workers.h"
 
 typedef struct ctx_s {
   char dir[64];
@@ -408,6 +410,107 @@ static void rates_parse(void **state)
   assert_int_equal(config_parse_rate("10/25h", &n, &ms, err, sizeof(err)), -1);
 }
 
+/* One maximum for max_connections (config.h), shared with the command line and the admin API. */
+static void max_connections_has_one_maximum(void **state)
+{
+  ctx_t *t = *state;
+  if (load(t, DB "[listener \"127.0.0.1:1\"]\nmax_connections = 1000000000\n") != 0)
+    fail_msg("%s", t->err);
+  assert_int_equal(t->cfg.listeners[0].max_connections, CONFIG_MAX_CONNECTIONS_MAX);
+  expect_error(t, DB "[listener \"127.0.0.1:1\"]\nmax_connections = 1000000001\n", 4,
+               "at most 1000000000");
+  expect_error(t, DB "[listener \"127.0.0.1:1\"]\nmax_connections = 9223372036854775807\n", 4,
+               "at most 1000000000");
+}
+
+/* A TCP admin address without client certificates is an explicit choice: client_auth = none. */
+static void tcp_admin_without_client_ca_needs_client_auth_none(void **state)
+{
+  ctx_t *t = *state;
+#define TCP "[grpc]\naddr = 127.0.0.1:9443\ntls_cert = c.pem\ntls_key = k.pem\n"
+  expect_error(t, DB TCP, 4, "needs client_ca (clients must present a certificate), or "
+                             "client_auth = none");
+  if (load(t, DB TCP "client_auth = none\n") != 0)
+    fail_msg("%s", t->err);
+  assert_int_equal(t->cfg.client_auth_none, 1);
+  if (load(t, DB TCP "client_ca = ca.pem\n") != 0)
+    fail_msg("%s", t->err);
+  assert_int_equal(t->cfg.client_auth_none, 0);
+  expect_error(t, DB TCP "client_auth = optional\n", 7, "client_auth: expected none");
+  expect_error(t, DB TCP "client_ca = ca.pem\nclient_auth = none\n", 8, "contradicts client_ca");
+  expect_error(t, DB "[grpc]\naddr = unix:a.sock\nclient_auth = none\n", 5,
+               "client_auth: applies to a TCP addr only");
+#undef TCP
+}
+
+static void write_file(const char *path, const char *text)
+{
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fputs(text, f);
+  assert_int_equal(fclose(f), 0);
+}
+
+/* The default workers count is capped by the smallest cgroup v2 quota on the way to the root. */
+static void cgroup_cpu_quota_caps_the_default_workers(void **state)
+{
+  ctx_t *t = *state;
+  char root[128], path[256], proc[128];
+  snprintf(root, sizeof(root), "%s/cg", t->dir);
+  snprintf(proc, sizeof(proc), "%s/cgroup", t->dir);
+  assert_int_equal(mkdir(root, 0700), 0);
+  snprintf(path, sizeof(path), "%s/a", root);
+  assert_int_equal(mkdir(path, 0700), 0);
+  snprintf(path, sizeof(path), "%s/a/b", root);
+  assert_int_equal(mkdir(path, 0700), 0);
+
+  write_file(proc, "12:cpu,cpuacct:/ignored\n0::/a/b\n");
+  assert_int_equal(workers_cgroup_cpu_limit(root, proc), 0); /* no cpu.max anywhere */
+  snprintf(path, sizeof(path), "%s/a/b/cpu.max", root);
+  write_file(path, "max 100000\n");
+  assert_int_equal(workers_cgroup_cpu_limit(root, proc), 0); /* "max": no quota */
+  write_file(path, "150000 100000\n");
+  assert_int_equal(workers_cgroup_cpu_limit(root, proc), 2); /* 1.5 CPUs round up */
+  snprintf(path, sizeof(path), "%s/a/cpu.max", root);
+  write_file(path, "50000 100000\n");
+  assert_int_equal(workers_cgroup_cpu_limit(root, proc), 1); /* a parent's smaller quota */
+  snprintf(path, sizeof(path), "%s/cpu.max", root);
+  write_file(path, "400000 100000\n");
+  assert_int_equal(workers_cgroup_cpu_limit(root, proc), 1);
+  write_file(proc, "12:cpu,cpuacct:/only-v1\n");
+  assert_int_equal(workers_cgroup_cpu_limit(root, proc), 0); /* no unified hierarchy */
+  assert_int_equal(workers_cgroup_cpu_limit(root, "/nonexistent/cgroup"), 0);
+  assert_true(workers_default_count() >= 1);
+
+  unlink(path);
+  snprintf(path, sizeof(path), "%s/a/cpu.max", root);
+  unlink(path);
+  snprintf(path, sizeof(path), "%s/a/b/cpu.max", root);
+  unlink(path);
+  snprintf(path, sizeof(path), "%s/a/b", root);
+  rmdir(path);
+  snprintf(path, sizeof(path), "%s/a", root);
+  rmdir(path);
+  rmdir(root);
+  unlink(proc);
+}
+
+/* Control characters and backslash become \xNN; a full buffer never ends inside an escape. */
+static void log_escape_leaves_no_control_characters(void **state)
+{
+  (void)state;
+  char out[64];
+  const char in[] = "a\nb\\c\x7f\x1b[2J\r\x01.example";
+  size_t n = log_escape(out, sizeof(out), in, sizeof(in) - 1);
+  assert_string_equal(out, "a\\x0ab\\x5cc\\x7f\\x1b[2J\\x0d\\x01.example");
+  assert_int_equal(n, strlen(out));
+  n = log_escape(out, 5, "ab\ncd", 5); /* room for "ab" and not a whole "\x0a" */
+  assert_string_equal(out, "ab");
+  assert_int_equal(n, 2);
+  n = log_escape(out, sizeof(out), "plain.example.com", 17);
+  assert_string_equal(out, "plain.example.com");
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -428,6 +531,11 @@ int main(void)
       cmocka_unit_test_setup_teardown(edge_settings_load, setup, teardown),
       cmocka_unit_test_setup_teardown(edge_errors_name_the_line, setup, teardown),
       cmocka_unit_test(rates_parse),
+      cmocka_unit_test_setup_teardown(max_connections_has_one_maximum, setup, teardown),
+      cmocka_unit_test_setup_teardown(tcp_admin_without_client_ca_needs_client_auth_none, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(cgroup_cpu_quota_caps_the_default_workers, setup, teardown),
+      cmocka_unit_test(log_escape_leaves_no_control_characters),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
