@@ -964,6 +964,31 @@ int config_find_loop(const mcp_backend_t *backend, const struct sockaddr_storage
   return -1;
 }
 
+/*
+ * "localhost" and "*.localhost" always mean the loopback addresses, so the file's check can
+ * judge them without DNS. Other hostname backends are not resolved here (a file may hold
+ * 100,000 routes): the admin API resolves them when a route is added, and no connect ever
+ * reaches one of our own listeners.
+ */
+static int is_localhost_name(const mcp_backend_t *b)
+{
+  static const char name[] = "localhost";
+  size_t n = sizeof(name) - 1;
+  if (b->host_len < n || strncmp(b->text + b->host_len - n, name, n) != 0)
+    return 0;
+  return b->host_len == n || b->text[b->host_len - n - 1] == '.';
+}
+
+static int loops_by_name(const mcp_backend_t *b, const struct sockaddr_storage *addrs, size_t n)
+{
+  for (size_t i = 0; i < n; i++) {
+    const struct sockaddr *one = (const struct sockaddr *)&addrs[i];
+    if (mcp_backend_check_loop(b, &one, 1, 0) == MCP_ELOOP)
+      return 1;
+  }
+  return 0;
+}
+
 /* A route whose backend is one of the file's own listeners would connect to itself forever. */
 static int check_loops(loader_t *ld)
 {
@@ -995,6 +1020,11 @@ static int check_loops(loader_t *ld)
         ok = fail(ld, l->routes[r].line,
                   "[listener \"%s\"] route: backend %s loops back to this proxy's listener %s",
                   l->addr, b.text, cfg->listeners[j].addr);
+      else if (is_localhost_name(&b) && loops_by_name(&b, addrs, cfg->nlisteners))
+        ok = fail(ld, l->routes[r].line,
+                  "[listener \"%s\"] route: backend %s is this host's loopback on one of this "
+                  "proxy's listener ports (a loop)",
+                  l->addr, b.text);
     }
   }
   free(addrs);

@@ -28,6 +28,12 @@ struct control_s {
   int busy;                   /* a request is being written (or published to the workers) */
   int stopping;               /* control_stop() was called */
   uv_work_t work;
+  /*
+   * The listen addresses as they were when the current request started, for the loop check of
+   * a hostname backend, which resolves and so runs on the work thread (resolving_loop_check).
+   */
+  struct sockaddr_storage *self;
+  size_t nself, self_cap;
 };
 
 control_t *control_new(state_t *st)
@@ -40,6 +46,8 @@ control_t *control_new(state_t *st)
 
 void control_free(control_t *ctl)
 {
+  if (ctl)
+    free(ctl->self);
   free(ctl);
 }
 
@@ -276,6 +284,44 @@ static int store_listener_write(mcp_store_t *st, control_req_t *req)
                                          : mcp_store_listener_set_settings(st, req->listener, &s);
 }
 
+/*
+ * A hostname backend that resolves to one of our own listen addresses is a loop too
+ * (mcp_backend_check_loop: localhost names without DNS, others resolved within half a second).
+ * It blocks, so it runs here on the work thread, before anything is written. Returns 0 to go on,
+ * or -1 with req's status set.
+ */
+static int resolving_loop_check(control_t *ctl, control_req_t *req)
+{
+  mcp_backend_t backend;
+  if (mcp_backend_parse(req->backend, &backend) != 0 || backend.addr.sa.sa_family != AF_UNSPEC)
+    return 0; /* IP literals were checked in validate() */
+  const struct sockaddr *addrs[ctl->nself ? ctl->nself : 1];
+  for (size_t i = 0; i < ctl->nself; i++)
+    addrs[i] = (const struct sockaddr *)&ctl->self[i];
+  if (mcp_backend_check_loop(&backend, addrs, ctl->nself, 0) != MCP_ELOOP)
+    return 0;
+  fail(req, MCP_ELOOP, "backend %s resolves to this proxy's own listener (a loop)", req->backend);
+  return -1;
+}
+
+/* Copies the listen addresses for resolving_loop_check. Loop thread. Returns 0 or MCP_ENOMEM. */
+static int snapshot_self(control_t *ctl)
+{
+  state_t *srv = ctl->st;
+  if (srv->nlisteners > ctl->self_cap) {
+    struct sockaddr_storage *v = realloc(ctl->self, srv->nlisteners * sizeof(*v));
+    if (!v)
+      return MCP_ENOMEM;
+    ctl->self = v;
+    ctl->self_cap = srv->nlisteners;
+  }
+  ctl->nself = 0;
+  for (size_t i = 0; i < srv->nlisteners; i++)
+    if (mcp_listener_sockname(srv->listeners[i], &ctl->self[ctl->nself]) == 0)
+      ctl->nself++;
+  return 0;
+}
+
 /* The database write. Runs on a libuv work thread; touches only the store and req. */
 static void work_cb(uv_work_t *w)
 {
@@ -285,6 +331,8 @@ static void work_cb(uv_work_t *w)
   int rc;
   switch (req->op) {
   case CONTROL_ROUTE_ADD:
+    if (resolving_loop_check(ctl, req) != 0)
+      return;
     rc = mcp_store_route_put_ex(st, req->listener, req->hostname, req->backend,
                                 (mcp_send_proxy_t)req->send_proxy);
     break;
@@ -293,7 +341,6 @@ static void work_cb(uv_work_t *w)
     break;
   case CONTROL_RULE_ADD:
     rc = mcp_store_firewall_add(st, req->rule_type, req->rule_value);
-    rc = rc > 0 ? 0 : rc;
     break;
   case CONTROL_RULE_REMOVE:
     rc = mcp_store_firewall_remove(st, req->rule_type, req->rule_value);
@@ -506,6 +553,8 @@ static void start_next(control_t *ctl)
   ctl->busy = 1;
   ctl->current = pop(ctl);
   ctl->work.data = ctl;
+  if (snapshot_self(ctl) != 0)
+    ctl->nself = 0; /* out of memory: the connect-time check still holds */
   int rc = uv_queue_work(ctl->st->loop, &ctl->work, work_cb, after_work_cb);
   if (rc) {
     control_req_t *req = ctl->current;

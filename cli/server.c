@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,6 +52,38 @@ static void on_conn_end(void *data, const mcp_conn_record_t *rec)
   char line[1024];
   mcp_conn_record_format(rec, line, sizeof(line));
   log_buffered(LOG_INFO, "conn %s", line);
+}
+
+/*
+ * The server raises its soft descriptor limit to the hard one: every connection costs two
+ * descriptors, and the listeners keep a reserve below the limit for the admin API
+ * (docs/RUNBOOK.md, "Running out of file descriptors"). Called once the log level is set,
+ * before anything is opened.
+ */
+static void raise_nofile(void)
+{
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+    return;
+  if (rl.rlim_cur == rl.rlim_max) {
+    log_info("descriptor limit %llu (soft = hard)", (unsigned long long)rl.rlim_cur);
+    return;
+  }
+  rlim_t before = rl.rlim_cur;
+  rl.rlim_cur = rl.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+    log_info("descriptor limit raised from %llu to the hard limit %llu",
+             (unsigned long long)before, (unsigned long long)rl.rlim_max);
+  else
+    log_warn("descriptor limit %llu: could not raise it to %llu", (unsigned long long)before,
+             (unsigned long long)rl.rlim_max);
+}
+
+/* What a listener reports outside any one connection: accept errors, the descriptor reserve. */
+static void on_listener_error(void *data, int err, const char *msg)
+{
+  (void)data;
+  log_buffered(err < 0 ? LOG_WARN : LOG_INFO, "%s", msg);
 }
 
 /* ---- seeding and loading ---- */
@@ -469,6 +502,7 @@ static int start(run_t *run, uv_loop_t *loop, config_t *cfg)
   srv->cfg = cfg;
   srv->started_at_unix = (int64_t)time(NULL);
   log_set_level(cfg->log_level);
+  raise_nofile();
   srv->nworkers = cfg->workers > 0 ? cfg->workers : workers_default_count();
   srv->listener_config = (mcp_listener_config_t){
       .handshake_timeout_ms = cfg->handshake_timeout_ms,
@@ -477,6 +511,7 @@ static int start(run_t *run, uv_loop_t *loop, config_t *cfg)
       .reuseport = srv->nworkers > 1,
       .copy_relay = cfg->copy_relay,
       .on_conn_end = on_conn_end,
+      .on_error = on_listener_error,
       .data = run,
   };
   run->ctl = control_new(srv);

@@ -48,6 +48,14 @@ int mcp__conns_init(mcp__conns_t *cs, uv_loop_t *loop, const uint64_t timeouts_m
 
 /* ---- connection objects ---- */
 
+/* Live connection objects of every listener on every loop: each may hold two descriptors. */
+static atomic_int_fast64_t live_total;
+
+int64_t mcp__conn_live_total(void)
+{
+  return atomic_load_explicit(&live_total, memory_order_relaxed);
+}
+
 int mcp__conn_new(mcp__conns_t *cs, mcp__conn_t **out)
 {
   mcp__conn_t *c = cs->free;
@@ -60,6 +68,7 @@ int mcp__conn_new(mcp__conns_t *cs, mcp__conn_t **out)
       return UV_ENOMEM;
   }
   cs->live++;
+  atomic_fetch_add_explicit(&live_total, 1, memory_order_relaxed);
   memset(c, 0, offsetof(mcp__conn_t, sni));
   c->sni[0] = '\0';
   c->backend_text[0] = '\0';
@@ -75,6 +84,7 @@ static void conn_release(mcp__conn_t *c)
 {
   mcp__conns_t *cs = c->cs;
   cs->live--;
+  atomic_fetch_sub_explicit(&live_total, 1, memory_order_relaxed);
   if (cs->free_len < MCP__CONN_KEEP) {
     c->tnext = cs->free;
     cs->free = c;
@@ -108,7 +118,7 @@ void mcp__pool_put(mcp__chunk_t *ch)
   if (!ch)
     return;
   mcp__pool_t *pool = ch->pool;
-  if (pool->len >= MCP__POOL_KEEP) {
+  if (!pool || pool->len >= MCP__POOL_KEEP) {
     free(ch);
     return;
   }
@@ -224,7 +234,9 @@ static void timer_cb(uv_timer_t *timer)
       }
       if (i == MCP__T_HANDSHAKE)
         MCP__COUNT(cs->counters, unrouted_total, 1);
-      mcp__conn_close(c, MCP_CONN_OUTCOME_TIMEOUT);
+      /* A backend that does not answer within connect_timeout is a backend error. */
+      mcp__conn_close(c, i == MCP__T_CONNECT ? MCP_CONN_OUTCOME_BACKEND_ERROR
+                                            : MCP_CONN_OUTCOME_TIMEOUT);
     }
   }
   timer_rearm(cs);
@@ -246,13 +258,44 @@ static void on_conn_handle_closed(uv_handle_t *h)
 /*
  * Linux answers close() with a reset instead of a FIN when received bytes were never read. A
  * client refused before relaying (limit, unrouted, timeout) has often sent its ClientHello
- * already, so throw away what is queued (MSG_TRUNC: without copying it) to close it normally.
+ * already, so throw away what is queued to close it normally. The bytes go into one scratch
+ * buffer per thread (never read back): recv with a NULL buffer and MSG_TRUNC would avoid the
+ * copy, but memory checkers (valgrind) report it as a write through a bad pointer.
  */
+#define DISCARD_SCRATCH 4096
+static _Thread_local char discard_scratch[DISCARD_SCRATCH];
+
 static void discard_unread(mcp__conn_t *c)
 {
   uv_os_fd_t fd;
-  if (uv_fileno((uv_handle_t *)&c->client, &fd) == 0)
-    (void)recv(fd, NULL, MCP__RELAY_CHUNK, MSG_DONTWAIT | MSG_TRUNC);
+  if (uv_fileno((uv_handle_t *)&c->client, &fd) != 0)
+    return;
+  /* Bounded: what a refused client can have queued before its close is the ClientHello. */
+  for (int i = 0; i < MCP__RELAY_CHUNK / DISCARD_SCRATCH; i++) {
+    if (recv(fd, discard_scratch, DISCARD_SCRATCH, MSG_DONTWAIT) < DISCARD_SCRATCH)
+      break;
+  }
+}
+
+/* The per-outcome counters of the outcomes the listener does not count itself. */
+static void count_outcome(mcp__counters_t *k, mcp_conn_outcome_t outcome)
+{
+  switch (outcome) {
+  case MCP_CONN_OUTCOME_ERROR:
+    MCP__COUNT(k, error_total, 1);
+    break;
+  case MCP_CONN_OUTCOME_TIMEOUT:
+    MCP__COUNT(k, timeout_total, 1);
+    break;
+  case MCP_CONN_OUTCOME_BACKEND_ERROR:
+    MCP__COUNT(k, backend_error_total, 1);
+    break;
+  case MCP_CONN_OUTCOME_SHUTDOWN:
+    MCP__COUNT(k, shutdown_total, 1);
+    break;
+  default:
+    break;
+  }
 }
 
 void mcp__conn_close(mcp__conn_t *c, mcp_conn_outcome_t outcome)
@@ -261,6 +304,7 @@ void mcp__conn_close(mcp__conn_t *c, mcp_conn_outcome_t outcome)
     return;
   c->closing = 1;
   c->outcome = (uint8_t)outcome;
+  count_outcome(c->cs->counters, outcome);
   timeout_clear(c);
   if (c->counted) {
     MCP__COUNT(c->cs->counters, active, -1);
@@ -301,7 +345,7 @@ void mcp__conns_close_all(mcp__conns_t *cs)
 {
   for (int i = 0; i < MCP__T_COUNT; i++) {
     while (cs->tlists[i].head)
-      mcp__conn_close(cs->tlists[i].head, MCP_CONN_OUTCOME_TIMEOUT);
+      mcp__conn_close(cs->tlists[i].head, MCP_CONN_OUTCOME_SHUTDOWN);
   }
 }
 

@@ -45,7 +45,7 @@ typedef struct mcp__chunk_s {
     struct mcp__chunk_s *next;
     uv_write_t wreq;
   } u;
-  mcp__pool_t *pool;
+  mcp__pool_t *pool; /* NULL: not from a pool, mcp__pool_put frees it */
   char data[];
 } mcp__chunk_t;
 
@@ -89,6 +89,12 @@ typedef struct mcp__counters_s {
   atomic_int_fast64_t rejected_limit_total;
   atomic_int_fast64_t blocked_total;
   atomic_int_fast64_t unrouted_total;
+  /* Counted by mcp__conn_close from the outcome. */
+  atomic_int_fast64_t error_total;
+  atomic_int_fast64_t timeout_total;
+  atomic_int_fast64_t backend_error_total;
+  atomic_int_fast64_t shutdown_total;
+  atomic_int_fast64_t accept_errors_total; /* errors on the listening socket itself */
 } mcp__counters_t;
 
 /* Adds n to a counter and returns the value before. */
@@ -178,8 +184,9 @@ struct mcp__conn_s {
     uv_shutdown_t shutdown[2]; /* [0] backend write side, [1] client write side */
   } req;
 
-  mcp__chunk_t *hello; /* the ClientHello bytes until forwarded */
+  mcp__chunk_t *hello; /* the ClientHello bytes until forwarded (a chunk of no pool) */
   uint32_t hello_len;
+  uint32_t hello_cap;  /* bytes hello can hold; it grows (lib/listener.c, hello_reserve) */
   mcp_sni_t sni_state;
 
   mcp__pipe_t up;   /* client -> backend */
@@ -215,7 +222,7 @@ struct mcp__conn_s {
  */
 int mcp__conns_init(mcp__conns_t *cs, uv_loop_t *loop, const uint64_t timeouts_ms[MCP__T_COUNT],
                     int copy_relay);
-/* Closes every connection at once (outcome timeout, as a drain past its deadline). */
+/* Closes every connection at once (outcome shutdown: the end of a drain). */
 void mcp__conns_close_all(mcp__conns_t *cs);
 /* Frees the pools, the pipe and the free list. Only once no connection is live. */
 void mcp__conns_finish(mcp__conns_t *cs);
@@ -225,6 +232,9 @@ void mcp__conns_finish(mcp__conns_t *cs);
  * or UV_ENOMEM. The caller initialises the client handle.
  */
 int mcp__conn_new(mcp__conns_t *cs, mcp__conn_t **out);
+
+/* Live connection objects in the whole process, every loop (the descriptor reserve). */
+int64_t mcp__conn_live_total(void);
 
 /*
  * Ends a connection with an outcome: off its timeout list, out of the active count, its

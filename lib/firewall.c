@@ -19,6 +19,7 @@
  */
 #include <arpa/inet.h>
 #include <assert.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -526,7 +527,27 @@ static size_t merge_ranges(range6_t *r, size_t n)
   return out + 1;
 }
 
+static int seal_locked(mcp_firewall_t *fw);
+
+/*
+ * Listeners on several loops may be handed the same unsealed firewall and each seal it from its
+ * own thread (mcp_listener_set_firewall). One process-wide lock makes that safe: the first
+ * caller builds the index, the others wait for it and find it sealed. Sealing is rare (once per
+ * published snapshot), so one lock for every firewall costs nothing that matters.
+ */
+static pthread_mutex_t seal_lock = PTHREAD_MUTEX_INITIALIZER;
+
 int mcp_firewall_seal(mcp_firewall_t *fw)
+{
+  if (!fw)
+    return MCP_EINVAL;
+  pthread_mutex_lock(&seal_lock);
+  int rc = seal_locked(fw);
+  pthread_mutex_unlock(&seal_lock);
+  return rc;
+}
+
+static int seal_locked(mcp_firewall_t *fw)
 {
   /* The IPv4-mapped block ::ffff:0:0/96 as a 128-bit range. */
   const u128 mapped_lo = (u128)0xffff << 32, mapped_hi = mapped_lo | 0xffffffffu;

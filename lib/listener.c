@@ -5,16 +5,24 @@
  * relays. The connection object, its buffers, its timeouts and its close are conn.c's. After the
  * life of a connection come the listener's own functions: creating, starting, publishing routes,
  * firewalls and settings, stopping and freeing.
- * Longer than our usual 600 lines on purpose: the steps a connection takes before its backend
- * read best as one file top to bottom (docs/ARCHITECTURE.md); the parsers they call (sni.c,
- * proxy_protocol.c) and the client table (client_limits.c) live elsewhere.
+ * See docs/ARCHITECTURE.md.
+ *
+ * Longer than ~600 lines on purpose: the accept path (with the descriptor reserve) and the
+ * listener's own lifecycle share one private struct and its handles; splitting them would
+ * expose that struct to a second file. The steps a connection takes before its backend read
+ * best as one file top to bottom; the parsers they call (sni.c, proxy_protocol.c) and the
+ * client table (client_limits.c) live elsewhere.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <netinet/tcp.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -42,6 +50,10 @@ struct mcp_listener_s {
   uv_poll_t accept_poll;   /* readable: connections are waiting to be accepted */
   uv_timer_t accept_pause; /* accepting paused while out of descriptors */
   int listening;
+  int paused_reserve; /* paused at the descriptor reserve (told once per pause) */
+  int fd_limit;       /* RLIMIT_NOFILE when it started */
+  int fd_line;        /* the first descriptor number inside the reserve (see fd_reserve) */
+  int fd_base;        /* descriptors in use when it started: not the data plane's */
   int handles_open; /* handles whose close callback is still to come */
   int freeing;
   void (*free_done)(void *data);
@@ -69,29 +81,132 @@ struct mcp_listener_s {
 static void accepted(mcp_listener_t *l, int fd, const struct sockaddr_in6 *sa, socklen_t salen);
 static void on_accept_resume(uv_timer_t *t);
 
+/* Tells the embedder (cfg.on_error) what the listener cannot say through a return value. */
+static void report(mcp_listener_t *l, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void report(mcp_listener_t *l, int err, const char *fmt, ...)
+{
+  if (!l->cfg.on_error)
+    return;
+  char msg[160];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  l->cfg.on_error(l->cfg.data, err, msg);
+}
+
+/*
+ * The descriptor reserve: the data plane never takes the process's last descriptors, so that
+ * other parts of the process (an admin API, the database, log files) can always open one. The
+ * reserve is MCP_LISTENER_FD_RESERVE descriptors (half the limit when the limit is below twice
+ * that). Two checks, both cheap:
+ *  - an accepted descriptor's number: the kernel hands out the lowest free number, so a
+ *    descriptor at or past fd_line means that at most the reserve is left; it is closed at once;
+ *  - the data plane's own count (mcp__conn_live_total: every live connection may hold two, its
+ *    client and its backend) against what the limit leaves after the reserve and the
+ *    descriptors in use when the listener started, so the backends of connections still in
+ *    their handshake cannot eat into the reserve later.
+ * At the reserve accepting pauses as for EMFILE, and resumes once both are below again.
+ */
+static int fd_reserve(int limit)
+{
+  return limit < 2 * MCP_LISTENER_FD_RESERVE ? limit / 2 : MCP_LISTENER_FD_RESERVE;
+}
+
+static void fd_reserve_init(mcp_listener_t *l)
+{
+  struct rlimit rl;
+  int limit = 1 << 20;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+      rl.rlim_cur < (rlim_t)limit)
+    limit = (int)rl.rlim_cur;
+  l->fd_limit = limit;
+  l->fd_line = limit - fd_reserve(limit);
+  int probe = fcntl(l->fd, F_DUPFD_CLOEXEC, 0);
+  l->fd_base = probe >= 0 ? probe : 0;
+  if (probe >= 0)
+    close(probe);
+}
+
+/* 1 when the data plane's connections may need more than the reserve leaves them. */
+static int at_reserve_by_count(const mcp_listener_t *l)
+{
+  return 2 * mcp__conn_live_total() + 2 > (int64_t)(l->fd_line - l->fd_base);
+}
+
+/* 1 when the lowest free descriptor is inside the reserve. */
+static int at_reserve_by_number(const mcp_listener_t *l)
+{
+  int probe = fcntl(l->fd, F_DUPFD_CLOEXEC, 0);
+  if (probe < 0)
+    return 1;
+  close(probe);
+  return probe >= l->fd_line;
+}
+
+static void accept_pause(mcp_listener_t *l)
+{
+  uv_poll_stop(&l->accept_poll);
+  uv_timer_start(&l->accept_pause, on_accept_resume, ACCEPT_PAUSE_MS, 0);
+}
+
+static void reserve_reached(mcp_listener_t *l)
+{
+  if (!l->paused_reserve)
+    report(l, UV_EMFILE,
+           "listener %s: descriptor reserve reached (limit %d, reserve %d, %lld connections "
+           "live); accepting paused",
+           l->addr_text, l->fd_limit, l->fd_limit - l->fd_line,
+           (long long)mcp__conn_live_total());
+  l->paused_reserve = 1;
+  accept_pause(l);
+}
+
 /*
  * Accepts what is waiting, a bounded batch per wake-up so one busy listener cannot starve the
- * loop. Out of descriptors (EMFILE, ENFILE) or kernel memory, accepting pauses for
- * ACCEPT_PAUSE_MS instead of spinning on a listening socket that stays readable; the waiting
- * connections stay queued in the kernel until then.
+ * loop. Out of descriptors (EMFILE, ENFILE), at the descriptor reserve, or out of kernel
+ * memory, accepting pauses for ACCEPT_PAUSE_MS instead of spinning on a listening socket that
+ * stays readable; the waiting connections stay queued in the kernel until then.
+ * An error on the listening socket itself (status < 0: libuv has then stopped the poll handle)
+ * is reported and accepting restarts after the same pause, so it never silently ends.
  */
 static void on_acceptable(uv_poll_t *h, int status, int events)
 {
   mcp_listener_t *l = h->data;
+  (void)events;
+  if (status < 0) {
+    MCP__COUNT(l->counters, accept_errors_total, 1);
+    report(l, status, "listener %s: error on the listening socket (%s); accepting again in %d ms",
+           l->addr_text, uv_strerror(status), ACCEPT_PAUSE_MS);
+    if (l->listening)
+      accept_pause(l);
+    return;
+  }
   for (int i = 0; i < ACCEPT_BATCH && l->listening; i++) {
+    if (at_reserve_by_count(l)) {
+      reserve_reached(l);
+      return;
+    }
     struct sockaddr_in6 sa;
     socklen_t salen = sizeof(sa);
     int fd = accept4(l->fd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
+      if (fd >= l->fd_line) {
+        /* Inside the reserve: refuse it (a normal close) and wait for descriptors. */
+        MCP__COUNT(l->counters, accepted_total, 1);
+        MCP__COUNT(l->counters, rejected_limit_total, 1);
+        close(fd);
+        reserve_reached(l);
+        return;
+      }
       accepted(l, fd, &sa, salen);
       continue;
     }
     if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
       continue;
-    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-      uv_poll_stop(&l->accept_poll);
-      uv_timer_start(&l->accept_pause, on_accept_resume, ACCEPT_PAUSE_MS, 0);
-    }
+    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+      accept_pause(l);
     return; /* EAGAIN, or an error the next wake-up may not have */
   }
 }
@@ -99,8 +214,18 @@ static void on_acceptable(uv_poll_t *h, int status, int events)
 static void on_accept_resume(uv_timer_t *t)
 {
   mcp_listener_t *l = t->data;
-  if (l->listening)
-    uv_poll_start(&l->accept_poll, UV_READABLE, on_acceptable);
+  if (!l->listening)
+    return;
+  if (l->paused_reserve) {
+    if (at_reserve_by_count(l) || at_reserve_by_number(l)) {
+      uv_timer_start(&l->accept_pause, on_accept_resume, ACCEPT_PAUSE_MS, 0);
+      return;
+    }
+    l->paused_reserve = 0;
+    report(l, 0, "listener %s: below the descriptor reserve again; accepting resumed",
+           l->addr_text);
+  }
+  uv_poll_start(&l->accept_poll, UV_READABLE, on_acceptable);
 }
 
 static int take_slot(mcp_listener_t *l);
@@ -260,22 +385,52 @@ static void on_hello_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void unrouted(mcp__conn_t *c);
 
 /*
+ * The ClientHello buffer grows with what has arrived: HELLO_START bytes at first, doubled when
+ * full, up to MCP__HELLO_CHUNK (the parser's limit). A client that has sent one byte holds a
+ * small buffer, not the largest ClientHello there could be. The buffer is a chunk of no pool
+ * (mcp__pool_put frees it), so the relay can write it like any other chunk.
+ */
+#define HELLO_START 256
+
+/* Makes room for at least want bytes (want <= MCP__HELLO_CHUNK); 0 or -1 (out of memory). */
+static int hello_reserve(mcp__conn_t *c, size_t want)
+{
+  if (c->hello && want <= c->hello_cap)
+    return 0;
+  size_t cap = c->hello ? c->hello_cap : HELLO_START;
+  while (cap < want)
+    cap *= 2;
+  if (cap > MCP__HELLO_CHUNK)
+    cap = MCP__HELLO_CHUNK;
+  mcp__chunk_t *ch = realloc(c->hello, sizeof(mcp__chunk_t) + cap);
+  if (!ch)
+    return -1;
+  ch->pool = NULL;
+  c->hello = ch;
+  c->hello_cap = (uint32_t)cap;
+  return 0;
+}
+
+/* The first read lands here, one buffer per thread, and is copied into a buffer of its size. */
+static _Thread_local char first_read[MCP__HELLO_CHUNK];
+
+/*
  * Reads once straight after accept: a client usually sends its ClientHello together with the
  * end of the TCP handshake, so it is often already here and can be routed without first
  * registering the socket for reading and waiting for the loop to come round.
  */
 static void hello_first_read(mcp__conn_t *c, int fd)
 {
-  c->hello = mcp__pool_get(&c->cs->hello_pool);
-  if (!c->hello) {
-    unrouted(c);
-    return;
-  }
   ssize_t n;
   do
-    n = read(fd, c->hello->data, MCP__HELLO_CHUNK);
+    n = read(fd, first_read, sizeof(first_read));
   while (n < 0 && errno == EINTR);
   if (n > 0) {
+    if (hello_reserve(c, (size_t)n) != 0) {
+      unrouted(c);
+      return;
+    }
+    memcpy(c->hello->data, first_read, (size_t)n);
     hello_received(c, (size_t)n);
     return;
   }
@@ -284,8 +439,6 @@ static void hello_first_read(mcp__conn_t *c, int fd)
     return;
   }
   /* Nothing yet: hold no buffer while waiting. */
-  mcp__pool_put(c->hello);
-  c->hello = NULL;
   if (uv_read_start((uv_stream_t *)&c->client, on_hello_alloc, on_hello_read) != 0)
     unrouted(c);
 }
@@ -293,13 +446,13 @@ static void hello_first_read(mcp__conn_t *c, int fd)
 static void on_hello_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
   mcp__conn_t *c = h->data;
-  if (!c->hello)
-    c->hello = mcp__pool_get(&c->cs->hello_pool);
-  if (!c->hello) {
+  (void)suggested;
+  /* Full (or none yet): double it; hello_received refuses a ClientHello past the limit first. */
+  if (hello_reserve(c, (size_t)c->hello_len + 1) != 0) {
     *buf = uv_buf_init(NULL, 0);
     return;
   }
-  *buf = uv_buf_init(c->hello->data + c->hello_len, MCP__HELLO_CHUNK - c->hello_len);
+  *buf = uv_buf_init(c->hello->data + c->hello_len, c->hello_cap - c->hello_len);
 }
 
 static void on_hello_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -564,6 +717,7 @@ int mcp_listener_start(mcp_listener_t *l)
     return err;
   }
   l->fd = fd;
+  fd_reserve_init(l);
   l->accept_poll.data = l;
   l->handles_open++;
   l->listening = 1;
@@ -627,6 +781,11 @@ void mcp_listener_get_stats(const mcp_listener_t *l, mcp_listener_stats_t *out)
   out->rejected_limit_total = atomic_load(&k->rejected_limit_total);
   out->blocked_total = atomic_load(&k->blocked_total);
   out->unrouted_total = atomic_load(&k->unrouted_total);
+  out->error_total = atomic_load(&k->error_total);
+  out->timeout_total = atomic_load(&k->timeout_total);
+  out->backend_error_total = atomic_load(&k->backend_error_total);
+  out->shutdown_total = atomic_load(&k->shutdown_total);
+  out->accept_errors_total = atomic_load(&k->accept_errors_total);
   out->route_count = (int64_t)mcp_routes_count(l->routes);
   out->proxy_error_total = atomic_load(&k->proxy_error_total);
   out->rate_limited_total = atomic_load(&k->rate_limited_total);

@@ -206,7 +206,7 @@ static void relay_start(mcp__conn_t *c)
 static void pipe_read_start(mcp__conn_t *c, mcp__pipe_t *p)
 {
   if (uv_read_start(pipe_src(c, p), on_relay_alloc, on_relay_read) != 0)
-    mcp__conn_close(c, MCP_CONN_OUTCOME_OK);
+    mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
 }
 
 static void on_relay_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -235,7 +235,7 @@ static void on_relay_read(uv_stream_t *src, ssize_t nread, const uv_buf_t *buf)
     if (nread == UV_EOF)
       pipe_eof(c, p);
     else if (nread < 0)
-      mcp__conn_close(c, MCP_CONN_OUTCOME_OK);
+      mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
     return;
   }
   relayed(c, p, (size_t)nread);
@@ -243,7 +243,7 @@ static void on_relay_read(uv_stream_t *src, ssize_t nread, const uv_buf_t *buf)
   if (rc == 1)
     uv_read_stop(src); /* backpressure: resume in on_write */
   else if (rc < 0)
-    mcp__conn_close(c, MCP_CONN_OUTCOME_OK);
+    mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
 }
 
 static void relayed(mcp__conn_t *c, mcp__pipe_t *p, size_t n)
@@ -298,7 +298,7 @@ static void on_write(uv_write_t *req, int status)
   if (c->closing)
     return;
   if (status < 0) {
-    mcp__conn_close(c, MCP_CONN_OUTCOME_OK);
+    mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
     return;
   }
   mcp__conn_timeout_touch(c);
@@ -340,7 +340,7 @@ static void splice_relay(mcp__conn_t *c, mcp__pipe_t *p)
       if (errno == EINTR)
         continue;
       if (errno != EAGAIN)
-        mcp__conn_close(c, MCP_CONN_OUTCOME_OK);
+        mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
       return;
     }
     relayed(c, p, (size_t)n);
@@ -369,14 +369,14 @@ static void splice_relay(mcp__conn_t *c, mcp__pipe_t *p)
     mcp__chunk_t *ch = failed ? NULL : mcp__pool_get(&cs->relay_pool);
     if (splice_pipe_take(cs, ch, left) != 0 || !ch) {
       mcp__pool_put(ch);
-      mcp__conn_close(c, MCP_CONN_OUTCOME_OK);
+      mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
       return;
     }
     int rc = pipe_write(c, p, ch, left);
     if (rc == 1)
       uv_read_stop(src); /* backpressure: resume in on_write */
     else if (rc < 0)
-      mcp__conn_close(c, MCP_CONN_OUTCOME_OK);
+      mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
     return;
   }
 }
@@ -413,7 +413,7 @@ static void pipe_eof(mcp__conn_t *c, mcp__pipe_t *p)
   uv_shutdown_t *req = &c->req.shutdown[p == &c->up ? 0 : 1];
   req->data = c;
   if (uv_shutdown(req, pipe_dst(c, p), on_shutdown) != 0)
-    mcp__conn_close(c, MCP_CONN_OUTCOME_OK);
+    mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -423,7 +423,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     return;
   mcp__pipe_t *p = req == &c->req.shutdown[0] ? &c->up : &c->down;
   if (status < 0) {
-    mcp__conn_close(c, MCP_CONN_OUTCOME_OK);
+    mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
     return;
   }
   p->shut_done = 1;

@@ -71,7 +71,13 @@ int mcp_firewall_remove(mcp_firewall_t *fw, mcp_firewall_type_t type, const char
 void mcp_firewall_set_geoip(mcp_firewall_t *fw, mcp_geoip_t *geoip);
 mcp_geoip_t *mcp_firewall_geoip(const mcp_firewall_t *fw);
 
-/* Builds the lookup index after edits. Returns 0 or MCP_ENOMEM. Idempotent. */
+/*
+ * Builds the lookup index after edits. Returns 0, MCP_EINVAL (NULL) or MCP_ENOMEM. Idempotent
+ * and safe to call from several threads at once on the same firewall (a process-wide lock: the
+ * first call builds, the others find it sealed), so one unsealed firewall may be handed to
+ * listeners on several loops. Editing a firewall while another thread seals or checks it is
+ * still forbidden: edit before publishing only.
+ */
 int mcp_firewall_seal(mcp_firewall_t *fw);
 
 /*

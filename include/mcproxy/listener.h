@@ -35,6 +35,13 @@ extern "C" {
 
 typedef struct mcp_listener_s mcp_listener_t;
 
+/*
+ * Descriptors the listeners leave to the rest of the process (half of RLIMIT_NOFILE when that
+ * is below twice this): at the reserve, accepting pauses until descriptors are free again, so
+ * an admin API in the same process can always accept. See docs/RUNBOOK.md.
+ */
+#define MCP_LISTENER_FD_RESERVE 32
+
 typedef struct mcp_listener_config_s {
   const char *addr;               /* "0.0.0.0:443", "[::]:443", "127.0.0.1:8443" */
   uint64_t handshake_timeout_ms;  /* 0 picks 10 s */
@@ -58,7 +65,14 @@ typedef struct mcp_listener_config_s {
   mcp_listener_t *share_with;
   /* Called on the loop thread when a connection ends; may be NULL. */
   void (*on_conn_end)(void *data, const mcp_conn_record_t *rec);
-  void *data;
+  /*
+   * Called on the loop thread with a one-line message (no newline) for what an operator should
+   * see and no call returns: err < 0 (a libuv code) when accepting stopped (an error on the
+   * listening socket: it restarts by itself after 100 ms; the descriptor reserve reached:
+   * UV_EMFILE), err == 0 when it resumed. May be NULL.
+   */
+  void (*on_error)(void *data, int err, const char *msg);
+  void *data; /* passed to on_conn_end and on_error */
 } mcp_listener_config_t;
 
 typedef struct mcp_listener_stats_s {
@@ -68,6 +82,11 @@ typedef struct mcp_listener_stats_s {
   int64_t rejected_limit_total;
   int64_t blocked_total;
   int64_t unrouted_total;
+  int64_t error_total;         /* outcome error: reset or I/O error while relaying */
+  int64_t timeout_total;       /* outcome timeout: handshake or idle timeout */
+  int64_t backend_error_total; /* outcome backend_error: connect failed or timed out */
+  int64_t shutdown_total;      /* outcome shutdown: cut by mcp_listener_close_connections */
+  int64_t accept_errors_total; /* errors on the listening socket (accepting restarts) */
   int64_t route_count;
   int64_t proxy_error_total;  /* outcome proxy_error: untrusted peer, bad/slow PROXY header */
   int64_t rate_limited_total; /* outcome rate_limited: over a per-client limit */
@@ -110,7 +129,11 @@ void mcp_listener_set_routes(mcp_listener_t *l, mcp_routes_t *routes);
 /* The current table (borrowed: valid until the next set_routes on this thread). */
 mcp_routes_t *mcp_listener_routes(const mcp_listener_t *l);
 
-/* Seals fw and publishes it (takes a reference; NULL means no firewall). */
+/*
+ * Seals fw (see mcp_firewall_seal: thread-safe, so listeners on several loops may be given the
+ * same firewall at once) and publishes it (takes a reference; NULL means no firewall). Returns
+ * 0 or the seal's error (the old firewall then stays).
+ */
 int mcp_listener_set_firewall(mcp_listener_t *l, mcp_firewall_t *fw);
 
 /*
@@ -151,7 +174,7 @@ void mcp_listener_get_stats(const mcp_listener_t *l, mcp_listener_stats_t *out);
 /* Stops accepting (closes the listening socket); active connections go on. */
 void mcp_listener_stop(mcp_listener_t *l);
 
-/* Closes every active connection at once. */
+/* Closes every active connection at once (outcome shutdown). */
 void mcp_listener_close_connections(mcp_listener_t *l);
 
 /*

@@ -88,6 +88,9 @@ class Relay(ProxyTestCase):
         hello = mcp.vector("openssl_tls13")
         s.sendall(hello)
         self.assertEqual(b.wait_received(len(hello)), hello)
+        # A clean end both ways (closing with the echo unread would be a reset: outcome error).
+        s.shutdown(socket.SHUT_WR)
+        self.assertEqual(mcp.read_until_closed(s, timeout=5), ("eof", hello))
         s.close()
         c = self.proxy.wait_conn(outcome="ok")[0]
         self.assertEqual(c["backend"], "localhost:%d" % b.port)

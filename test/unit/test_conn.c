@@ -375,8 +375,10 @@ static void close_all_ends_every_listed_connection(void **state)
   for (int i = 0; i < MCP__T_COUNT; i++)
     assert_null(f->cs.tlists[i].head);
   run_until_records(f, 3);
+  /* The end of a drain: outcome shutdown, counted (it was timeout before). */
   for (int i = 0; i < 3; i++)
-    assert_int_equal(f->outcomes[i], MCP_CONN_OUTCOME_TIMEOUT);
+    assert_int_equal(f->outcomes[i], MCP_CONN_OUTCOME_SHUTDOWN);
+  assert_int_equal(atomic_load(&f->counters.shutdown_total), 3);
   assert_int_equal(f->empty_calls, 1);
 }
 
@@ -384,6 +386,10 @@ static void outcome_names_and_record_format(void **state)
 {
   (void)state;
   assert_string_equal(mcp_conn_outcome_name(MCP_CONN_OUTCOME_BACKEND_ERROR), "backend_error");
+  assert_string_equal(mcp_conn_outcome_name(MCP_CONN_OUTCOME_ERROR), "error");
+  assert_string_equal(mcp_conn_outcome_name(MCP_CONN_OUTCOME_SHUTDOWN), "shutdown");
+  assert_string_equal(mcp_conn_outcome_name(MCP_CONN_OUTCOME_PROXY_ERROR), "proxy_error");
+  assert_string_equal(mcp_conn_outcome_name(MCP_CONN_OUTCOME_RATE_LIMITED), "rate_limited");
   assert_string_equal(mcp_conn_outcome_name((mcp_conn_outcome_t)99), "-");
   mcp_conn_record_t rec = {"0.0.0.0:443", "[::1]:5", "a.example", "-", MCP_CONN_OUTCOME_OK, 1,
                            2, 3};
