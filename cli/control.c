@@ -517,9 +517,10 @@ static void after_work_cb(uv_work_t *w, int status)
       if (req->op == CONTROL_LISTENER_ADD) {
         workers_add_listener(ctl->st, index, on_published, req);
       } else {
-        /* The workers are told first: the message names the listener by its index. */
-        workers_remove_listener(ctl->st, index, on_published, req);
+        /* The main loop's table first: done may run (and free req) inside the call below. The
+         * message names the listener by its index, which the worker tables still have. */
         state_remove_listener(ctl->st, index);
+        workers_remove_listener(ctl->st, index, on_published, req);
       }
       return;
     }
