@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "admin_client.h"
 #include "admin_cmds.h"
@@ -20,10 +21,14 @@
 #include "mc_proxy/v1/admin.pb-c.h"
 #include "mcproxy/mcproxy.h"
 
+/* Where the package puts the config (docs/man/mc-proxy.1). */
+#define DEFAULT_CONFIG "/srv/mc-proxy/mc-proxy.ini"
+
 /* ---- options shared by the commands that talk to the server ---- */
 
 static const char conn_help[] =
-    "  -c, --config FILE   the config whose [grpc] addr names the server (required)\n"
+    "  -c, --config FILE   the config whose [grpc] addr names the server (default:\n"
+    "                      $MC_PROXY_CONFIG, else " DEFAULT_CONFIG ")\n"
     "      --addr ADDR     talk to ADDR (unix:/path or host:port) instead\n"
     "      --cert FILE     client certificate for a TCP addr ([grpc] client_cert)\n"
     "      --key FILE      its private key ([grpc] client_key)\n"
@@ -132,8 +137,17 @@ int parse_opts(const char *cmd, const char *usage, int allow_json, int argc, cha
     return cli_usage_error(cmd, "listener settings go with the listener command");
   if (o->send_proxy && strcmp(cmd, "routes"))
     return cli_usage_error(cmd, "--send-proxy goes with routes add");
+  /* Without -c: $MC_PROXY_CONFIG, then the packaged default path if it exists. */
+  if (!o->config && !o->addr) {
+    const char *env = getenv("MC_PROXY_CONFIG");
+    if (env && env[0])
+      o->config = env;
+    else if (access(DEFAULT_CONFIG, F_OK) == 0)
+      o->config = DEFAULT_CONFIG;
+  }
   if (!o->config && !o->addr)
-    return cli_usage_error(cmd, "-c FILE is required");
+    return cli_usage_error(cmd, "-c FILE is required (or MC_PROXY_CONFIG, or a config at "
+                                DEFAULT_CONFIG ")");
   return -1;
 }
 
@@ -293,6 +307,14 @@ static void print_status(const McProxy__V1__GetStatusResponse *st, int json)
              ",\"blocked_total\":%" PRId64 ",\"unrouted_total\":%" PRId64,
              l->route_count, l->active_connections, l->max_connections, l->accepted_total,
              l->rejected_limit_total, l->blocked_total, l->unrouted_total);
+      printf(",\"ok_total\":%" PRId64 ",\"timeout_total\":%" PRId64
+             ",\"backend_error_total\":%" PRId64 ",\"rate_limited_total\":%" PRId64
+             ",\"proxy_error_total\":%" PRId64 ",\"error_total\":%" PRId64
+             ",\"shutdown_total\":%" PRId64 ",\"fallback_total\":%" PRId64
+             ",\"bytes_in_total\":%" PRId64 ",\"bytes_out_total\":%" PRId64,
+             l->ok_total, l->timeout_total, l->backend_error_total, l->rate_limited_total,
+             l->proxy_error_total, l->error_total, l->shutdown_total, l->fallback_total,
+             l->bytes_in_total, l->bytes_out_total);
       printf(",\"settings\":");
       print_settings_json(l->settings);
       printf("}");
@@ -320,6 +342,18 @@ static void print_status(const McProxy__V1__GetStatusResponse *st, int json)
     printf("%-24s %6d %16s %10" PRId64 " %9" PRId64 " %9" PRId64 " %9" PRId64 "\n", l->addr,
            l->route_count, am, l->accepted_total, l->rejected_limit_total, l->blocked_total,
            l->unrouted_total);
+  }
+  /* How connections ended (counted when they end) and the bytes they relayed, indented under
+   * the table so that each listener still has one row starting with its address. */
+  printf("\nconnections ended, and bytes relayed (in = client to backend):\n");
+  for (size_t i = 0; i < st->n_listeners; i++) {
+    const McProxy__V1__ListenerStatus *l = st->listeners[i];
+    printf("  %s: ok %" PRId64 ", timeout %" PRId64 ", backend_error %" PRId64
+           ", rate_limited %" PRId64 ", proxy_error %" PRId64 ", error %" PRId64
+           ", shutdown %" PRId64 "; bytes in %" PRId64 ", out %" PRId64 "\n",
+           l->addr, l->ok_total, l->timeout_total, l->backend_error_total, l->rate_limited_total,
+           l->proxy_error_total, l->error_total, l->shutdown_total, l->bytes_in_total,
+           l->bytes_out_total);
   }
   printf("\nSETTINGS\n");
   for (size_t i = 0; i < st->n_listeners; i++) {

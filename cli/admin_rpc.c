@@ -16,6 +16,7 @@
 
 #include "log.h"
 #include "mc_proxy/v1/admin.pb-c.h"
+#include "metrics.h"
 
 int admin_rpc_status(int status)
 {
@@ -102,6 +103,34 @@ static void settings_free(settings_pb_t *s)
   free(s->ptrs);
 }
 
+/* The outcome's total, by its name in the library (0 for an outcome this build lacks). */
+static int64_t outcome_total(const metrics_totals_t *t, size_t nout, const char *name)
+{
+  for (size_t o = 0; o < nout; o++)
+    if (!strcmp(mcp_conn_outcome_name((mcp_conn_outcome_t)o), name))
+      return (int64_t)t->outcome[o];
+  return 0;
+}
+
+/* The per-outcome counters and bytes of one listener, summed over every loop (metrics.h). */
+static void set_outcome_totals(McProxy__V1__ListenerStatus *ls)
+{
+  metrics_totals_t t;
+  size_t nout = metrics_outcome_count();
+  metrics_listener_totals(ls->addr, &t);
+  ls->ok_total = outcome_total(&t, nout, "ok");
+  ls->rate_limited_total = outcome_total(&t, nout, "rate_limited");
+  ls->timeout_total = outcome_total(&t, nout, "timeout");
+  ls->backend_error_total = outcome_total(&t, nout, "backend_error");
+  ls->proxy_error_total = outcome_total(&t, nout, "proxy_error");
+  ls->error_total = outcome_total(&t, nout, "error");
+  ls->shutdown_total = outcome_total(&t, nout, "shutdown");
+  /* fallback is a route choice, not an outcome: counted once the library reports it */
+  ls->fallback_total = 0;
+  ls->bytes_in_total = (int64_t)t.bytes_in;
+  ls->bytes_out_total = (int64_t)t.bytes_out;
+}
+
 static void do_get_status(void *ctx, admin_call_t *c)
 {
   admin_rpc_t *rpc = ctx;
@@ -129,6 +158,8 @@ static void do_get_status(void *ctx, admin_call_t *c)
     ls[i].rejected_limit_total = st.rejected_limit_total;
     ls[i].blocked_total = st.blocked_total;
     ls[i].unrouted_total = st.unrouted_total;
+    set_outcome_totals(&ls[i]);
+    ls[i].fallback_total = st.fallback_total;
     ls[i].settings = &sp.pb[i];
     lp[i] = &ls[i];
   }

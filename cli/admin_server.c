@@ -50,7 +50,9 @@
 #include "certs.h"
 #include "files.h"
 #include "log.h"
+#include "metrics.h"
 #include "proto_check.h"
+#include "reflection.h"
 
 /* Requests are a few hundred bytes; anything near this is not a request of ours. */
 #define ADMIN_MAX_REQUEST (64 * 1024)
@@ -66,7 +68,16 @@ typedef enum call_state_e {
   CALL_RECEIVING,
   CALL_HANDLING,
   CALL_REPLYING,
+  CALL_STREAM_SEND, /* health/reflection: a message being sent, the stream goes on */
+  CALL_STREAM_RECV, /* health/reflection: waiting for the client's next message */
 } call_state_t;
+
+/* Which service a call is for. Health and reflection never reach the loop (see below). */
+typedef enum call_kind_e {
+  KIND_ADMIN = 0,
+  KIND_HEALTH,
+  KIND_REFLECTION,
+} call_kind_t;
 
 /*
  * One RPC. Allocated by whoever arms grpc_server_request_call (loop thread at start, then the
@@ -94,6 +105,9 @@ struct admin_call_s {
 
   int held;
   admin_call_t *next, *prev; /* the inbox (next only), or the held list */
+
+  call_kind_t kind;
+  int sent_md; /* initial metadata sent (streams) */
 };
 
 struct admin_server_s {
@@ -130,6 +144,25 @@ static const admin_method_t *find_method(admin_server_t *a, grpc_slice path)
     if (strlen(a->methods[i].name) == len && !memcmp(a->methods[i].name, p, len))
       return &a->methods[i];
   return NULL;
+}
+
+/* The standard services served next to ours (docs/METRICS.md). */
+static call_kind_t find_kind(grpc_slice path)
+{
+  static const struct {
+    const char *path;
+    call_kind_t kind;
+  } paths[] = {
+      {"/grpc.health.v1.Health/Check", KIND_HEALTH},
+      {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", KIND_REFLECTION},
+      {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", KIND_REFLECTION},
+  };
+  size_t len = GRPC_SLICE_LENGTH(path);
+  const char *p = (const char *)GRPC_SLICE_START_PTR(path);
+  for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+    if (strlen(paths[i].path) == len && !memcmp(paths[i].path, p, len))
+      return paths[i].kind;
+  return KIND_ADMIN;
 }
 
 /* ---- call lifetime ---- */
@@ -181,6 +214,17 @@ static int arm_request(admin_server_t *a)
 
 /* ---- the completion-queue thread ---- */
 
+/*
+ * A call that arrives while the server stops was never started: the client is told so with
+ * UNAVAILABLE (retry against the process that takes over), not left to a bare CANCELLED.
+ */
+static void refuse_stopping(admin_call_t *c)
+{
+  grpc_call_cancel_with_status(c->call, GRPC_STATUS_UNAVAILABLE, "mc-proxy is shutting down",
+                               NULL);
+  call_free(c);
+}
+
 /* A new call arrived (or, at shutdown, a request_call came back unused). */
 static void on_new_call(admin_server_t *a, admin_call_t *c, int ok)
 {
@@ -191,7 +235,7 @@ static void on_new_call(admin_server_t *a, admin_call_t *c, int ok)
   uv_mutex_lock(&a->mu);
   if (a->stopping) {
     uv_mutex_unlock(&a->mu);
-    call_free(c);
+    refuse_stopping(c);
     return;
   }
   if (arm_request(a) != 0)
@@ -207,11 +251,18 @@ static void on_new_call(admin_server_t *a, admin_call_t *c, int ok)
     call_free(c);
 }
 
+static void on_std_message(admin_server_t *a, admin_call_t *c);
+
 /* The request message arrived: find the method, unpack, and hand the call to the loop. */
 static void on_received(admin_server_t *a, admin_call_t *c, int ok)
 {
   if (!ok) { /* cancelled by the client, or the server is shutting down */
     call_free(c);
+    return;
+  }
+  c->kind = find_kind(c->details.method);
+  if (c->kind != KIND_ADMIN) {
+    on_std_message(a, c);
     return;
   }
   c->method = find_method(a, c->details.method);
@@ -251,7 +302,7 @@ static void on_received(admin_server_t *a, admin_call_t *c, int ok)
   uv_mutex_lock(&a->mu);
   if (a->stopping) {
     uv_mutex_unlock(&a->mu);
-    call_free(c);
+    refuse_stopping(c);
     return;
   }
   c->state = CALL_HANDLING;
@@ -264,6 +315,133 @@ static void on_received(admin_server_t *a, admin_call_t *c, int ok)
   uv_mutex_unlock(&a->mu);
   /* The async handle is closed only after this thread has been joined. */
   uv_async_send(&a->async);
+}
+
+/*
+ * ---- health and reflection, on the CQ thread ----
+ *
+ * Their answers are pure functions of the request bytes (reflection.h) and one atomic flag
+ * (metrics_serving), so they are made here, without a trip through the loop. A reflection
+ * call is a stream: each request message gets one response message, then the next message is
+ * read, until the client half-closes (status OK). A batch is only started under a->mu while
+ * the server is not stopping, so none can start after the queue is shut down.
+ */
+
+/* Starts ops as c's one batch in flight, in state st; frees c when that cannot be done. */
+static void start_std_batch(admin_server_t *a, admin_call_t *c, grpc_op *ops, size_t n,
+                            call_state_t st)
+{
+  grpc_call_error e = GRPC_CALL_ERROR;
+  uv_mutex_lock(&a->mu);
+  if (!a->stopping) {
+    c->state = st;
+    e = grpc_call_start_batch(c->call, ops, n, c, NULL);
+  }
+  uv_mutex_unlock(&a->mu);
+  if (e != GRPC_CALL_OK)
+    call_free(c);
+}
+
+/* Puts body (malloc'd, taken over; may be NULL) in c->send_bb and an op sending it. */
+static void std_send_op(admin_call_t *c, grpc_op *op, uint8_t *body, size_t len)
+{
+  grpc_slice s = grpc_slice_from_copied_buffer((const char *)body, len);
+  free(body);
+  if (c->send_bb)
+    grpc_byte_buffer_destroy(c->send_bb);
+  c->send_bb = grpc_raw_byte_buffer_create(&s, 1);
+  grpc_slice_unref(s);
+  op->op = GRPC_OP_SEND_MESSAGE;
+  op->data.send_message.send_message = c->send_bb;
+}
+
+/* Ends c with status, sending body first when it is not NULL. */
+static void std_finish(admin_server_t *a, admin_call_t *c, int status, const char *msg,
+                       uint8_t *body, size_t len)
+{
+  grpc_op ops[4];
+  size_t n = 0;
+  memset(ops, 0, sizeof(ops));
+  if (!c->sent_md)
+    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+  c->sent_md = 1;
+  if (body)
+    std_send_op(c, &ops[n++], body, len);
+  grpc_slice_unref(c->status_details);
+  c->status_details = grpc_slice_from_copied_string(msg);
+  ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+  ops[n].data.send_status_from_server.status = (grpc_status_code)status;
+  ops[n++].data.send_status_from_server.status_details = &c->status_details;
+  ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+  ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
+  start_std_batch(a, c, ops, n, CALL_REPLYING);
+}
+
+/* A message of a health or reflection call arrived in c->recv_bb (NULL: the client is done). */
+static void on_std_message(admin_server_t *a, admin_call_t *c)
+{
+  if (!c->recv_bb) {
+    if (c->kind == KIND_HEALTH)
+      std_finish(a, c, GRPC_STATUS_INVALID_ARGUMENT, "no request message", NULL, 0);
+    else
+      std_finish(a, c, GRPC_STATUS_OK, "", NULL, 0);
+    return;
+  }
+  grpc_byte_buffer_reader reader;
+  int readable = grpc_byte_buffer_reader_init(&reader, c->recv_bb);
+  grpc_slice all = grpc_empty_slice();
+  if (readable) {
+    all = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+  }
+  grpc_byte_buffer_destroy(c->recv_bb);
+  c->recv_bb = NULL;
+  uint8_t *out = NULL;
+  size_t out_len = 0;
+  int rc;
+  if (!readable || GRPC_SLICE_LENGTH(all) > ADMIN_MAX_REQUEST)
+    rc = REFLECTION_STATUS_INVALID_ARGUMENT;
+  else if (c->kind == KIND_HEALTH)
+    rc = reflection_health_check(GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all),
+                                 metrics_serving(), &out, &out_len);
+  else
+    rc = reflection_answer(GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all), &out, &out_len);
+  grpc_slice_unref(all);
+  if (rc != REFLECTION_STATUS_OK) {
+    free(out);
+    std_finish(a, c, rc,
+               rc == REFLECTION_STATUS_NOT_FOUND          ? "unknown service"
+               : rc == REFLECTION_STATUS_INVALID_ARGUMENT ? "malformed request message"
+                                                          : "out of memory",
+               NULL, 0);
+    return;
+  }
+  if (c->kind == KIND_HEALTH) {
+    std_finish(a, c, GRPC_STATUS_OK, "", out, out_len);
+    return;
+  }
+  grpc_op ops[2];
+  size_t n = 0;
+  memset(ops, 0, sizeof(ops));
+  if (!c->sent_md)
+    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+  c->sent_md = 1;
+  std_send_op(c, &ops[n++], out, out_len);
+  start_std_batch(a, c, ops, n, CALL_STREAM_SEND);
+}
+
+/* A reflection response went out: read the client's next request. */
+static void on_std_sent(admin_server_t *a, admin_call_t *c, int ok)
+{
+  if (!ok) {
+    call_free(c);
+    return;
+  }
+  grpc_op op;
+  memset(&op, 0, sizeof(op));
+  op.op = GRPC_OP_RECV_MESSAGE;
+  op.data.recv_message.recv_message = &c->recv_bb;
+  start_std_batch(a, c, &op, 1, CALL_STREAM_RECV);
 }
 
 static void handle_event(admin_server_t *a, grpc_event ev)
@@ -284,6 +462,15 @@ static void handle_event(admin_server_t *a, grpc_event ev)
     break;
   case CALL_RECEIVING:
     on_received(a, c, ev.success);
+    break;
+  case CALL_STREAM_RECV:
+    if (ev.success)
+      on_std_message(a, c);
+    else
+      call_free(c);
+    break;
+  case CALL_STREAM_SEND:
+    on_std_sent(a, c, ev.success);
     break;
   case CALL_REPLYING:
   case CALL_HANDLING: /* cannot happen: no batch is in flight while handling */
@@ -379,6 +566,10 @@ void admin_call_reply(admin_call_t *c, int status, const char *msg, const Protob
     return;
   }
   unhold(c->admin, c);
+  /* metrics: count answered changes (every method that is not a read) */
+  const char *name = admin_call_method(c);
+  if (c->method && strncmp(name, "Get", 3) && strncmp(name, "List", 4))
+    metrics_admin_change(name, status);
   grpc_op ops[4];
   size_t n = 0;
   memset(ops, 0, sizeof(ops));

@@ -70,6 +70,7 @@ typedef enum section_e {
   SEC_GRPC,
   SEC_FIREWALL,
   SEC_LISTENER,
+  SEC_METRICS,
   SEC_COUNT
 } section_t;
 
@@ -170,6 +171,7 @@ typedef struct loader_s {
   int line;   /* the line inih is working on */
   int failed; /* set with the first error; the reader then ends the parse */
   int err_line;
+  int metrics_addr_line; /* [metrics] addr seen on this line, or 0 */
 
   section_t sec;
   char sec_label[CONFIG_ADDR_MAX + 16]; /* "[proxy]" or "[listener \"ADDR\"]" for messages */
@@ -374,6 +376,48 @@ static int start_listener(loader_t *ld, const char *addr_text)
   return 1;
 }
 
+/* ---- [metrics] (its own section code: addr only) ---- */
+
+static int start_metrics(loader_t *ld)
+{
+  if (ld->sec_line[SEC_METRICS])
+    return fail(ld, ld->line, "duplicate section [metrics], first on line %d",
+                ld->sec_line[SEC_METRICS]);
+  ld->sec_line[SEC_METRICS] = ld->line;
+  ld->sec = SEC_METRICS;
+  ld->cfg->has_metrics = 1;
+  snprintf(ld->sec_label, sizeof(ld->sec_label), "[metrics]");
+  return 1;
+}
+
+static int metrics_key(loader_t *ld, const char *name, const char *value)
+{
+  config_t *cfg = ld->cfg;
+  if (strcmp(name, "addr") != 0)
+    return fail(ld, ld->line, "[metrics]: unknown key \"" SHOW "\"", name);
+  if (ld->metrics_addr_line)
+    return fail(ld, ld->line, "[metrics] addr: duplicate key, first on line %d",
+                ld->metrics_addr_line);
+  struct sockaddr_storage ss;
+  char canon[CONFIG_ADDR_MAX];
+  if (strlen(value) >= CONFIG_ADDR_MAX || mcp_listener_addr_parse(value, &ss, canon) != 0)
+    return fail(ld, ld->line,
+                "[metrics] addr: bad address \"" SHOW "\" (expected IPv4:port or [IPv6]:port)",
+                value);
+  if (((struct sockaddr_in *)&ss)->sin_port == 0)
+    return fail(ld, ld->line, "[metrics] addr: port 0 is not a listen port");
+  memcpy(cfg->metrics_addr, canon, sizeof(cfg->metrics_addr));
+  ld->metrics_addr_line = ld->line;
+  return 1;
+}
+
+static int check_metrics(loader_t *ld)
+{
+  if (ld->cfg->has_metrics && !ld->cfg->metrics_addr[0])
+    return fail(ld, ld->sec_line[SEC_METRICS], "[metrics] addr is required in a [metrics] section");
+  return 1;
+}
+
 /*
  * Parses a section header (line starts with '['). inih also sees the line, but its notion of
  * the section is never used. Returns 1, or 0 after recording an error.
@@ -416,6 +460,8 @@ static int parse_section(loader_t *ld, char *line)
     q[qlen - 1] = '\0';
     return start_listener(ld, q + 1);
   }
+  if (!strcmp(name, "metrics"))
+    return start_metrics(ld);
   for (int s = SEC_DATABASE; s <= SEC_FIREWALL; s++) {
     if (strcmp(name, section_names[s]) != 0)
       continue;
@@ -883,6 +929,8 @@ static int on_key(void *user, const char *section, const char *name, const char 
     return fail(ld, ld->line, "%s %s: empty value", ld->sec_label, name);
   if (ld->sec == SEC_LISTENER)
     return listener_key(ld, name, value);
+  if (ld->sec == SEC_METRICS)
+    return metrics_key(ld, name, value);
 
   if (ld->sec == SEC_FIREWALL) {
     if (!strcmp(name, "block_ip"))
@@ -1036,6 +1084,8 @@ static int check_whole(loader_t *ld)
   config_t *cfg = ld->cfg;
   if (!cfg->db_path[0])
     return fail(ld, 0, "[database] path is required");
+  if (!check_metrics(ld))
+    return 0;
   if (!check_grpc(ld))
     return 0;
   for (size_t i = 0; i < cfg->nlisteners; i++) {

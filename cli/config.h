@@ -91,6 +91,10 @@ typedef struct config_s {
   /* Client-side credentials for the admin commands (optional). */
   char client_cert[PATH_MAX], client_key[PATH_MAX], server_ca[PATH_MAX];
 
+  /* [metrics]; has_metrics is 0 when the section is absent. */
+  int has_metrics;
+  char metrics_addr[CONFIG_ADDR_MAX]; /* canonical IPv4:port or [IPv6]:port */
+
   /* [firewall] */
   char geoip_db[PATH_MAX];
   config_rule_t *rules;

@@ -18,6 +18,7 @@
 #include "certs.h"
 #include "cli.h"
 #include "config.h"
+#include "drift.h"
 #include "mcproxy/firewall.h"
 #include "mcproxy/store.h"
 
@@ -207,6 +208,7 @@ int cmd_check(int argc, char **argv)
       nroutes += cfg.listeners[i].nroutes;
     printf("%s: ok (%zu listeners, %zu routes, %zu firewall rules)\n", cfg.path, cfg.nlisteners,
            nroutes, cfg.nrules);
+    drift_check(&cfg); /* warnings only: the database wins, the file is still valid */
     if (verbose)
       print_settings(&cfg);
   }

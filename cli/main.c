@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "reload.h"
 #include "mcproxy/mcproxy.h"
 
 static const char usage[] =
@@ -13,6 +14,7 @@ static const char usage[] =
     "Commands:\n"
     "  server -c FILE                         run the proxy in the foreground\n"
     "  check -c FILE                          validate a config (and its admin certs)\n"
+    "  reload -c FILE                         hand the running server over to a new process\n"
     "  snapshot -c FILE [-o OUT]              online backup of the database\n"
     "  status -c FILE [--json]                ask a running instance for its state\n"
     "  routes list|add|remove -c FILE ...     show or change routes\n"
@@ -29,7 +31,7 @@ static const struct {
 } commands[] = {
     {"server", cmd_server},     {"check", cmd_check},   {"snapshot", cmd_snapshot},
     {"status", cmd_status},     {"routes", cmd_routes}, {"firewall", cmd_firewall},
-    {"listener", cmd_listener}, {"certs", cmd_certs},
+    {"listener", cmd_listener}, {"certs", cmd_certs},   {"reload", cmd_reload},
 };
 
 int main(int argc, char **argv)

@@ -1,8 +1,11 @@
 /*
  * mc-proxy server: load the config, open the store (seeding it on the first run), build the
  * firewall and one listener per stored listener address, start the admin API, then run the loop
- * until SIGTERM/SIGINT. Shutdown: stop accepting, stop the admin server, let connections drain
+ * until SIGTERM/SIGINT. Shutdown: stop accepting, stop the admin API, let connections drain
  * for up to shutdown_timeout, close the rest, exit 0. A second signal exits at once with 1.
+ * SIGHUP reloads: the steps that work on run_t (admin API, database lock, resuming) are here,
+ * the mechanics of the hand-over in reload.c (docs/RUNBOOK.md "Reloading"); that is why this
+ * file runs past 600 lines.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -21,8 +24,12 @@
 #include "cli.h"
 #include "config.h"
 #include "control.h"
+#include "drift.h"
 #include "files.h"
 #include "log.h"
+#include "metrics.h"
+#include "notify.h"
+#include "reload.h"
 #include "state.h"
 #include "workers.h"
 
@@ -34,11 +41,14 @@ typedef struct run_s {
   admin_rpc_t rpc;       /* what the admin methods work on */
   uv_signal_t sigterm, sigint, sighup;
   uv_timer_t drain_poll;
+  uv_timer_t reload_poll; /* a reload waits here for the admin change in flight (reload.h) */
   uv_prepare_t log_flush; /* writes the loop's buffered connection lines before it waits */
   uint64_t drain_deadline;
   int stopping;
   int admin_stopped;
   int lock_fd;
+  int reloading;   /* a hand-over is under way */
+  int handed_over; /* a new process serves now: this one only drains */
 } run_t;
 
 /* ---- connection log ---- */
@@ -52,6 +62,7 @@ static void on_conn_end(void *data, const mcp_conn_record_t *rec)
   char line[1024];
   mcp_conn_record_format(rec, line, sizeof(line));
   log_buffered(LOG_INFO, "conn %s", line);
+  metrics_conn_end(rec); /* this loop's own counters (metrics.h) */
 }
 
 /*
@@ -88,86 +99,6 @@ static void on_listener_error(void *data, int err, const char *msg)
 
 /* ---- seeding and loading ---- */
 
-/* One line of text per listener, route and rule, to compare config and database. */
-typedef struct strset_s {
-  char **v;
-  size_t n, cap;
-} strset_t;
-
-static int strset_add(strset_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int strset_add(strset_t *s, const char *fmt, ...)
-{
-  if (s->n == s->cap) {
-    size_t cap = s->cap ? s->cap * 2 : 64;
-    char **v = realloc(s->v, cap * sizeof(*v));
-    if (!v)
-      return MCP_ENOMEM;
-    s->v = v;
-    s->cap = cap;
-  }
-  va_list ap;
-  va_start(ap, fmt);
-  int rc = vasprintf(&s->v[s->n], fmt, ap);
-  va_end(ap);
-  if (rc < 0)
-    return MCP_ENOMEM;
-  s->n++;
-  return 0;
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static int strset_equal(strset_t *a, strset_t *b)
-{
-  if (a->n != b->n)
-    return 0;
-  if (a->n == 0)
-    return 1;
-  qsort(a->v, a->n, sizeof(char *), cmp_str);
-  qsort(b->v, b->n, sizeof(char *), cmp_str);
-  for (size_t i = 0; i < a->n; i++)
-    if (strcmp(a->v[i], b->v[i]))
-      return 0;
-  return 1;
-}
-
-static void strset_free(strset_t *s)
-{
-  for (size_t i = 0; i < s->n; i++)
-    free(s->v[i]);
-  free(s->v);
-}
-
-/* One line for a listener and all its settings, the same from the file and the database. */
-static int strset_add_listener(strset_t *set, const char *addr, const listener_settings_t *s)
-{
-  char from[CONFIG_PROXY_FROM_MAX * MCP_FIREWALL_VALUE_MAX + 1] = "";
-  size_t n = 0;
-  for (size_t i = 0; i < s->nproxy_from; i++)
-    n += (size_t)snprintf(from + n, sizeof(from) - n, "%s%s", i ? "," : "", s->proxy_from[i]);
-  return strset_add(set, "listener %s %lld pp=%d from=%s fallback=%s rate=%u/%u per_client=%lld",
-                    addr, (long long)s->max_connections, s->proxy_protocol, from, s->fallback,
-                    s->rate_count, s->rate_period_ms, (long long)s->max_per_client);
-}
-
-static int config_strset(const config_t *cfg, strset_t *s)
-{
-  int err = 0;
-  for (size_t i = 0; i < cfg->nlisteners && !err; i++) {
-    const config_listener_t *cl = &cfg->listeners[i];
-    err = strset_add_listener(s, cl->addr, &cl->settings);
-    for (size_t j = 0; j < cl->nroutes && !err; j++)
-      err = strset_add(s, "route %s %s %s %d", cl->addr, cl->routes[j].hostname,
-                       cl->routes[j].backend, cl->routes[j].send_proxy);
-  }
-  for (size_t i = 0; i < cfg->nrules && !err; i++)
-    err = strset_add(s, "rule %s %s", mcp_firewall_type_name(cfg->rules[i].type), cfg->rules[i].value);
-  return err;
-}
-
 static int seed(mcp_store_t *st, const config_t *cfg)
 {
   int err = mcp_store_begin(st);
@@ -195,7 +126,7 @@ static int seed(mcp_store_t *st, const config_t *cfg)
 /* Builds the in-memory state from the database (the source of truth after seeding). */
 typedef struct load_s {
   run_t *run;
-  strset_t db;
+  drift_set_t db; /* what the database holds, to compare with the config (drift.h) */
   char err[512];
 } load_t;
 
@@ -205,11 +136,15 @@ static int load_listener(void *data, const char *addr, const mcp_store_listener_
   state_t *srv = &ld->run->srv;
   listener_settings_t settings;
   state_settings_from_store(ss, &settings);
-  if (strset_add_listener(&ld->db, addr, &settings))
+  if (drift_add(&ld->db, "listener %s max_connections=%lld", addr,
+                (long long)settings.max_connections))
     return MCP_ENOMEM;
   mcp_listener_config_t lc = srv->listener_config;
   lc.addr = addr;
   lc.max_connections = settings.max_connections;
+  char canonical[64];
+  if (mcp_listener_addr_parse(addr, &(struct sockaddr_storage){0}, canonical) == 0)
+    lc.fd = reload_take_fd(canonical); /* 0 unless a reload handed us this address's socket */
   mcp_listener_t *l;
   int err = mcp_listener_new(srv->loop, &lc, &l);
   if (err) {
@@ -225,7 +160,7 @@ static int load_route(void *data, const char *laddr, const char *host, const cha
                       mcp_send_proxy_t send_proxy)
 {
   load_t *ld = data;
-  if (strset_add(&ld->db, "route %s %s %s %d", laddr, host, backend, (int)send_proxy))
+  if (drift_add(&ld->db, "route %s %s %s", laddr, host, backend))
     return MCP_ENOMEM;
   mcp_listener_t *l = state_find_listener(&ld->run->srv, laddr);
   if (!l)
@@ -241,14 +176,33 @@ static int load_route(void *data, const char *laddr, const char *host, const cha
 static int load_rule(void *data, mcp_firewall_type_t type, const char *value)
 {
   load_t *ld = data;
-  if (strset_add(&ld->db, "rule %s %s", mcp_firewall_type_name(type), value))
+  if (drift_add(&ld->db, "rule %s %s", mcp_firewall_type_name(type), value))
     return MCP_ENOMEM;
   int rc = mcp_firewall_add(ld->run->srv.firewall, type, value);
   if (rc == MCP_EINVAL) {
-    log_warn("database firewall rule %s %s is malformed; ignored", mcp_firewall_type_name(type), value);
+    log_warn("database firewall rule %s %s is malformed; ignored", mcp_firewall_type_name(type),
+             value);
     return 0;
   }
   return rc < 0 ? rc : 0;
+}
+
+/* The config's listeners, routes and rules against the database's: warn with the first few. */
+static void report_drift(const config_t *cfg, drift_set_t *db)
+{
+  drift_set_t fromcfg = {0};
+  char show[DRIFT_SHOW][256];
+  size_t nshow = 0;
+  if (drift_from_config(cfg, &fromcfg) == 0) {
+    size_t count = drift_compare(&fromcfg, db, show, &nshow);
+    if (count)
+      log_warn("%zu difference%s between the listeners, routes and rules in %s and the database "
+               "%s; the database is the source of truth and the file's copies are ignored",
+               count, count == 1 ? "" : "s", cfg->path, cfg->db_path);
+    for (size_t i = 0; i < nshow; i++)
+      log_warn("  %s", show[i]);
+  }
+  drift_free(&fromcfg);
 }
 
 static int load_state(run_t *run, char *err, size_t errlen)
@@ -287,17 +241,12 @@ static int load_state(run_t *run, char *err, size_t errlen)
     else
       snprintf(err, errlen, "%s: loading failed: %s (%s)", cfg->db_path, mcp_strerror(rc),
                mcp_store_errmsg(srv->store));
-    strset_free(&ld.db);
+    drift_free(&ld.db);
     return -1;
   }
 
-  strset_t fromcfg = {0};
-  if (config_strset(cfg, &fromcfg) == 0 && !strset_equal(&fromcfg, &ld.db))
-    log_info("the database differs from the listeners, routes and rules in %s; the database is "
-             "the source of truth and the config's copies are ignored",
-             cfg->path);
-  strset_free(&fromcfg);
-  strset_free(&ld.db);
+  report_drift(cfg, &ld.db);
+  drift_free(&ld.db);
 
   if (mcp_firewall_country_count(srv->firewall) > 0 && !srv->geoip) {
     snprintf(err, errlen,
@@ -328,13 +277,8 @@ static int64_t total_active(state_t *srv)
   return active;
 }
 
-static void on_geoip_published(void *data, int status)
-{
-  if (status)
-    log_error("SIGHUP: the worker loops keep the old GeoIP database: %s", mcp_strerror(status));
-}
-
 static void begin_shutdown(run_t *run);
+static void begin_reload(run_t *run);
 
 /*
  * Draining: polls until no admin change is being written (then the admin server stops; a
@@ -365,37 +309,7 @@ static void on_signal(uv_signal_t *h, int signum)
 {
   run_t *run = h->data;
   if (signum == SIGHUP) {
-    state_t *srv = &run->srv;
-    if (!srv->cfg->geoip_db[0]) {
-      log_info("SIGHUP: no geoip_db configured; nothing to reload");
-      return;
-    }
-    char err[512];
-    mcp_geoip_t *g = NULL;
-    if (mcp_geoip_open(srv->cfg->geoip_db, &g, err, sizeof(err)) != 0) {
-      log_error("SIGHUP: %s; keeping the GeoIP database already loaded", err);
-      return;
-    }
-    mcp_firewall_t *fw;
-    if (mcp_firewall_clone(srv->firewall, &fw) != 0) {
-      mcp_geoip_unref(g);
-      log_error("SIGHUP: out of memory");
-      return;
-    }
-    mcp_firewall_set_geoip(fw, g);
-    /* Sealed here, once: the same snapshot then goes to every loop, which must not seal it. */
-    int rc = mcp_firewall_seal(fw);
-    if (rc) {
-      mcp_firewall_unref(fw);
-      mcp_geoip_unref(g);
-      log_error("SIGHUP: %s; keeping the GeoIP database already loaded", mcp_strerror(rc));
-      return;
-    }
-    state_set_firewall(srv, fw);
-    mcp_geoip_unref(srv->geoip);
-    srv->geoip = g;
-    workers_publish(srv, on_geoip_published, NULL);
-    log_info("SIGHUP: reopened %s", srv->cfg->geoip_db);
+    begin_reload(run);
     return;
   }
   if (run->stopping) {
@@ -410,13 +324,154 @@ static void on_signal(uv_signal_t *h, int signum)
 static void begin_shutdown(run_t *run)
 {
   state_t *srv = &run->srv;
+  if (!run->handed_over)
+    notify_send("STOPPING=1");
   run->stopping = 1;
+  metrics_set_serving(false); /* metrics: /healthz and gRPC health say draining */
   for (size_t i = 0; i < srv->nlisteners; i++)
     mcp_listener_stop(srv->listeners[i]);
   workers_stop_accepting(srv);
   control_stop(run->ctl);
   run->drain_deadline = uv_now(srv->loop) + srv->cfg->shutdown_timeout_ms;
   uv_timer_start(&run->drain_poll, on_drain_poll, 0, 50);
+}
+
+/* ---- reload: hand-over to a new process (reload.h, docs/RUNBOOK.md "Reload") ---- */
+
+static int relock_database(run_t *run);
+
+/*
+ * Sockets the new process binds anew and this one must let go of first, besides the admin API
+ * (the metrics endpoint, when it is started from this file): released before the new process
+ * starts, taken back if it fails.
+ */
+static void reload_release_others(run_t *run)
+{
+  if (run->srv.cfg->has_metrics)
+    metrics_stop(); /* metrics: the new process binds the same address */
+}
+
+static void reload_retake_others(run_t *run)
+{
+  state_t *srv = &run->srv;
+  char err[256];
+  if (!srv->cfg->has_metrics)
+    return;
+  if (metrics_start(srv, srv->cfg->metrics_addr, err, sizeof(err)) != 0) {
+    log_error("reload: [metrics] addr: %s; the metrics endpoint stays off", err);
+    return;
+  }
+  metrics_set_serving(!run->stopping);
+}
+
+/* The hand-over did not happen: take the database and the admin API back, keep serving. */
+static void reload_resume(run_t *run, const char *why)
+{
+  state_t *srv = &run->srv;
+  log_error("SIGHUP: reload failed: %s; keeping the running process (pid %d) and its "
+            "configuration",
+            why, (int)getpid());
+  reload_status_write(srv->cfg->db_path, "failed: %s", why);
+  run->reloading = 0;
+  if (run->stopping)
+    return; /* SIGTERM came during the reload: the drain goes on without the admin API */
+  reload_retake_others(run);
+  if (run->lock_fd <= 0 && relock_database(run) != 0)
+    log_error("reload: cannot lock the database again; admin changes stay off");
+  else if (!run->admin && !control_busy(run->ctl)) {
+    control_free(run->ctl);
+    run->ctl = control_new(srv);
+    run->rpc.ctl = run->ctl;
+    char err[512];
+    if (run->ctl && srv->cfg->has_grpc &&
+        admin_server_start(srv->loop, srv->cfg, admin_rpc_methods, admin_rpc_nmethods, &run->rpc,
+                           &run->admin, err, sizeof(err)) != 0)
+      log_error("reload: admin API: %s; admin changes stay off", err);
+  }
+  notify_send("READY=1");
+}
+
+static void on_reload_done(void *data, int ok, int pid, const char *why)
+{
+  run_t *run = data;
+  state_t *srv = &run->srv;
+  if (!ok) {
+    reload_resume(run, why);
+    return;
+  }
+  if (run->stopping) {
+    /* SIGTERM came while the new process started: it must not outlive the service. */
+    log_warn("reload: shutting down; stopping the new process %d too", pid);
+    kill(pid, SIGTERM);
+    run->reloading = 0;
+    return;
+  }
+  run->handed_over = 1;
+  run->reloading = 0;
+  /* From the main process, so NotifyAccess=main suffices; the new one sent the same already. */
+  notify_send("MAINPID=%d\nREADY=1", pid);
+  reload_status_write(srv->cfg->db_path, "ok %d", pid);
+  log_info("SIGHUP: reopened %s in pid %d, which took over the listeners and the database; "
+           "pid %d stops accepting and drains for up to %llu ms",
+           srv->cfg->path, pid, (int)getpid(), (unsigned long long)srv->cfg->shutdown_timeout_ms);
+  /* The listening sockets live on in the new process: closing ours loses no queued client. */
+  begin_shutdown(run);
+}
+
+/* Waits for the admin change in flight, then lets go of the admin API and the database. */
+static void on_reload_poll(uv_timer_t *t)
+{
+  run_t *run = t->data;
+  state_t *srv = &run->srv;
+  if (control_busy(run->ctl))
+    return;
+  uv_timer_stop(t);
+  if (run->stopping) { /* SIGTERM came first: no hand-over */
+    run->reloading = 0;
+    return;
+  }
+  admin_server_stop(run->admin);
+  run->admin = NULL;
+  reload_release_others(run);
+  close(run->lock_fd);
+  run->lock_fd = -1;
+  char err[512];
+  if (reload_spawn(srv, srv->cfg->path, on_reload_done, run, err, sizeof(err)) != 0)
+    reload_resume(run, err);
+}
+
+static void begin_reload(run_t *run)
+{
+  state_t *srv = &run->srv;
+  if (run->stopping) {
+    log_warn("SIGHUP: shutting down; not reloading");
+    return;
+  }
+  if (run->reloading) {
+    log_warn("SIGHUP: a reload is already under way");
+    return;
+  }
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  notify_send("RELOADING=1\nMONOTONIC_USEC=%llu",
+              (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
+  config_t cfg;
+  char err[1024];
+  if (reload_validate(srv->cfg->path, &cfg, err, sizeof(err)) != 0) {
+    log_error("SIGHUP: the config does not pass check: %s; keeping the running process and "
+              "configuration",
+              err);
+    reload_status_write(srv->cfg->db_path, "refused: %s", err);
+    notify_send("READY=1");
+    return;
+  }
+  config_free(&cfg);
+  log_info("SIGHUP: %s passes check; handing over to a new process of the binary on disk",
+           srv->cfg->path);
+  run->reloading = 1;
+  /* Queued admin changes are refused (UNAVAILABLE); the one in flight completes first. */
+  control_stop(run->ctl);
+  uv_timer_start(&run->reload_poll, on_reload_poll, 0, 20);
 }
 
 static void close_walk_cb(uv_handle_t *h, void *arg)
@@ -467,6 +522,18 @@ static void teardown(run_t *run)
  * One server per database: an exclusive lock on "<db>.lock", held for the life of the process.
  * Without it two instances would interleave writes and, with SO_REUSEPORT, silently share ports.
  */
+static int lock_database(run_t *run, char *err, size_t errlen);
+
+static int relock_database(run_t *run)
+{
+  char err[512];
+  if (lock_database(run, err, sizeof(err)) != 0) {
+    log_error("%s", err);
+    return -1;
+  }
+  return 0;
+}
+
 static int lock_database(run_t *run, char *err, size_t errlen)
 {
   char path[PATH_MAX + 8];
@@ -487,6 +554,42 @@ static int lock_database(run_t *run, char *err, size_t errlen)
 
 /* ---- the command ---- */
 
+/*
+ * After a reload every inherited socket must keep a loop accepting from it (closing one could
+ * reset the connections queued on it), so this process runs at least as many loops as the old
+ * one had; a socket without SO_REUSEPORT (the old process ran one loop) allows no siblings.
+ */
+static void adjust_workers_to_inherited(state_t *srv)
+{
+  int reuseport = 1;
+  int inherited = reload_inherited_loops(&reuseport);
+  if (inherited == 0)
+    return;
+  if (!reuseport && srv->nworkers != 1) {
+    log_warn("reload: the inherited sockets serve one loop; workers = %d takes effect on a "
+             "restart",
+             srv->nworkers);
+    srv->nworkers = 1;
+  } else if (reuseport && srv->nworkers < inherited) {
+    log_warn("reload: %d loops inherited; fewer workers (%d) take effect on a restart", inherited,
+             srv->nworkers);
+    srv->nworkers = inherited;
+  }
+}
+
+/* Once this process serves: the service manager, the pid file and the old process learn it. */
+static void announce_ready(run_t *run, int inherited)
+{
+  reload_close_unused();
+  reload_pidfile_write(run->srv.cfg->db_path);
+  if (inherited) {
+    notify_send("MAINPID=%d\nREADY=1", (int)getpid());
+    reload_report_ready();
+  } else {
+    notify_send("READY=1");
+  }
+}
+
 static const char server_usage[] = "usage: mc-proxy server -c FILE\n"
                                    "\n"
                                    "Runs the proxy in the foreground, logging to stderr.\n"
@@ -498,12 +601,14 @@ static int start(run_t *run, uv_loop_t *loop, config_t *cfg)
 {
   state_t *srv = &run->srv;
   char err[1024];
+  int inherited = reload_inherit_init();
   srv->loop = loop;
   srv->cfg = cfg;
   srv->started_at_unix = (int64_t)time(NULL);
   log_set_level(cfg->log_level);
   raise_nofile();
   srv->nworkers = cfg->workers > 0 ? cfg->workers : workers_default_count();
+  adjust_workers_to_inherited(srv);
   srv->listener_config = (mcp_listener_config_t){
       .handshake_timeout_ms = cfg->handshake_timeout_ms,
       .connect_timeout_ms = cfg->connect_timeout_ms,
@@ -537,6 +642,12 @@ static int start(run_t *run, uv_loop_t *loop, config_t *cfg)
     return EXIT_REFUSED;
   }
   config_free_seed(cfg); /* the database is the source of truth from here on */
+
+  /* metrics: the endpoint answers (503 on /healthz) before the listeners are bound */
+  if (cfg->has_metrics && metrics_start(srv, cfg->metrics_addr, err, sizeof(err)) != 0) {
+    log_error("[metrics] addr: %s", err);
+    return EXIT_REFUSED;
+  }
 
   size_t nroutes = 0;
   for (size_t i = 0; i < srv->nlisteners; i++) {
@@ -575,6 +686,8 @@ static int start(run_t *run, uv_loop_t *loop, config_t *cfg)
              mcp_listener_addr(srv->listeners[i]), (long long)st.route_count,
              (long long)st.max_connections);
   }
+  announce_ready(run, inherited);
+  metrics_set_serving(true); /* metrics: every listener is bound */
   return EXIT_OK;
 }
 
@@ -623,8 +736,11 @@ int cmd_server(int argc, char **argv)
   uv_signal_init(&loop, &run.sigint);
   uv_signal_init(&loop, &run.sighup);
   uv_timer_init(&loop, &run.drain_poll);
+  uv_timer_init(&loop, &run.reload_poll);
+  reload_exe_init();
   log_flush_each_iteration(&loop, &run.log_flush);
-  run.sigterm.data = run.sigint.data = run.sighup.data = run.drain_poll.data = &run;
+  run.sigterm.data = run.sigint.data = run.sighup.data = run.drain_poll.data =
+      run.reload_poll.data = &run;
   uv_signal_start(&run.sigterm, on_signal, SIGTERM);
   uv_signal_start(&run.sigint, on_signal, SIGINT);
   uv_signal_start(&run.sighup, on_signal, SIGHUP);
@@ -633,7 +749,10 @@ int cmd_server(int argc, char **argv)
   if (status == EXIT_OK) {
     uv_run(&loop, UV_RUN_DEFAULT);
     log_info("stopped");
+    if (!run.handed_over)
+      reload_pidfile_remove(cfg.db_path);
   }
+  metrics_stop(); /* metrics: before the listeners go */
   teardown(&run);
   log_flush();
   if (run.lock_fd > 0)

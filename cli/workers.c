@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "reload.h"
 #include "workers.h"
 
 typedef enum msg_op_e {
@@ -301,6 +302,7 @@ static int worker_init(struct workers_s *all, worker_t *w, int index, char *err,
     lc.addr = mcp_listener_addr(main_l);
     lc.reuseport = 1;
     lc.share_with = main_l;
+    lc.fd = reload_take_fd(lc.addr); /* a sibling socket handed over by a reload, or 0 */
     int rc = mcp_listener_new(&w->loop, &lc, &w->listeners[i]);
     if (!rc) {
       w->nlisteners++;

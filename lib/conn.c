@@ -75,6 +75,7 @@ int mcp__conn_new(mcp__conns_t *cs, mcp__conn_t **out)
   c->cs = cs;
   c->tlist = MCP__T_NONE;
   c->started_ms = uv_now(cs->loop);
+  c->started_ns = uv_hrtime();
   *out = c;
   return 0;
 }
@@ -431,6 +432,8 @@ static void conn_record(mcp__conn_t *c)
       .bytes_in = c->bytes_in,
       .bytes_out = c->bytes_out,
       .duration_ms = uv_now(cs->loop) - c->started_ms,
+      .handshake_us = c->routed_ns ? (c->routed_ns - c->started_ns) / 1000 + 1 : 0,
+      .backend_connect_us = c->connected_ns ? (c->connected_ns - c->routed_ns) / 1000 + 1 : 0,
   };
   cs->on_end(cs->data, &rec);
 }

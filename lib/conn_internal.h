@@ -196,6 +196,7 @@ struct mcp__conn_s {
   struct sockaddr_in6 local_addr;  /* the address the client connected to, if have_local */
   mcp_client_limits_key_t limits_key; /* if limits_held */
   uint64_t started_ms;
+  uint64_t started_ns, routed_ns, connected_ns; /* uv_hrtime(); 0 = not reached (metrics) */
   uint64_t bytes_in, bytes_out;
   mcp__lookup_t *gai; /* DNS lookup or connect attempts in flight, if any (lib/resolver.c) */
 

@@ -15,6 +15,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <netinet/tcp.h>
 #include <stddef.h>
@@ -512,7 +513,9 @@ static void keep_reading(mcp__conn_t *c)
 static void route(mcp__conn_t *c, size_t sni_len)
 {
   mcp_route_match_t m;
-  if (mcp_routes_match(LISTENER_OF(c)->routes, c->sni, sni_len, &m) != 0) {
+  int rc = mcp_routes_match(LISTENER_OF(c)->routes, c->sni, sni_len, &m);
+  c->routed_ns = uv_hrtime();
+  if (rc != 0) {
     unrouted(c);
     return;
   }
@@ -681,10 +684,54 @@ static int address_taken(const struct sockaddr_storage *addr)
   return err;
 }
 
+/*
+ * Takes over cfg.fd, a socket another process (or an earlier run) bound and listens on: nothing
+ * is bound or probed, so connections queued on it stay queued and are accepted here.
+ */
+/*
+ * From a bound, listening descriptor to accepting: the poll, the descriptor reserve's baseline
+ * and the registry of our own addresses (lib/backend.c), for a socket bound here or inherited.
+ */
+static int start_polling(mcp_listener_t *l, int fd)
+{
+  int err = uv_poll_init_socket(l->loop, &l->accept_poll, fd);
+  if (err)
+    return err;
+  l->fd = fd;
+  fd_reserve_init(l);
+  l->accept_poll.data = l;
+  l->handles_open++;
+  l->listening = 1;
+  uv_poll_start(&l->accept_poll, UV_READABLE, on_acceptable);
+  mcp__backend_self_add(fd); /* never connect to it (lib/backend.c) */
+  return 0;
+}
+
+/* A listening socket inherited from the process this one took over from (a reload). */
+static int start_adopted(mcp_listener_t *l)
+{
+  int fd = l->cfg.fd;
+  int accepting = 0;
+  socklen_t optlen = sizeof(accepting);
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &optlen) != 0)
+    return uv_translate_sys_error(errno);
+  if (!accepting)
+    return UV_EINVAL;
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) != 0)
+    return uv_translate_sys_error(errno);
+  int err = start_polling(l, fd);
+  if (!err)
+    l->cfg.fd = 0; /* adopted once; a later start binds */
+  return err;
+}
+
 int mcp_listener_start(mcp_listener_t *l)
 {
   if (l->listening || l->freeing)
     return UV_EINVAL;
+  if (l->cfg.fd > 0)
+    return start_adopted(l);
   int err = 0;
   if (l->cfg.reuseport && !l->cfg.share_with) {
     uint16_t port = l->addr.ss_family == AF_INET6
@@ -711,19 +758,10 @@ int mcp_listener_start(mcp_listener_t *l)
     close(fd);
     return err;
   }
-  err = uv_poll_init_socket(l->loop, &l->accept_poll, fd);
-  if (err) {
+  err = start_polling(l, fd);
+  if (err)
     close(fd);
-    return err;
-  }
-  l->fd = fd;
-  fd_reserve_init(l);
-  l->accept_poll.data = l;
-  l->handles_open++;
-  l->listening = 1;
-  uv_poll_start(&l->accept_poll, UV_READABLE, on_acceptable);
-  mcp__backend_self_add(fd); /* never connect to it (lib/backend.c) */
-  return 0;
+  return err;
 }
 
 /* ---- the listener: state and publication ---- */
@@ -739,6 +777,11 @@ int mcp_listener_sockname(const mcp_listener_t *l, struct sockaddr_storage *out)
   if (l->fd < 0)
     return UV_EBADF;
   return getsockname(l->fd, (struct sockaddr *)out, &len) == 0 ? 0 : uv_translate_sys_error(errno);
+}
+
+int mcp_listener_fd(const mcp_listener_t *l)
+{
+  return l->fd;
 }
 
 void mcp_listener_set_routes(mcp_listener_t *l, mcp_routes_t *routes)

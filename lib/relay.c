@@ -155,6 +155,7 @@ static void on_connect(uv_connect_t *req, int status)
 
 static void backend_connected(mcp__conn_t *c)
 {
+  c->connected_ns = uv_hrtime();
   uv_tcp_nodelay(&c->backend, 1);
   /* Forward the ClientHello exactly as received (after a PROXY header when the route asks for
    * one), then start relaying. */

@@ -44,6 +44,12 @@ typedef struct mcp_conn_record_s {
   uint64_t bytes_in;   /* client -> backend, ClientHello included */
   uint64_t bytes_out;  /* backend -> client */
   uint64_t duration_ms;
+  /* Microseconds from accept to the route decision (a backend chosen, or none found), rounded
+   * up so that 0 means "never got that far" (closed before a ClientHello was complete). */
+  uint64_t handshake_us;
+  /* Microseconds from the route decision to an established backend connection (a name
+   * lookup included), rounded up; 0 when no backend connection was established. */
+  uint64_t backend_connect_us;
 } mcp_conn_record_t;
 
 /*

@@ -63,6 +63,13 @@ typedef struct mcp_listener_config_s {
    */
   int reuseport;
   mcp_listener_t *share_with;
+  /*
+   * 0 or -1: mcp_listener_start binds a socket of its own. Greater than 0: a socket that is
+   * already bound and listening (inherited from the process before a reload); start adopts it
+   * instead of binding: no probe, no bind, its queued connections are kept. The listener owns
+   * it once start returned 0; on an error the caller still does.
+   */
+  int fd;
   /* Called on the loop thread when a connection ends; may be NULL. */
   void (*on_conn_end)(void *data, const mcp_conn_record_t *rec);
   /*
@@ -170,6 +177,9 @@ void mcp_listener_set_max_connections(mcp_listener_t *l, int64_t max_connections
  * table). Loop thread: the counters are atomics, but route_count reads the current table.
  */
 void mcp_listener_get_stats(const mcp_listener_t *l, mcp_listener_stats_t *out);
+
+/* The listening socket's descriptor, or -1 before start and after stop. */
+int mcp_listener_fd(const mcp_listener_t *l);
 
 /* Stops accepting (closes the listening socket); active connections go on. */
 void mcp_listener_stop(mcp_listener_t *l);

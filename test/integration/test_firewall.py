@@ -81,6 +81,9 @@ class Firewall(ProxyTestCase):
         mcp.build_mmdb(self.mmdb, {"127.0.0.3/32": "DE", "127.0.0.4/32": "KP"})
         self.proxy.signal(signal.SIGHUP)
         self.proxy.wait_log(r"SIGHUP: reopened")
+        # The reload handed over to a new process (test_reload.py): stop it after the test.
+        with open(self.db + ".pid") as f:
+            self.addCleanup(os.kill, int(f.read()), signal.SIGTERM)
         self.assert_passes("127.0.0.3")
         self.assert_blocked("127.0.0.4")
 

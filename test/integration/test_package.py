@@ -116,7 +116,9 @@ class PackageTest(unittest.TestCase):
         self.assertEqual(svc["NoNewPrivileges"], ["yes"])
         self.assertEqual(svc["Restart"], ["on-failure"])
         self.assertGreaterEqual(int(svc["LimitNOFILE"][0]), 65536)
-        self.assertEqual(svc["ExecReload"], ["/bin/kill -HUP $MAINPID"])
+        # A hitless reload (test_reload.py), announced over the notify protocol (test_notify.py).
+        self.assertEqual(svc["Type"], ["notify"])
+        self.assertEqual(svc["ExecReload"], ["/usr/bin/mc-proxy reload -c /srv/mc-proxy/mc-proxy.ini"])
         for exec_line in svc.get("ExecStartPre", []):
             self.assertTrue(os.access(self.path(exec_line.split()[0]), os.X_OK), exec_line)
 
@@ -148,6 +150,8 @@ class PackageTest(unittest.TestCase):
         # dh_installsystemd enabled the proxy and the timer, not the one-shot service.
         self.assertIn("mc-proxy.service", postinst)
         self.assertIn("mc-proxy-snapshot.timer", postinst)
+        # An upgrade reloads the proxy instead of restarting it.
+        self.assertIn("deb-systemd-invoke try-reload-or-restart mc-proxy.service", postinst)
         # The example config is valid for the packaged binary (paths moved to a temp dir).
         cfg = os.path.join(self.tmp, "example.ini")
         with open(example) as f, open(cfg, "w") as g:

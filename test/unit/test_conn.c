@@ -392,7 +392,7 @@ static void outcome_names_and_record_format(void **state)
   assert_string_equal(mcp_conn_outcome_name(MCP_CONN_OUTCOME_RATE_LIMITED), "rate_limited");
   assert_string_equal(mcp_conn_outcome_name((mcp_conn_outcome_t)99), "-");
   mcp_conn_record_t rec = {"0.0.0.0:443", "[::1]:5", "a.example", "-", MCP_CONN_OUTCOME_OK, 1,
-                           2, 3};
+                           2, 3, 0, 0};
   char line[256];
   int n = mcp_conn_record_format(&rec, line, sizeof(line));
   assert_string_equal(line, "listener=0.0.0.0:443 client=[::1]:5 sni=a.example backend=- "
