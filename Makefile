@@ -10,7 +10,8 @@ DEPS := cmake make gcc clang pkg-config openssl curl \
 	etcd-server etcd-client \
 	libmaxmind-db-writer-perl mmdb-bin python3 python3-grpcio python3-protobuf sqlite3 \
 	libclang-rt-14-dev build-essential debhelper dpkg-dev fakeroot lintian \
-	libmicrohttpd-dev protobuf-compiler grpc-proto prometheus valgrind
+	libmicrohttpd-dev protobuf-compiler grpc-proto prometheus valgrind \
+	haproxy nginx libnginx-mod-stream
 LINT_DEPS  := clang-tidy cppcheck
 BENCH_DEPS := haproxy nginx libnginx-mod-stream sniproxy util-linux iproute2 libssl-dev
 

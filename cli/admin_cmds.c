@@ -1,6 +1,6 @@
 /*
- * The admin commands (docs/man/mc-proxy.1): status, routes, firewall and listener talk to a
- * running instance over gRPC (admin_client.h). Exit status per cli.h: 0 ok, 1 the server said
+ * The admin commands (docs/man/mc-proxy.1): status, routes and firewall (listener is in
+ * listener_cmds.c) talk to a running instance over gRPC (admin_client.h). Exit status per cli.h: 0 ok, 1 the server said
  * no or could not be reached (one line "mc-proxy: STATUS: message" on stderr), 2 usage or config
  * errors.
  */
@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "admin_client.h"
+#include "admin_cmds.h"
 #include "certs.h"
 #include "cli.h"
 #include "config.h"
@@ -25,15 +26,6 @@
 
 /* ---- options shared by the commands that talk to the server ---- */
 
-typedef struct opts_s {
-  const char *config;
-  const char *cert, *key, *ca;
-  const char *addr;
-  int json;
-  int nargs;
-  char **args; /* positional arguments, the subcommand included */
-} opts_t;
-
 static const char conn_help[] =
     "  -c, --config FILE   the config whose [grpc] addr names the server (default:\n"
     "                      $MC_PROXY_CONFIG, else " DEFAULT_CONFIG ")\n"
@@ -43,14 +35,26 @@ static const char conn_help[] =
     "      --ca FILE       CA that signed the server's certificate ([grpc] server_ca)\n"
     "  -h, --help          this help\n";
 
-enum { OPT_CERT = 256, OPT_KEY, OPT_CA, OPT_ADDR, OPT_JSON };
+enum {
+  OPT_CERT = 256,
+  OPT_KEY,
+  OPT_CA,
+  OPT_ADDR,
+  OPT_JSON,
+  OPT_SEND_PROXY,
+  OPT_MAX_CONNECTIONS,
+  OPT_PROXY_PROTOCOL,
+  OPT_PROXY_FROM,
+  OPT_FALLBACK,
+  OPT_RATE_LIMIT,
+  OPT_MAX_PER_CLIENT,
+};
 
 /*
  * Parses argv (argv[0] is the command name); options may come anywhere, getopt_long moves the
  * positional arguments to the end. Returns -1 to go on, or the exit status to return at once.
  */
-static int parse_opts(const char *cmd, const char *usage, int allow_json, int argc, char **argv,
-                      opts_t *o)
+int parse_opts(const char *cmd, const char *usage, int allow_json, int argc, char **argv, opts_t *o)
 {
   static const struct option longopts[] = {
       {"config", required_argument, NULL, 'c'},
@@ -59,6 +63,13 @@ static int parse_opts(const char *cmd, const char *usage, int allow_json, int ar
       {"ca", required_argument, NULL, OPT_CA},
       {"addr", required_argument, NULL, OPT_ADDR},
       {"json", no_argument, NULL, OPT_JSON},
+      {"send-proxy", required_argument, NULL, OPT_SEND_PROXY},
+      {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+      {"proxy-protocol", required_argument, NULL, OPT_PROXY_PROTOCOL},
+      {"proxy-from", required_argument, NULL, OPT_PROXY_FROM},
+      {"fallback", required_argument, NULL, OPT_FALLBACK},
+      {"rate-limit", required_argument, NULL, OPT_RATE_LIMIT},
+      {"max-per-client", required_argument, NULL, OPT_MAX_PER_CLIENT},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
@@ -88,6 +99,28 @@ static int parse_opts(const char *cmd, const char *usage, int allow_json, int ar
         return cli_usage_error(cmd, "--json is not an option of this command");
       o->json = 1;
       break;
+    case OPT_SEND_PROXY:
+      o->send_proxy = optarg;
+      break;
+    case OPT_MAX_CONNECTIONS:
+    case OPT_PROXY_PROTOCOL:
+    case OPT_FALLBACK:
+    case OPT_RATE_LIMIT:
+    case OPT_MAX_PER_CLIENT:
+      o->setting[ch == OPT_MAX_CONNECTIONS  ? SET_MAX_CONNECTIONS
+                 : ch == OPT_PROXY_PROTOCOL ? SET_PROXY_PROTOCOL
+                 : ch == OPT_FALLBACK       ? SET_FALLBACK
+                 : ch == OPT_RATE_LIMIT     ? SET_RATE_LIMIT
+                                            : SET_MAX_PER_CLIENT] = optarg;
+      o->nsettings++;
+      break;
+    case OPT_PROXY_FROM:
+      if (o->nproxy_from >= CONFIG_PROXY_FROM_MAX)
+        return cli_usage_error(cmd, "at most %d --proxy-from", CONFIG_PROXY_FROM_MAX);
+      o->proxy_from[o->nproxy_from++] = optarg;
+      o->proxy_from_set = 1;
+      o->nsettings++;
+      break;
     case 'h':
       fputs(usage, stdout);
       fputs(conn_help, stdout);
@@ -100,6 +133,10 @@ static int parse_opts(const char *cmd, const char *usage, int allow_json, int ar
   }
   o->nargs = argc - optind;
   o->args = argv + optind;
+  if (o->nsettings && strcmp(cmd, "listener"))
+    return cli_usage_error(cmd, "listener settings go with the listener command");
+  if (o->send_proxy && strcmp(cmd, "routes"))
+    return cli_usage_error(cmd, "--send-proxy goes with routes add");
   /* Without -c: $MC_PROXY_CONFIG, then the packaged default path if it exists. */
   if (!o->config && !o->addr) {
     const char *env = getenv("MC_PROXY_CONFIG");
@@ -128,7 +165,7 @@ static void client_target(const char *addr, char *out, size_t outlen)
 }
 
 /* Opens a client from the options and the config. Returns 0 or the exit status. */
-static int connect_client(const char *cmd, const opts_t *o, admin_client_t **out)
+int connect_client(const char *cmd, const opts_t *o, admin_client_t **out)
 {
   static config_t cfg;
   static char target[PATH_MAX + 16];
@@ -190,8 +227,8 @@ out:
 }
 
 /* One call; on failure prints "mc-proxy: STATUS: message" and returns EXIT_REFUSED. */
-static int rpc(admin_client_t *c, const char *method, const void *req,
-               const ProtobufCMessageDescriptor *resp_desc, void *resp_out)
+int rpc(admin_client_t *c, const char *method, const void *req,
+        const ProtobufCMessageDescriptor *resp_desc, void *resp_out)
 {
   char msg[1024];
   ProtobufCMessage *resp = NULL;
@@ -204,7 +241,7 @@ static int rpc(admin_client_t *c, const char *method, const void *req,
   return EXIT_OK;
 }
 
-static void free_msg(void *m)
+void free_msg(void *m)
 {
   if (m)
     protobuf_c_message_free_unpacked(m, NULL);
@@ -212,7 +249,7 @@ static void free_msg(void *m)
 
 /* ---- JSON output ---- */
 
-static void json_str(const char *s)
+void json_str(const char *s)
 {
   putchar('"');
   for (; *s; s++) {
@@ -274,10 +311,13 @@ static void print_status(const McProxy__V1__GetStatusResponse *st, int json)
              ",\"backend_error_total\":%" PRId64 ",\"rate_limited_total\":%" PRId64
              ",\"proxy_error_total\":%" PRId64 ",\"error_total\":%" PRId64
              ",\"shutdown_total\":%" PRId64 ",\"fallback_total\":%" PRId64
-             ",\"bytes_in_total\":%" PRId64 ",\"bytes_out_total\":%" PRId64 "}",
+             ",\"bytes_in_total\":%" PRId64 ",\"bytes_out_total\":%" PRId64,
              l->ok_total, l->timeout_total, l->backend_error_total, l->rate_limited_total,
              l->proxy_error_total, l->error_total, l->shutdown_total, l->fallback_total,
              l->bytes_in_total, l->bytes_out_total);
+      printf(",\"settings\":");
+      print_settings_json(l->settings);
+      printf("}");
     }
     printf("]}\n");
     return;
@@ -315,6 +355,12 @@ static void print_status(const McProxy__V1__GetStatusResponse *st, int json)
            l->proxy_error_total, l->error_total, l->shutdown_total, l->bytes_in_total,
            l->bytes_out_total);
   }
+  printf("\nSETTINGS\n");
+  for (size_t i = 0; i < st->n_listeners; i++) {
+    char line[2048];
+    format_settings(st->listeners[i]->settings, line, sizeof(line));
+    printf("  %s %s\n", st->listeners[i]->addr, line);
+  }
 }
 
 int cmd_status(int argc, char **argv)
@@ -342,14 +388,30 @@ int cmd_status(int argc, char **argv)
 
 static const char routes_usage[] =
     "usage: mc-proxy routes list -c FILE [--json] [LISTENER]\n"
-    "       mc-proxy routes add -c FILE LISTENER HOSTNAME BACKEND\n"
+    "       mc-proxy routes add -c FILE LISTENER HOSTNAME BACKEND [--send-proxy v1|v2]\n"
     "       mc-proxy routes remove -c FILE LISTENER HOSTNAME\n"
     "\n"
     "Shows or changes the routes of a running mc-proxy. 'add' adds or replaces the route for\n"
-    "HOSTNAME; BACKEND is IPv4:port, [IPv6]:port or hostname:port. Changes are saved to the\n"
-    "database before they take effect, and apply to new connections only.\n"
+    "HOSTNAME; BACKEND is IPv4:port, [IPv6]:port or hostname:port. HOSTNAME may be a wildcard\n"
+    "*.example.com (any name ending in .example.com; the longest match wins, an exact name\n"
+    "first). Changes are saved to the database before they take effect, and apply to new\n"
+    "connections only.\n"
     "\n"
+    "      --send-proxy v1|v2  add: the backend gets a PROXY protocol header (the client's\n"
+    "                      address) before the client's bytes\n"
     "      --json          list: print JSON\n";
+
+static const char *send_proxy_name(McProxy__V1__ProxyProtocolVersion v)
+{
+  switch (v) {
+  case MC_PROXY__V1__PROXY_PROTOCOL_VERSION__PROXY_PROTOCOL_V1:
+    return "v1";
+  case MC_PROXY__V1__PROXY_PROTOCOL_VERSION__PROXY_PROTOCOL_V2:
+    return "v2";
+  default:
+    return "none";
+  }
+}
 
 static int list_routes_of(admin_client_t *c, const char *listener,
                           McProxy__V1__ListRoutesResponse **out)
@@ -391,16 +453,18 @@ static int routes_list(admin_client_t *c, const opts_t *o)
         json_str(lists[i]->routes[j]->hostname);
         printf(",\"backend\":");
         json_str(lists[i]->routes[j]->backend);
+        printf(",\"send_proxy\":");
+        json_str(send_proxy_name(lists[i]->routes[j]->send_proxy));
         printf("}");
         first = 0;
       }
     printf("]\n");
   } else if (rc == EXIT_OK) {
-    printf("%-24s %-40s %s\n", "LISTENER", "HOSTNAME", "BACKEND");
+    printf("%-24s %-40s %-30s %s\n", "LISTENER", "HOSTNAME", "BACKEND", "SEND-PROXY");
     for (size_t i = 0; i < n; i++)
       for (size_t j = 0; j < lists[i]->n_routes; j++)
-        printf("%-24s %-40s %s\n", lists[i]->listener_addr, lists[i]->routes[j]->hostname,
-               lists[i]->routes[j]->backend);
+        printf("%-24s %-40s %-30s %s\n", lists[i]->listener_addr, lists[i]->routes[j]->hostname,
+               lists[i]->routes[j]->backend, send_proxy_name(lists[i]->routes[j]->send_proxy));
   }
   for (size_t i = 0; i < n; i++)
     free_msg(lists[i]);
@@ -432,6 +496,16 @@ int cmd_routes(int argc, char **argv)
   }
   if (o.json && strcmp(sub, "list"))
     return cli_usage_error("routes", "--json goes with list only");
+  McProxy__V1__ProxyProtocolVersion send_proxy =
+      MC_PROXY__V1__PROXY_PROTOCOL_VERSION__PROXY_PROTOCOL_NONE;
+  if (o.send_proxy && strcmp(sub, "add"))
+    return cli_usage_error("routes", "--send-proxy goes with add only");
+  if (o.send_proxy && !strcmp(o.send_proxy, "v1"))
+    send_proxy = MC_PROXY__V1__PROXY_PROTOCOL_VERSION__PROXY_PROTOCOL_V1;
+  else if (o.send_proxy && !strcmp(o.send_proxy, "v2"))
+    send_proxy = MC_PROXY__V1__PROXY_PROTOCOL_VERSION__PROXY_PROTOCOL_V2;
+  else if (o.send_proxy && strcmp(o.send_proxy, "none"))
+    return cli_usage_error("routes", "--send-proxy takes v1 or v2, not '%s'", o.send_proxy);
 
   admin_client_t *c = NULL;
   if ((rc = connect_client("routes", &o, &c)) != 0)
@@ -442,6 +516,7 @@ int cmd_routes(int argc, char **argv)
     McProxy__V1__Route route = MC_PROXY__V1__ROUTE__INIT;
     route.hostname = o.args[2];
     route.backend = o.args[3];
+    route.send_proxy = send_proxy;
     McProxy__V1__AddRouteRequest req = MC_PROXY__V1__ADD_ROUTE_REQUEST__INIT;
     req.listener_addr = o.args[1];
     req.route = &route;
@@ -561,53 +636,6 @@ int cmd_firewall(int argc, char **argv)
   if ((rc = connect_client("firewall", &o, &c)) != 0)
     return rc;
   rc = !strcmp(sub, "list") ? firewall_list(c, &o) : firewall_change(c, &o);
-  admin_client_close(c);
-  return rc;
-}
-
-/* ---- listener ---- */
-
-static const char listener_usage[] =
-    "usage: mc-proxy listener set-max-connections -c FILE ADDR N\n"
-    "\n"
-    "Sets the connection limit of listener ADDR on a running mc-proxy (0 = unlimited). Lowering\n"
-    "it closes no connection; it only refuses new ones beyond the limit.\n";
-
-int cmd_listener(int argc, char **argv)
-{
-  opts_t o;
-  int rc = parse_opts("listener", listener_usage, 0, argc, argv, &o);
-  if (rc >= 0)
-    return rc;
-  if (o.nargs < 1)
-    return cli_usage_error("listener", "say set-max-connections");
-  if (strcmp(o.args[0], "set-max-connections"))
-    return cli_usage_error("listener", "unknown subcommand '%s' (set-max-connections)", o.args[0]);
-  if (o.nargs != 3)
-    return cli_usage_error("listener", "set-max-connections takes ADDR N");
-  char *end;
-  errno = 0;
-  long long n = strtoll(o.args[2], &end, 10);
-  if (end == o.args[2] || *end || (errno && errno != ERANGE))
-    return cli_usage_error("listener", "N must be a whole number, not '%s'", o.args[2]);
-  /* The same maximum as the config and the server (config.h); negative N is the server's to refuse. */
-  if (errno == ERANGE || n > CONFIG_MAX_CONNECTIONS_MAX)
-    return cli_usage_error("listener", "N must be from 0 to %d, not '%s'",
-                           CONFIG_MAX_CONNECTIONS_MAX, o.args[2]);
-
-  admin_client_t *c = NULL;
-  if ((rc = connect_client("listener", &o, &c)) != 0)
-    return rc;
-  McProxy__V1__SetListenerMaxConnectionsRequest req =
-      MC_PROXY__V1__SET_LISTENER_MAX_CONNECTIONS_REQUEST__INIT;
-  req.listener_addr = o.args[1];
-  req.max_connections = n;
-  McProxy__V1__SetListenerMaxConnectionsResponse *resp = NULL;
-  rc = rpc(c, "SetListenerMaxConnections", &req,
-           &mc_proxy__v1__set_listener_max_connections_response__descriptor, &resp);
-  if (rc == EXIT_OK)
-    printf("listener %s max_connections %lld saved\n", o.args[1], n);
-  free_msg(resp);
   admin_client_close(c);
   return rc;
 }

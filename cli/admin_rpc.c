@@ -29,7 +29,12 @@ int admin_rpc_status(int status)
   case MCP_ERANGE:
   case MCP_ELOOP:
     return GRPC_STATUS_INVALID_ARGUMENT;
+  case MCP_EEXIST:
+    return GRPC_STATUS_ALREADY_EXISTS;
   case MCP_ENOGEOIP:
+  case UV_EADDRINUSE:
+  case UV_EADDRNOTAVAIL:
+  case UV_EACCES:
     return GRPC_STATUS_FAILED_PRECONDITION;
   case MCP_EBUSY:
     return GRPC_STATUS_UNAVAILABLE;
@@ -39,6 +44,64 @@ int admin_rpc_status(int status)
 }
 
 /* ---- reads ---- */
+
+/*
+ * A listener's settings as a message; strings are borrowed from s, and from from (room for
+ * s->nproxy_from pointers). Valid while s is.
+ */
+static void settings_to_pb(const listener_settings_t *s, McProxy__V1__ListenerSettings *pb,
+                           char **from)
+{
+  mc_proxy__v1__listener_settings__init(pb);
+  pb->opt_max_connections_case =
+      MC_PROXY__V1__LISTENER_SETTINGS__OPT_MAX_CONNECTIONS_MAX_CONNECTIONS;
+  pb->max_connections = s->max_connections;
+  pb->opt_proxy_protocol_case = MC_PROXY__V1__LISTENER_SETTINGS__OPT_PROXY_PROTOCOL_PROXY_PROTOCOL;
+  pb->proxy_protocol = s->proxy_protocol;
+  for (size_t i = 0; i < s->nproxy_from; i++)
+    from[i] = (char *)s->proxy_from[i];
+  pb->n_proxy_from = s->nproxy_from;
+  pb->proxy_from = from;
+  pb->proxy_from_set = 1;
+  pb->opt_fallback_case = MC_PROXY__V1__LISTENER_SETTINGS__OPT_FALLBACK_FALLBACK;
+  pb->fallback = (char *)s->fallback;
+  pb->opt_rate_limit_count_case =
+      MC_PROXY__V1__LISTENER_SETTINGS__OPT_RATE_LIMIT_COUNT_RATE_LIMIT_COUNT;
+  pb->rate_limit_count = s->rate_count;
+  pb->opt_rate_limit_period_ms_case =
+      MC_PROXY__V1__LISTENER_SETTINGS__OPT_RATE_LIMIT_PERIOD_MS_RATE_LIMIT_PERIOD_MS;
+  pb->rate_limit_period_ms = s->rate_period_ms;
+  pb->opt_max_connections_per_client_case =
+      MC_PROXY__V1__LISTENER_SETTINGS__OPT_MAX_CONNECTIONS_PER_CLIENT_MAX_CONNECTIONS_PER_CLIENT;
+  pb->max_connections_per_client = s->max_per_client;
+}
+
+/* Messages for the settings of every listener, freed with settings_free. */
+typedef struct settings_pb_s {
+  McProxy__V1__ListenerSettings *pb;
+  char **ptrs; /* CONFIG_PROXY_FROM_MAX per listener */
+} settings_pb_t;
+
+static int settings_alloc(state_t *srv, settings_pb_t *out)
+{
+  size_t n = srv->nlisteners ? srv->nlisteners : 1;
+  out->pb = calloc(n, sizeof(*out->pb));
+  out->ptrs = calloc(n * CONFIG_PROXY_FROM_MAX, sizeof(*out->ptrs));
+  if (!out->pb || !out->ptrs) {
+    free(out->pb);
+    free(out->ptrs);
+    return -1;
+  }
+  for (size_t i = 0; i < srv->nlisteners; i++)
+    settings_to_pb(&srv->settings[i], &out->pb[i], &out->ptrs[i * CONFIG_PROXY_FROM_MAX]);
+  return 0;
+}
+
+static void settings_free(settings_pb_t *s)
+{
+  free(s->pb);
+  free(s->ptrs);
+}
 
 /* The outcome's total, by its name in the library (0 for an outcome this build lacks). */
 static int64_t outcome_total(const metrics_totals_t *t, size_t nout, const char *name)
@@ -62,8 +125,6 @@ static void set_outcome_totals(McProxy__V1__ListenerStatus *ls)
   ls->proxy_error_total = outcome_total(&t, nout, "proxy_error");
   ls->error_total = outcome_total(&t, nout, "error");
   ls->shutdown_total = outcome_total(&t, nout, "shutdown");
-  /* fallback is a route choice, not an outcome: counted once the library reports it */
-  ls->fallback_total = 0;
   ls->bytes_in_total = (int64_t)t.bytes_in;
   ls->bytes_out_total = (int64_t)t.bytes_out;
 }
@@ -76,7 +137,8 @@ static void do_get_status(void *ctx, admin_call_t *c)
   size_t n = srv->nlisteners;
   McProxy__V1__ListenerStatus *ls = calloc(n ? n : 1, sizeof(*ls));
   McProxy__V1__ListenerStatus **lp = calloc(n ? n : 1, sizeof(*lp));
-  if (!ls || !lp) {
+  settings_pb_t sp = {0};
+  if (!ls || !lp || settings_alloc(srv, &sp) != 0) {
     free(ls);
     free(lp);
     admin_call_reply(c, GRPC_STATUS_INTERNAL, "out of memory", NULL);
@@ -95,6 +157,8 @@ static void do_get_status(void *ctx, admin_call_t *c)
     ls[i].blocked_total = st.blocked_total;
     ls[i].unrouted_total = st.unrouted_total;
     set_outcome_totals(&ls[i]);
+    ls[i].fallback_total = st.fallback_total;
+    ls[i].settings = &sp.pb[i];
     lp[i] = &ls[i];
   }
   resp.version = (char *)mcp_version();
@@ -103,8 +167,38 @@ static void do_get_status(void *ctx, admin_call_t *c)
   resp.listeners = lp;
   resp.firewall_rule_count = srv->firewall ? (int32_t)mcp_firewall_count(srv->firewall) : 0;
   admin_call_reply(c, GRPC_STATUS_OK, "", &resp.base);
+  settings_free(&sp);
   free(lp);
   free(ls);
+}
+
+static void do_list_listeners(void *ctx, admin_call_t *c)
+{
+  admin_rpc_t *rpc = ctx;
+  state_t *srv = rpc->st;
+  size_t n = srv->nlisteners;
+  McProxy__V1__Listener *items = calloc(n ? n : 1, sizeof(*items));
+  McProxy__V1__Listener **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+  settings_pb_t sp = {0};
+  if (!items || !ptrs || settings_alloc(srv, &sp) != 0) {
+    free(items);
+    free(ptrs);
+    admin_call_reply(c, GRPC_STATUS_INTERNAL, "out of memory", NULL);
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    mc_proxy__v1__listener__init(&items[i]);
+    items[i].addr = (char *)mcp_listener_addr(srv->listeners[i]);
+    items[i].settings = &sp.pb[i];
+    ptrs[i] = &items[i];
+  }
+  McProxy__V1__ListListenersResponse resp = MC_PROXY__V1__LIST_LISTENERS_RESPONSE__INIT;
+  resp.n_listeners = n;
+  resp.listeners = ptrs;
+  admin_call_reply(c, GRPC_STATUS_OK, "", &resp.base);
+  settings_free(&sp);
+  free(ptrs);
+  free(items);
 }
 
 /*
@@ -129,7 +223,8 @@ typedef struct route_list_s {
   size_t n, cap;
 } route_list_t;
 
-static int collect_route(void *data, const char *hostname, const mcp_backend_t *backend)
+static int collect_route(void *data, const char *hostname, const mcp_backend_t *backend,
+                         mcp_send_proxy_t send_proxy)
 {
   route_list_t *rl = data;
   if (rl->n == rl->cap)
@@ -139,6 +234,7 @@ static int collect_route(void *data, const char *hostname, const mcp_backend_t *
   /* Borrowed from the table, which cannot change before the reply is packed below. */
   r->hostname = (char *)hostname;
   r->backend = (char *)backend->text;
+  r->send_proxy = (McProxy__V1__ProxyProtocolVersion)send_proxy; /* the values match */
   rl->ptrs[rl->n++] = r;
   return 0;
 }
@@ -167,7 +263,7 @@ static void do_list_routes(void *ctx, admin_call_t *c)
   rl.routes = items;
   rl.ptrs = (McProxy__V1__Route **)ptrs;
   if (rt)
-    mcp_routes_foreach(rt, collect_route, &rl);
+    mcp_routes_foreach_ex(rt, collect_route, &rl);
   McProxy__V1__ListRoutesResponse resp = MC_PROXY__V1__LIST_ROUTES_RESPONSE__INIT;
   resp.listener_addr = (char *)mcp_listener_addr(l);
   resp.n_routes = rl.n;
@@ -256,6 +352,15 @@ static void describe(const control_req_t *req, char *what, size_t len)
     snprintf(what, len, "listener %s max_connections %lld", req->listener,
              (long long)req->max_connections);
     break;
+  case CONTROL_LISTENER_ADD:
+    snprintf(what, len, "listener %s added", req->listener);
+    break;
+  case CONTROL_LISTENER_REMOVE:
+    snprintf(what, len, "listener %s removed", req->listener);
+    break;
+  case CONTROL_LISTENER_UPDATE:
+    snprintf(what, len, "listener %s settings", req->listener);
+    break;
   default:
     snprintf(what, len, "?");
   }
@@ -324,9 +429,14 @@ static void do_add_route(void *ctx, admin_call_t *c)
     admin_call_reply(c, GRPC_STATUS_INVALID_ARGUMENT, "route is required", NULL);
     return;
   }
+  if (req->route->send_proxy < 0 || req->route->send_proxy > 2) {
+    admin_call_reply(c, GRPC_STATUS_INVALID_ARGUMENT, "send_proxy must be NONE, V1 or V2", NULL);
+    return;
+  }
   change_t *ch = change_new(c, CONTROL_ROUTE_ADD);
   if (!ch)
     return;
+  ch->ctl.send_proxy = (int)req->route->send_proxy;
   if (copy_field(ch->ctl.listener, sizeof(ch->ctl.listener), req->listener_addr) != 0)
     change_refuse(ch, GRPC_STATUS_NOT_FOUND, "no such listener (address too long)");
   else if (copy_field(ch->ctl.hostname, sizeof(ch->ctl.hostname), req->route->hostname) != 0)
@@ -400,6 +510,94 @@ static void do_set_max(void *ctx, admin_call_t *c)
     submit(ctx, ch);
 }
 
+/*
+ * Copies the settings present in pb into the request (set_mask says which). Returns 0, or -1
+ * after answering c (a field that does not fit).
+ */
+static int settings_from_pb(change_t *ch, const McProxy__V1__ListenerSettings *pb)
+{
+  control_req_t *r = &ch->ctl;
+  if (!pb)
+    return 0;
+  if (pb->opt_max_connections_case) {
+    r->settings.max_connections = pb->max_connections;
+    r->set_mask |= CONTROL_SET_MAX_CONNECTIONS_BIT;
+  }
+  if (pb->opt_proxy_protocol_case) {
+    r->settings.proxy_protocol = !!pb->proxy_protocol;
+    r->set_mask |= CONTROL_SET_PROXY_PROTOCOL;
+  }
+  if (pb->proxy_from_set || pb->n_proxy_from) {
+    if (pb->n_proxy_from > CONFIG_PROXY_FROM_MAX) {
+      change_refuse(ch, GRPC_STATUS_INVALID_ARGUMENT, "proxy_from holds at most 32 ranges");
+      return -1;
+    }
+    for (size_t i = 0; i < pb->n_proxy_from; i++)
+      if (copy_field(r->settings.proxy_from[i], MCP_FIREWALL_VALUE_MAX, pb->proxy_from[i]) != 0) {
+        change_refuse(ch, GRPC_STATUS_INVALID_ARGUMENT, "proxy_from: not a CIDR range (too long)");
+        return -1;
+      }
+    r->settings.nproxy_from = pb->n_proxy_from;
+    r->set_mask |= CONTROL_SET_PROXY_FROM;
+  }
+  if (pb->opt_fallback_case) {
+    if (copy_field(r->settings.fallback, sizeof(r->settings.fallback),
+                   pb->fallback ? pb->fallback : "") != 0) {
+      change_refuse(ch, GRPC_STATUS_INVALID_ARGUMENT, "invalid fallback (too long)");
+      return -1;
+    }
+    r->set_mask |= CONTROL_SET_FALLBACK;
+  }
+  if (pb->opt_rate_limit_count_case) {
+    r->rate_count = pb->rate_limit_count;
+    r->set_mask |= CONTROL_SET_RATE_COUNT;
+  }
+  if (pb->opt_rate_limit_period_ms_case) {
+    r->rate_period_ms = pb->rate_limit_period_ms;
+    r->set_mask |= CONTROL_SET_RATE_PERIOD;
+  }
+  if (pb->opt_max_connections_per_client_case) {
+    r->max_per_client = pb->max_connections_per_client;
+    r->set_mask |= CONTROL_SET_MAX_PER_CLIENT;
+  }
+  return 0;
+}
+
+/* AddListener and UpdateListener: an address and settings. */
+static void do_listener_change(void *ctx, admin_call_t *c, control_op_t op, const char *addr,
+                               const McProxy__V1__ListenerSettings *settings)
+{
+  change_t *ch = change_new(c, op);
+  if (!ch)
+    return;
+  if (copy_field(ch->ctl.listener, sizeof(ch->ctl.listener), addr) != 0) {
+    change_refuse(ch,
+                  op == CONTROL_LISTENER_ADD ? GRPC_STATUS_INVALID_ARGUMENT : GRPC_STATUS_NOT_FOUND,
+                  "invalid listen address (too long)");
+    return;
+  }
+  if (settings_from_pb(ch, settings) == 0)
+    submit(ctx, ch);
+}
+
+static void do_add_listener(void *ctx, admin_call_t *c)
+{
+  const McProxy__V1__AddListenerRequest *req = (const void *)admin_call_request(c);
+  do_listener_change(ctx, c, CONTROL_LISTENER_ADD, req->listener_addr, req->settings);
+}
+
+static void do_update_listener(void *ctx, admin_call_t *c)
+{
+  const McProxy__V1__UpdateListenerRequest *req = (const void *)admin_call_request(c);
+  do_listener_change(ctx, c, CONTROL_LISTENER_UPDATE, req->listener_addr, req->settings);
+}
+
+static void do_remove_listener(void *ctx, admin_call_t *c)
+{
+  const McProxy__V1__RemoveListenerRequest *req = (const void *)admin_call_request(c);
+  do_listener_change(ctx, c, CONTROL_LISTENER_REMOVE, req->listener_addr, NULL);
+}
+
 /* ---- the table ---- */
 
 const admin_method_t admin_rpc_methods[] = {
@@ -412,5 +610,9 @@ const admin_method_t admin_rpc_methods[] = {
     {"RemoveFirewallRule", &mc_proxy__v1__remove_firewall_rule_request__descriptor, do_remove_rule},
     {"SetListenerMaxConnections", &mc_proxy__v1__set_listener_max_connections_request__descriptor,
      do_set_max},
+    {"ListListeners", &mc_proxy__v1__list_listeners_request__descriptor, do_list_listeners},
+    {"AddListener", &mc_proxy__v1__add_listener_request__descriptor, do_add_listener},
+    {"RemoveListener", &mc_proxy__v1__remove_listener_request__descriptor, do_remove_listener},
+    {"UpdateListener", &mc_proxy__v1__update_listener_request__descriptor, do_update_listener},
 };
 const size_t admin_rpc_nmethods = sizeof(admin_rpc_methods) / sizeof(admin_rpc_methods[0]);

@@ -16,7 +16,7 @@ int cmd_snapshot(int argc, char **argv); /* local_cmds.c */
 int cmd_status(int argc, char **argv);   /* admin_cmds.c */
 int cmd_routes(int argc, char **argv);   /* admin_cmds.c */
 int cmd_firewall(int argc, char **argv); /* admin_cmds.c */
-int cmd_listener(int argc, char **argv); /* admin_cmds.c */
+int cmd_listener(int argc, char **argv); /* listener_cmds.c */
 int cmd_certs(int argc, char **argv);    /* certs_cmd.c */
 
 /* Prints the "see --help" hint for a usage error and returns EXIT_USAGE. cli.c */

@@ -33,6 +33,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "mcproxy/client_limits.h"
 #include "mcproxy/listener.h"
 #include "mcproxy/hash.h"
 #include "mcproxy/hostname.h"
@@ -176,6 +177,7 @@ typedef struct loader_s {
   char sec_label[CONFIG_ADDR_MAX + 16]; /* "[proxy]" or "[listener \"ADDR\"]" for messages */
   size_t cur;                           /* index of the current listener (SEC_LISTENER) */
   int cur_max_line;                     /* where its max_connections was set, or 0 */
+  int cur_line[4];                      /* where its listener_setting() keys were set, or 0 */
   int sec_line[SEC_COUNT];              /* where each global section started, or 0 */
   int key_line[K_COUNT];                /* where each single-valued key was set, or 0 */
   int first_country_line;
@@ -368,6 +370,7 @@ static int start_listener(loader_t *ld, const char *addr_text)
   l->line = ld->line;
   ld->cur = cfg->nlisteners++;
   ld->cur_max_line = 0;
+  memset(ld->cur_line, 0, sizeof(ld->cur_line));
   ld->sec = SEC_LISTENER;
   snprintf(ld->sec_label, sizeof(ld->sec_label), "[listener \"%s\"]", canon);
   return 1;
@@ -667,33 +670,52 @@ static int add_rule(loader_t *ld, mcp_firewall_type_t type, const char *name, co
   return 1;
 }
 
+/* The next whitespace-separated field of *p: its start and length (0 at the end). */
+static const char *next_field(const char **p, size_t *len)
+{
+  while (is_blank(**p))
+    (*p)++;
+  const char *start = *p;
+  while (**p && !is_blank(**p))
+    (*p)++;
+  *len = (size_t)(*p - start);
+  return start;
+}
+
 static int add_route(loader_t *ld, const char *value)
 {
   config_t *cfg = ld->cfg;
   config_listener_t *l = &cfg->listeners[ld->cur];
 
-  /* Exactly two fields separated by whitespace. */
+  /* HOSTNAME BACKEND [send-proxy-v1|send-proxy-v2], separated by whitespace. */
   const char *p = value;
-  const char *host = p;
-  while (*p && !is_blank(*p))
-    p++;
-  size_t host_len = (size_t)(p - host);
-  while (is_blank(*p))
-    p++;
-  const char *backend = p;
-  while (*p && !is_blank(*p))
-    p++;
-  size_t backend_len = (size_t)(p - backend);
-  while (is_blank(*p))
-    p++;
-  if (host_len == 0 || backend_len == 0 || *p)
-    return fail(ld, ld->line, "%s route: expected \"HOSTNAME BACKEND\", got \"" SHOW "\"",
+  size_t host_len, backend_len, opt_len, extra_len;
+  const char *host = next_field(&p, &host_len);
+  const char *backend = next_field(&p, &backend_len);
+  const char *opt = next_field(&p, &opt_len);
+  next_field(&p, &extra_len);
+  if (host_len == 0 || backend_len == 0 || extra_len != 0)
+    return fail(ld, ld->line,
+                "%s route: expected \"HOSTNAME BACKEND\" and at most send-proxy-v1 or "
+                "send-proxy-v2, got \"" SHOW "\"",
+                ld->sec_label, value);
+  int send_proxy = 0;
+  if (opt_len == 13 && !strncmp(opt, "send-proxy-v1", 13))
+    send_proxy = 1;
+  else if (opt_len == 13 && !strncmp(opt, "send-proxy-v2", 13))
+    send_proxy = 2;
+  else if (opt_len != 0)
+    return fail(ld, ld->line,
+                "%s route: expected \"HOSTNAME BACKEND\" and at most send-proxy-v1 or "
+                "send-proxy-v2, got \"" SHOW "\"",
                 ld->sec_label, value);
 
   char hostname[MCP_HOSTNAME_MAX + 1];
-  if (mcp_hostname_normalize(host, host_len, hostname) < 0)
-    return fail(ld, ld->line, "%s route: bad hostname \"%.*s\"", ld->sec_label,
-                (int)(host_len > 80 ? 80 : host_len), host);
+  if (mcp_hostname_normalize_pattern(host, host_len, hostname) < 0)
+    return fail(ld, ld->line,
+                "%s route: bad hostname \"%.*s\" (a DNS name, or \"*.\" and a DNS name; the "
+                "\"*\" only as the whole first label)",
+                ld->sec_label, (int)(host_len > 80 ? 80 : host_len), host);
 
   char btext[MCP_BACKEND_MAX + 8];
   mcp_backend_t b;
@@ -723,8 +745,143 @@ static int add_route(loader_t *ld, const char *value)
   memset(r, 0, sizeof(*r));
   memcpy(r->hostname, hostname, sizeof(r->hostname));
   snprintf(r->backend, sizeof(r->backend), "%s", b.text);
+  r->send_proxy = send_proxy;
   r->line = ld->line;
   ld->nroutes++;
+  return 1;
+}
+
+int config_parse_rate(const char *text, uint32_t *count, uint32_t *period_ms, char *err,
+                      size_t errlen)
+{
+  uint64_t n, ms;
+  if (!strcmp(text, "0")) {
+    *count = 0;
+    *period_ms = 0;
+    return 0;
+  }
+  const char *slash = strchr(text, '/');
+  char num[24];
+  if (!slash || (size_t)(slash - text) >= sizeof(num)) {
+    snprintf(err, errlen, "expected N/PERIOD like 20/1s, or 0 for off");
+    return -1;
+  }
+  memcpy(num, text, (size_t)(slash - text));
+  num[slash - text] = '\0';
+  if (parse_uint(num, UINT32_MAX, &n) != 0 || config_parse_duration(slash + 1, &ms) != 0) {
+    snprintf(err, errlen, "expected N/PERIOD like 20/1s, or 0 for off");
+    return -1;
+  }
+  if (n > 0 && ms == 0) {
+    snprintf(err, errlen, "the period must be more than zero");
+    return -1;
+  }
+  if (n > MCP_CLIENT_LIMITS_MAX_RATE || ms > MCP_CLIENT_LIMITS_MAX_PERIOD_MS) {
+    snprintf(err, errlen, "at most %u connections per period of at most 24h",
+             MCP_CLIENT_LIMITS_MAX_RATE);
+    return -1;
+  }
+  *count = (uint32_t)n;
+  *period_ms = n ? (uint32_t)ms : 0;
+  return 0;
+}
+
+int config_check_settings(const listener_settings_t *s, char *err, size_t errlen)
+{
+  char canon[MCP_FIREWALL_VALUE_MAX];
+  if (s->max_connections < 0 || s->max_per_client < 0) {
+    snprintf(err, errlen, "limits must be >= 0");
+    return -1;
+  }
+  if (s->max_per_client > UINT32_MAX) {
+    snprintf(err, errlen, "max_connections_per_client is at most %u", UINT32_MAX);
+    return -1;
+  }
+  mcp_client_limits_settings_t cl = {s->rate_count, s->rate_period_ms, 0};
+  if (mcp_client_limits_check(&cl) != 0) {
+    snprintf(err, errlen, "rate_limit: the period must be from 1ms to 24h, the count at most %u",
+             MCP_CLIENT_LIMITS_MAX_RATE);
+    return -1;
+  }
+  if (s->nproxy_from > CONFIG_PROXY_FROM_MAX) {
+    snprintf(err, errlen, "proxy_from holds at most %d ranges", CONFIG_PROXY_FROM_MAX);
+    return -1;
+  }
+  for (size_t i = 0; i < s->nproxy_from; i++)
+    if (mcp_firewall_normalize(MCP_FIREWALL_CIDR, s->proxy_from[i], canon) != 0) {
+      snprintf(err, errlen, "proxy_from: \"" SHOW "\" is not a CIDR range", s->proxy_from[i]);
+      return -1;
+    }
+  if (s->proxy_protocol && s->nproxy_from == 0) {
+    snprintf(err, errlen,
+             "proxy_protocol = on needs proxy_from (the peers that may send a PROXY header)");
+    return -1;
+  }
+  return 0;
+}
+
+/*
+ * The single-valued listener keys besides max_connections, by index (0 proxy_protocol,
+ * 1 fallback, 2 rate_limit, 3 max_connections_per_client); their lines are in cur_line[].
+ */
+static int listener_setting(loader_t *ld, int which, const char *name, const char *value)
+{
+  config_listener_t *l = &ld->cfg->listeners[ld->cur];
+  listener_settings_t *s = &l->settings;
+  char why[128];
+  uint64_t n;
+  if (ld->cur_line[which])
+    return fail(ld, ld->line, "%s %s: duplicate key, first on line %d", ld->sec_label, name,
+                ld->cur_line[which]);
+  ld->cur_line[which] = ld->line;
+  switch (which) {
+  case 0:
+    if (strcmp(value, "on") && strcmp(value, "off"))
+      return fail(ld, ld->line, "%s proxy_protocol: expected on or off, got \"" SHOW "\"",
+                  ld->sec_label, value);
+    s->proxy_protocol = !strcmp(value, "on");
+    l->proxy_protocol_line = ld->line;
+    return 1;
+  case 1: {
+    mcp_backend_t b;
+    if (strlen(value) >= MCP_BACKEND_MAX || mcp_backend_parse(value, &b) != 0)
+      return fail(ld, ld->line,
+                  "%s fallback: bad backend \"" SHOW "\" (expected IPv4:port, [IPv6]:port or "
+                  "hostname:port)",
+                  ld->sec_label, value);
+    snprintf(s->fallback, sizeof(s->fallback), "%s", b.text);
+    l->fallback_line = ld->line;
+    return 1;
+  }
+  case 2:
+    if (config_parse_rate(value, &s->rate_count, &s->rate_period_ms, why, sizeof(why)) != 0)
+      return fail(ld, ld->line, "%s rate_limit: \"" SHOW "\": %s", ld->sec_label, value, why);
+    return 1;
+  default:
+    if (parse_uint(value, UINT32_MAX, &n) != 0)
+      return fail(ld, ld->line, "%s %s: expected a whole number >= 0, got \"" SHOW "\"",
+                  ld->sec_label, name, value);
+    s->max_per_client = (int64_t)n;
+    return 1;
+  }
+}
+
+static int add_proxy_from(loader_t *ld, const char *value)
+{
+  listener_settings_t *s = &ld->cfg->listeners[ld->cur].settings;
+  char canon[MCP_FIREWALL_VALUE_MAX];
+  if (mcp_firewall_normalize(MCP_FIREWALL_CIDR, value, canon) != 0)
+    return fail(ld, ld->line,
+                "%s proxy_from: \"" SHOW "\" is not a CIDR range like 10.0.0.0/8 or "
+                "2001:db8::/32",
+                ld->sec_label, value);
+  for (size_t i = 0; i < s->nproxy_from; i++)
+    if (!strcmp(s->proxy_from[i], canon))
+      return fail(ld, ld->line, "%s proxy_from: duplicate range %s", ld->sec_label, canon);
+  if (s->nproxy_from >= CONFIG_PROXY_FROM_MAX)
+    return fail(ld, ld->line, "%s proxy_from: at most %d ranges", ld->sec_label,
+                CONFIG_PROXY_FROM_MAX);
+  memcpy(s->proxy_from[s->nproxy_from++], canon, sizeof(canon));
   return 1;
 }
 
@@ -732,6 +889,16 @@ static int listener_key(loader_t *ld, const char *name, const char *value)
 {
   if (!strcmp(name, "route"))
     return add_route(ld, value);
+  if (!strcmp(name, "proxy_from"))
+    return add_proxy_from(ld, value);
+  if (!strcmp(name, "proxy_protocol"))
+    return listener_setting(ld, 0, name, value);
+  if (!strcmp(name, "fallback"))
+    return listener_setting(ld, 1, name, value);
+  if (!strcmp(name, "rate_limit"))
+    return listener_setting(ld, 2, name, value);
+  if (!strcmp(name, "max_connections_per_client"))
+    return listener_setting(ld, 3, name, value);
   if (!strcmp(name, "max_connections")) {
     uint64_t n;
     if (ld->cur_max_line)
@@ -743,6 +910,7 @@ static int listener_key(loader_t *ld, const char *name, const char *value)
                   "\"",
                   ld->sec_label, CONFIG_MAX_CONNECTIONS_MAX, value);
     ld->cfg->listeners[ld->cur].max_connections = (int64_t)n;
+    ld->cfg->listeners[ld->cur].settings.max_connections = (int64_t)n;
     ld->cur_max_line = ld->line;
     return 1;
   }
@@ -885,9 +1053,15 @@ static int check_loops(loader_t *ld)
       ok = fail(ld, cfg->listeners[i].line, "listener address no longer parses");
   for (size_t i = 0; i < cfg->nlisteners && ok; i++) {
     const config_listener_t *l = &cfg->listeners[i];
+    mcp_backend_t fb;
+    int j;
+    if (l->settings.fallback[0] && mcp_backend_parse(l->settings.fallback, &fb) == 0 &&
+        (j = config_find_loop(&fb, addrs, cfg->nlisteners)) >= 0)
+      ok = fail(ld, l->fallback_line,
+                "[listener \"%s\"] fallback: backend %s loops back to this proxy's listener %s",
+                l->addr, fb.text, cfg->listeners[j].addr);
     for (size_t r = 0; r < l->nroutes && ok; r++) {
       mcp_backend_t b;
-      int j;
       if (mcp_backend_parse(l->routes[r].backend, &b) != 0)
         ok = fail(ld, l->routes[r].line, "route backend no longer parses");
       else if ((j = config_find_loop(&b, addrs, cfg->nlisteners)) >= 0)
@@ -914,6 +1088,14 @@ static int check_whole(loader_t *ld)
     return 0;
   if (!check_grpc(ld))
     return 0;
+  for (size_t i = 0; i < cfg->nlisteners; i++) {
+    const config_listener_t *l = &cfg->listeners[i];
+    if (l->settings.proxy_protocol && l->settings.nproxy_from == 0)
+      return fail(ld, l->proxy_protocol_line,
+                  "[listener \"%s\"] proxy_protocol = on needs proxy_from (the peers that may "
+                  "send a PROXY header)",
+                  l->addr);
+  }
   if (ld->first_country_line && !cfg->geoip_db[0])
     return fail(ld, ld->first_country_line,
                 "[firewall] block_country needs geoip_db (a MaxMind country database)");

@@ -19,6 +19,8 @@
 #include "mcproxy/routes.h"
 
 #define CONFIG_ADDR_MAX 64
+/* Most proxy_from ranges per listener: a few load balancers' networks, not a block list. */
+#define CONFIG_PROXY_FROM_MAX 32
 
 /*
  * The largest max_connections a listener may have, in the file, on the command line and through
@@ -27,14 +29,32 @@
 #define CONFIG_MAX_CONNECTIONS_MAX 1000000000
 
 typedef struct config_route_s {
-  char hostname[MCP_HOSTNAME_MAX + 1]; /* normalised */
+  char hostname[MCP_HOSTNAME_MAX + 1]; /* normalised; may be a wildcard "*.example.com" */
   char backend[MCP_BACKEND_MAX];       /* canonical */
+  int send_proxy;                      /* 0 none, 1 send-proxy-v1, 2 send-proxy-v2 */
   int line;
 } config_route_t;
+
+/*
+ * A listener's settings (docs/man/mc-proxy.ini.5), the same in the file, the database and the
+ * admin API. Plain data, copied by value.
+ */
+typedef struct listener_settings_s {
+  int64_t max_connections;                                           /* 0 = unlimited */
+  int proxy_protocol;                                                /* 1 = on */
+  char proxy_from[CONFIG_PROXY_FROM_MAX][MCP_FIREWALL_VALUE_MAX];    /* canonical CIDRs */
+  size_t nproxy_from;
+  char fallback[MCP_BACKEND_MAX];                                    /* canonical, "" = none */
+  uint32_t rate_count;                                               /* 0 = off */
+  uint32_t rate_period_ms;
+  int64_t max_per_client;                                            /* 0 = unlimited */
+} listener_settings_t;
 
 typedef struct config_listener_s {
   char addr[CONFIG_ADDR_MAX]; /* canonical (mcp_listener_addr_parse) */
   int64_t max_connections;
+  listener_settings_t settings; /* max_connections is also here */
+  int proxy_protocol_line, fallback_line; /* where they were set, or 0 */
   config_route_t *routes;
   size_t nroutes;
   int line;
@@ -103,6 +123,21 @@ void config_free_seed(config_t *cfg);
  */
 int config_find_loop(const mcp_backend_t *backend, const struct sockaddr_storage *listen_addrs,
                      size_t n);
+
+/*
+ * Parses "N/PERIOD" ("20/1s", "100/1m") or "0" (off) into count and period_ms. Returns 0, or
+ * -1 with a reason in err: not N/PERIOD, a zero period ("10/0s"), or a count or period beyond
+ * client_limits.h's bounds.
+ */
+int config_parse_rate(const char *text, uint32_t *count, uint32_t *period_ms, char *err,
+                      size_t errlen);
+
+/*
+ * Checks a listener's settings as a whole, as the file and the admin API both must: every
+ * number >= 0, proxy_from entries canonical CIDRs, proxy_protocol on only with proxy_from.
+ * Returns 0, or -1 with the problem in err.
+ */
+int config_check_settings(const listener_settings_t *s, char *err, size_t errlen);
 
 /* Parses "250ms", "5s", "2m", "1h" or a bare number of seconds. Returns 0 or -1. */
 int config_parse_duration(const char *text, uint64_t *ms);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "control.h"
+#include "mcproxy/client_limits.h"
 #include "config.h"
 #include "log.h"
 #include "workers.h"
@@ -74,12 +75,141 @@ static int loops_to_a_listener(state_t *srv, const mcp_backend_t *backend)
   return 0;
 }
 
+/*
+ * Applies the settings req gives on top of *s (a listener's current settings, or the defaults)
+ * and checks the result as the config file would. Returns 0 or a status (req->msg says why).
+ */
+static int merge_settings(state_t *srv, control_req_t *req, const char *self,
+                          listener_settings_t *s)
+{
+  const listener_settings_t *in = &req->settings;
+  unsigned m = req->set_mask;
+  char err[256];
+  if (m & CONTROL_SET_MAX_CONNECTIONS_BIT)
+    s->max_connections = in->max_connections;
+  if (m & CONTROL_SET_PROXY_PROTOCOL)
+    s->proxy_protocol = in->proxy_protocol;
+  if (m & CONTROL_SET_PROXY_FROM) {
+    if (in->nproxy_from > CONFIG_PROXY_FROM_MAX)
+      return fail(req, MCP_EINVAL, "proxy_from holds at most %s ranges", "32");
+    s->nproxy_from = 0;
+    for (size_t i = 0; i < in->nproxy_from; i++) {
+      char canon[MCP_FIREWALL_VALUE_MAX];
+      if (mcp_firewall_normalize(MCP_FIREWALL_CIDR, in->proxy_from[i], canon) != 0)
+        return fail(req, MCP_EINVAL, "proxy_from: \"%s\" is not a CIDR range", in->proxy_from[i]);
+      memcpy(s->proxy_from[s->nproxy_from++], canon, sizeof(canon));
+    }
+  }
+  if (m & CONTROL_SET_FALLBACK) {
+    s->fallback[0] = '\0';
+    if (in->fallback[0]) {
+      mcp_backend_t b;
+      struct sockaddr_storage own;
+      if (mcp_backend_parse(in->fallback, &b) != 0)
+        return fail(req, MCP_EINVAL,
+                    "invalid fallback \"%s\" (want IPv4:port, [IPv6]:port or hostname:port)",
+                    in->fallback);
+      if (loops_to_a_listener(srv, &b) ||
+          (mcp_listener_addr_parse(self, &own, NULL) == 0 && config_find_loop(&b, &own, 1) == 0))
+        return fail(req, MCP_ELOOP, "fallback %s is this proxy's own listener (a loop)", b.text);
+      snprintf(s->fallback, sizeof(s->fallback), "%s", b.text);
+    }
+  }
+  if (m & (CONTROL_SET_RATE_COUNT | CONTROL_SET_RATE_PERIOD)) {
+    int64_t count = (m & CONTROL_SET_RATE_COUNT) ? req->rate_count : s->rate_count;
+    int64_t period = (m & CONTROL_SET_RATE_PERIOD) ? req->rate_period_ms : s->rate_period_ms;
+    if (count < 0 || period < 0 || count > MCP_CLIENT_LIMITS_MAX_RATE ||
+        period > MCP_CLIENT_LIMITS_MAX_PERIOD_MS)
+      return fail(req, MCP_EINVAL, "%s",
+                  "rate_limit: the count must be 0 to 1000000 and the period 1 ms to 24 h");
+    if (count > 0 && period == 0)
+      return fail(req, MCP_EINVAL, "%s", "rate_limit: the period must be more than zero");
+    s->rate_count = (uint32_t)count;
+    s->rate_period_ms = count ? (uint32_t)period : 0;
+  }
+  if (m & CONTROL_SET_MAX_PER_CLIENT) {
+    if (req->max_per_client < 0 || req->max_per_client > UINT32_MAX)
+      return fail(req, MCP_EINVAL, "%s", "max_connections_per_client must be 0 to 4294967295");
+    s->max_per_client = req->max_per_client;
+  }
+  if (s->max_connections < 0 || s->max_connections > CONFIG_MAX_CONNECTIONS_MAX)
+    return fail(req, MCP_EINVAL, "max_connections must be from 0 to %s",
+                MCP_STRINGIFY(CONFIG_MAX_CONNECTIONS_MAX));
+  if (config_check_settings(s, err, sizeof(err)) != 0)
+    return fail(req, MCP_EINVAL, "%s", err);
+  return 0;
+}
+
+/*
+ * AddListener binds here, on the loop thread, before anything is saved: an address that cannot
+ * be bound is refused with nothing written. The listener accepts from now on; if the write then
+ * fails it is freed again (finish()).
+ */
+static int bind_new_listener(state_t *srv, control_req_t *req)
+{
+  mcp_listener_config_t lc = srv->listener_config;
+  lc.addr = req->listener;
+  lc.max_connections = req->settings.max_connections;
+  mcp_listener_t *l;
+  int rc = mcp_listener_new(srv->loop, &lc, &l);
+  if (rc)
+    return fail(req, rc, "cannot create listener: %s", mcp_strerror(rc));
+  rc = mcp_listener_set_firewall(l, srv->firewall);
+  if (!rc)
+    rc = mcp_listener_start(l);
+  if (rc) {
+    mcp_listener_free(l, NULL, NULL);
+    req->status = rc;
+    snprintf(req->msg, sizeof(req->msg), "cannot listen on %s: %s", req->listener, uv_strerror(rc));
+    return rc;
+  }
+  req->pending = l;
+  return 0;
+}
+
+static int validate_listener(state_t *srv, control_req_t *req)
+{
+  struct sockaddr_storage ss;
+  char canon[CONFIG_ADDR_MAX];
+  req->listener[sizeof(req->listener) - 1] = '\0';
+  if (mcp_listener_addr_parse(req->listener, &ss, canon) != 0) {
+    if (req->op == CONTROL_LISTENER_ADD)
+      return fail(req, MCP_EINVAL, "invalid listen address \"%s\" (want IPv4:port or [IPv6]:port)",
+                  req->listener);
+    return fail(req, MCP_ENOENT, "no listener %s", req->listener);
+  }
+  snprintf(req->listener, sizeof(req->listener), "%s", canon);
+  int i = state_listener_index(srv, canon);
+  if (req->op == CONTROL_LISTENER_REMOVE)
+    return i < 0 ? fail(req, MCP_ENOENT, "no listener %s", canon) : 0;
+  listener_settings_t merged;
+  if (req->op == CONTROL_LISTENER_UPDATE) {
+    if (i < 0)
+      return fail(req, MCP_ENOENT, "no listener %s", canon);
+    merged = srv->settings[i];
+  } else {
+    if (i >= 0)
+      return fail(req, MCP_EEXIST, "listener %s already exists", canon);
+    if (((struct sockaddr_in *)&ss)->sin_port == 0)
+      return fail(req, MCP_EINVAL, "%s", "port 0 is not a listen port");
+    memset(&merged, 0, sizeof(merged));
+  }
+  int rc = merge_settings(srv, req, canon, &merged);
+  if (rc)
+    return rc;
+  req->settings = merged;
+  return req->op == CONTROL_LISTENER_ADD ? bind_new_listener(srv, req) : 0;
+}
+
 /* Checks req against the live state and normalises its strings in place. Loop thread. */
 static int validate(state_t *srv, control_req_t *req)
 {
   char canon[MCP_BACKEND_MAX];
   mcp_listener_t *l = NULL;
 
+  if (req->op == CONTROL_LISTENER_ADD || req->op == CONTROL_LISTENER_UPDATE ||
+      req->op == CONTROL_LISTENER_REMOVE)
+    return validate_listener(srv, req);
   if (req->op == CONTROL_ROUTE_ADD || req->op == CONTROL_ROUTE_REMOVE ||
       req->op == CONTROL_SET_MAX_CONNECTIONS) {
     req->listener[sizeof(req->listener) - 1] = '\0';
@@ -94,8 +224,11 @@ static int validate(state_t *srv, control_req_t *req)
     mcp_backend_t backend;
     req->hostname[sizeof(req->hostname) - 1] = '\0';
     req->backend[sizeof(req->backend) - 1] = '\0';
-    if (mcp_hostname_normalize(req->hostname, strlen(req->hostname), canon) < 0)
-      return fail(req, MCP_EINVAL, "invalid hostname \"%s\"", req->hostname);
+    if (req->send_proxy < MCP_SEND_PROXY_NONE || req->send_proxy > MCP_SEND_PROXY_V2)
+      return fail(req, MCP_EINVAL, "%s", "send_proxy must be none, v1 or v2");
+    if (mcp_hostname_normalize_pattern(req->hostname, strlen(req->hostname), canon) < 0)
+      return fail(req, MCP_EINVAL, "invalid hostname \"%s\" (a DNS name, or \"*.\" and a DNS name)",
+                  req->hostname);
     snprintf(req->hostname, sizeof(req->hostname), "%s", canon);
     if (mcp_backend_parse(req->backend, &backend) != 0)
       return fail(req, MCP_EINVAL,
@@ -109,7 +242,7 @@ static int validate(state_t *srv, control_req_t *req)
   }
   case CONTROL_ROUTE_REMOVE:
     req->hostname[sizeof(req->hostname) - 1] = '\0';
-    if (mcp_hostname_normalize(req->hostname, strlen(req->hostname), canon) < 0)
+    if (mcp_hostname_normalize_pattern(req->hostname, strlen(req->hostname), canon) < 0)
       return fail(req, MCP_EINVAL, "invalid hostname \"%s\"", req->hostname);
     snprintf(req->hostname, sizeof(req->hostname), "%s", canon);
     return 0;
@@ -130,8 +263,25 @@ static int validate(state_t *srv, control_req_t *req)
       return fail(req, MCP_ERANGE, "max_connections must be from 0 to %s",
                   MCP_STRINGIFY(CONFIG_MAX_CONNECTIONS_MAX));
     return 0;
+  case CONTROL_LISTENER_ADD:
+  case CONTROL_LISTENER_REMOVE:
+  case CONTROL_LISTENER_UPDATE:
+    return 0; /* validate_listener() */
   }
   return fail(req, MCP_EINVAL, "%s", "unknown operation");
+}
+
+/* A listener's row and settings. Work thread. */
+static int store_listener_write(mcp_store_t *st, control_req_t *req)
+{
+  if (req->op == CONTROL_LISTENER_REMOVE)
+    return mcp_store_listener_remove(st, req->listener);
+  const char *from[CONFIG_PROXY_FROM_MAX];
+  mcp_store_listener_settings_t s;
+  state_settings_to_store(&req->settings, &s, from);
+  /* An update writes the merged settings whole: validate() checked them as one. */
+  return req->op == CONTROL_LISTENER_ADD ? mcp_store_listener_add_settings(st, req->listener, &s)
+                                         : mcp_store_listener_set_settings(st, req->listener, &s);
 }
 
 /*
@@ -183,7 +333,8 @@ static void work_cb(uv_work_t *w)
   case CONTROL_ROUTE_ADD:
     if (resolving_loop_check(ctl, req) != 0)
       return;
-    rc = mcp_store_route_put(st, req->listener, req->hostname, req->backend);
+    rc = mcp_store_route_put_ex(st, req->listener, req->hostname, req->backend,
+                                (mcp_send_proxy_t)req->send_proxy);
     break;
   case CONTROL_ROUTE_REMOVE:
     rc = mcp_store_route_remove(st, req->listener, req->hostname);
@@ -196,6 +347,11 @@ static void work_cb(uv_work_t *w)
     break;
   case CONTROL_SET_MAX_CONNECTIONS:
     rc = mcp_store_listener_set_max_connections(st, req->listener, req->max_connections);
+    break;
+  case CONTROL_LISTENER_ADD:
+  case CONTROL_LISTENER_UPDATE:
+  case CONTROL_LISTENER_REMOVE:
+    rc = store_listener_write(st, req);
     break;
   default:
     rc = MCP_EINVAL;
@@ -223,7 +379,8 @@ static int apply(state_t *srv, control_req_t *req)
     mcp_routes_t *rt;
     if (mcp_routes_clone(mcp_listener_routes(l), &rt) != 0)
       return MCP_ENOMEM;
-    int rc = req->op == CONTROL_ROUTE_ADD ? mcp_routes_put(rt, req->hostname, req->backend)
+    int rc = req->op == CONTROL_ROUTE_ADD ? mcp_routes_put_ex(rt, req->hostname, req->backend,
+                                                              (mcp_send_proxy_t)req->send_proxy)
                                           : mcp_routes_remove(rt, req->hostname);
     if (rc == 0 || rc == MCP_ENOENT)
       mcp_listener_set_routes(l, rt);
@@ -247,7 +404,41 @@ static int apply(state_t *srv, control_req_t *req)
     state_set_firewall(srv, fw);
     return 0;
   }
-  mcp_listener_set_max_connections(state_find_listener(srv, req->listener), req->max_connections);
+  int i = state_listener_index(srv, req->listener);
+  if (i < 0)
+    return MCP_ENOENT;
+  switch (req->op) {
+  case CONTROL_SET_MAX_CONNECTIONS:
+    srv->settings[i].max_connections = req->max_connections;
+    break;
+  case CONTROL_LISTENER_UPDATE:
+    srv->settings[i] = req->settings;
+    break;
+  default:
+    return 0;
+  }
+  return state_apply_settings(srv, (size_t)i);
+}
+
+/*
+ * The listener changes that are not an edit of a snapshot: AddListener takes the bound listener
+ * into the table, RemoveListener takes one out. Loop thread, after the commit. Returns 0 or
+ * MCP_ENOMEM; *index is the listener's place in the table (the worker loops are told by it).
+ */
+static int apply_listener(state_t *srv, control_req_t *req, size_t *index)
+{
+  if (req->op == CONTROL_LISTENER_ADD) {
+    int rc = state_add_listener(srv, req->pending, &req->settings);
+    if (rc)
+      return rc;
+    req->pending = NULL;
+    *index = srv->nlisteners - 1;
+    return state_apply_settings(srv, *index);
+  }
+  int i = state_listener_index(srv, req->listener);
+  if (i < 0)
+    return MCP_ENOENT;
+  *index = (size_t)i;
   return 0;
 }
 
@@ -255,6 +446,11 @@ static void start_next(control_t *ctl);
 
 static void finish(control_req_t *req)
 {
+  /* A listener bound for an AddListener that was then refused or not saved. */
+  if (req->pending) {
+    mcp_listener_free(req->pending, NULL, NULL);
+    req->pending = NULL;
+  }
   req->done(req, req->status, req->status ? req->msg : "");
 }
 
@@ -312,7 +508,26 @@ static void after_work_cb(uv_work_t *w, int status)
   control_t *ctl = w->data;
   control_req_t *req = ctl->current;
 
-  if (req->status == 0) {
+  state_free_retired(ctl->st);
+  if (req->status == 0 && (req->op == CONTROL_LISTENER_ADD || req->op == CONTROL_LISTENER_REMOVE)) {
+    size_t index = 0;
+    int rc = apply_listener(ctl->st, req, &index);
+    if (!rc) {
+      req->ctl = ctl;
+      if (req->op == CONTROL_LISTENER_ADD) {
+        workers_add_listener(ctl->st, index, on_published, req);
+      } else {
+        /* The main loop's table first: done may run (and free req) inside the call below. The
+         * message names the listener by its index, which the worker tables still have. */
+        state_remove_listener(ctl->st, index);
+        workers_remove_listener(ctl->st, index, on_published, req);
+      }
+      return;
+    }
+    req->status = rc;
+    snprintf(req->msg, sizeof(req->msg), "saved, but not applied in memory: %s", mcp_strerror(rc));
+    log_error("control: %s", req->msg);
+  } else if (req->status == 0) {
     int rc = apply(ctl->st, req);
     if (rc) {
       /* Committed but not applied: memory is behind the database until a restart. */

@@ -9,6 +9,8 @@
  *
  * status passed to done(): 0, or MCP_ENOENT (unknown listener/route/rule), MCP_EINVAL /
  * MCP_ERANGE / MCP_ELOOP (bad argument), MCP_ENOGEOIP (country rule without geoip_db),
+ * MCP_EEXIST (a listener that exists), a libuv bind error (UV_EADDRINUSE, UV_EACCES,
+ * UV_EADDRNOTAVAIL: a listener that cannot be bound),
  * MCP_EBUSY (database busy or locked), MCP_EIO / MCP_ENOMEM (anything else). msg is a
  * human-readable explanation.
  */
@@ -31,7 +33,22 @@ typedef enum control_op_e {
   CONTROL_RULE_ADD,
   CONTROL_RULE_REMOVE,
   CONTROL_SET_MAX_CONNECTIONS,
+  CONTROL_LISTENER_ADD,
+  CONTROL_LISTENER_REMOVE,
+  CONTROL_LISTENER_UPDATE,
 } control_op_t;
+
+/* Which of control_req_t.settings a CONTROL_LISTENER_ADD/UPDATE gives (the rest: the listener's
+ * current value for an update, the default for an add). */
+enum {
+  CONTROL_SET_MAX_CONNECTIONS_BIT = 1 << 0,
+  CONTROL_SET_PROXY_PROTOCOL = 1 << 1,
+  CONTROL_SET_PROXY_FROM = 1 << 2,
+  CONTROL_SET_FALLBACK = 1 << 3,
+  CONTROL_SET_RATE_COUNT = 1 << 4,
+  CONTROL_SET_RATE_PERIOD = 1 << 5,
+  CONTROL_SET_MAX_PER_CLIENT = 1 << 6,
+};
 
 struct control_req_s {
   /* Filled by the caller. Strings are copied in; they need not be normalised. */
@@ -42,12 +59,21 @@ struct control_req_s {
   mcp_firewall_type_t rule_type;
   char rule_value[MCP_FIREWALL_VALUE_MAX + 16];
   int64_t max_connections;
+  int send_proxy; /* CONTROL_ROUTE_ADD: 0 none, 1 v1, 2 v2 */
+  /*
+   * CONTROL_LISTENER_ADD/UPDATE: the settings given (set_mask says which). The rate limit comes
+   * as two int64 so that negative or huge values are refused, not wrapped.
+   */
+  listener_settings_t settings;
+  int64_t rate_count, rate_period_ms, max_per_client;
+  unsigned set_mask;
   /* Called once on the loop thread with the outcome; the request is the caller's again. */
   void (*done)(control_req_t *req, int status, const char *msg);
   void *data;
 
   /* Private to control.c. */
   control_t *ctl;
+  mcp_listener_t *pending; /* CONTROL_LISTENER_ADD: bound on the main loop, not yet saved */
   int status;
   char msg[512];
   control_req_t *next;

@@ -104,9 +104,13 @@ static int seed(mcp_store_t *st, const config_t *cfg)
   int err = mcp_store_begin(st);
   for (size_t i = 0; i < cfg->nlisteners && !err; i++) {
     const config_listener_t *cl = &cfg->listeners[i];
-    err = mcp_store_listener_add(st, cl->addr, cl->max_connections);
+    const char *from[CONFIG_PROXY_FROM_MAX];
+    mcp_store_listener_settings_t ss;
+    state_settings_to_store(&cl->settings, &ss, from);
+    err = mcp_store_listener_add_settings(st, cl->addr, &ss);
     for (size_t j = 0; j < cl->nroutes && !err; j++)
-      err = mcp_store_route_put(st, cl->addr, cl->routes[j].hostname, cl->routes[j].backend);
+      err = mcp_store_route_put_ex(st, cl->addr, cl->routes[j].hostname, cl->routes[j].backend,
+                                   (mcp_send_proxy_t)cl->routes[j].send_proxy);
   }
   for (size_t i = 0; i < cfg->nrules && !err; i++) {
     int rc = mcp_store_firewall_add(st, cfg->rules[i].type, cfg->rules[i].value);
@@ -126,32 +130,34 @@ typedef struct load_s {
   char err[512];
 } load_t;
 
-static int load_listener(void *data, const char *addr, int64_t max_connections)
+static int load_listener(void *data, const char *addr, const mcp_store_listener_settings_t *ss)
 {
   load_t *ld = data;
   state_t *srv = &ld->run->srv;
-  if (drift_add(&ld->db, "listener %s max_connections=%lld", addr, (long long)max_connections))
+  listener_settings_t settings;
+  state_settings_from_store(ss, &settings);
+  if (drift_add(&ld->db, "listener %s max_connections=%lld", addr,
+                (long long)settings.max_connections))
     return MCP_ENOMEM;
-  mcp_listener_t **v = realloc(srv->listeners, (srv->nlisteners + 1) * sizeof(*v));
-  if (!v)
-    return MCP_ENOMEM;
-  srv->listeners = v;
   mcp_listener_config_t lc = srv->listener_config;
   lc.addr = addr;
-  lc.max_connections = max_connections;
+  lc.max_connections = settings.max_connections;
   char canonical[64];
   if (mcp_listener_addr_parse(addr, &(struct sockaddr_storage){0}, canonical) == 0)
     lc.fd = reload_take_fd(canonical); /* 0 unless a reload handed us this address's socket */
-  int err = mcp_listener_new(srv->loop, &lc, &srv->listeners[srv->nlisteners]);
+  mcp_listener_t *l;
+  int err = mcp_listener_new(srv->loop, &lc, &l);
   if (err) {
     snprintf(ld->err, sizeof(ld->err), "database listener \"%s\": %s", addr, mcp_strerror(err));
     return err;
   }
-  srv->nlisteners++;
-  return 0;
+  if ((err = state_add_listener(srv, l, &settings)) != 0)
+    mcp_listener_free(l, NULL, NULL);
+  return err;
 }
 
-static int load_route(void *data, const char *laddr, const char *host, const char *backend)
+static int load_route(void *data, const char *laddr, const char *host, const char *backend,
+                      mcp_send_proxy_t send_proxy)
 {
   load_t *ld = data;
   if (drift_add(&ld->db, "route %s %s %s", laddr, host, backend))
@@ -159,7 +165,7 @@ static int load_route(void *data, const char *laddr, const char *host, const cha
   mcp_listener_t *l = state_find_listener(&ld->run->srv, laddr);
   if (!l)
     return 0; /* cannot happen: routes reference listeners by foreign key */
-  int err = mcp_routes_put(mcp_listener_routes(l), host, backend);
+  int err = mcp_routes_put_ex(mcp_listener_routes(l), host, backend, send_proxy);
   if (err == MCP_EINVAL) {
     log_warn("database route %s %s -> %s is malformed; ignored", laddr, host, backend);
     return 0;
@@ -227,8 +233,8 @@ static int load_state(run_t *run, char *err, size_t errlen)
   mcp_firewall_set_geoip(srv->firewall, srv->geoip);
 
   load_t ld = {.run = run};
-  mcp_store_visitor_t visitor = {load_listener, load_route, load_rule};
-  rc = mcp_store_load(srv->store, &visitor, &ld);
+  mcp_store_visitor_ex_t visitor = {load_listener, load_route, load_rule};
+  rc = mcp_store_load_ex(srv->store, &visitor, &ld);
   if (rc) {
     if (ld.err[0])
       snprintf(err, errlen, "%s: %s", cfg->db_path, ld.err);
@@ -260,6 +266,12 @@ static int64_t total_active(state_t *srv)
   for (size_t i = 0; i < srv->nlisteners; i++) {
     mcp_listener_stats_t st;
     mcp_listener_get_stats(srv->listeners[i], &st);
+    active += st.active_connections;
+  }
+  state_free_retired(srv);
+  for (size_t i = 0; i < srv->nretired; i++) {
+    mcp_listener_stats_t st;
+    mcp_listener_get_stats(srv->retired[i], &st);
     active += st.active_connections;
   }
   return active;
@@ -484,6 +496,8 @@ static void teardown(run_t *run)
   workers_stop(srv);
   for (size_t i = 0; i < srv->nlisteners; i++)
     mcp_listener_free(srv->listeners[i], NULL, NULL);
+  for (size_t i = 0; i < srv->nretired; i++)
+    mcp_listener_free(srv->retired[i], NULL, NULL);
   /* Every listener handle is closing now; close the signal handlers and timers too. The drain
    * is over and the process exits 0: a SIGTERM or SIGINT from here on (a supervisor stopping a
    * process that already handed over on reload) must not kill it on the way out. */
@@ -492,8 +506,13 @@ static void teardown(run_t *run)
   uv_walk(srv->loop, close_walk_cb, NULL);
   uv_run(srv->loop, UV_RUN_DEFAULT);
   free(srv->listeners);
+  free(srv->settings);
+  free(srv->retired);
   srv->listeners = NULL;
+  srv->settings = NULL;
+  srv->retired = NULL;
   srv->nlisteners = 0;
+  srv->nretired = 0;
   mcp_firewall_unref(srv->firewall);
   mcp_geoip_unref(srv->geoip);
   if (srv->store)
@@ -639,6 +658,8 @@ static int start(run_t *run, uv_loop_t *loop, config_t *cfg)
     mcp_listener_t *l = srv->listeners[i];
     nroutes += mcp_routes_count(mcp_listener_routes(l));
     int rc = mcp_listener_set_firewall(l, srv->firewall);
+    if (!rc)
+      rc = state_apply_settings(srv, i);
     if (!rc)
       rc = mcp_listener_start(l);
     if (rc) {

@@ -21,8 +21,15 @@ typedef struct state_s {
   uv_loop_t *loop;
   config_t *cfg;
   mcp_store_t *store;
-  mcp_listener_t **listeners; /* in address order */
+  mcp_listener_t **listeners;    /* in the order they were loaded or added */
+  listener_settings_t *settings; /* settings[i] are listeners[i]'s, as saved */
   size_t nlisteners;
+  /*
+   * Listeners removed at runtime: no longer accepting, their connections run on. Freed once the
+   * address has no active connection (state_free_retired) or at teardown.
+   */
+  mcp_listener_t **retired;
+  size_t nretired;
   mcp_firewall_t *firewall; /* the published snapshot (one reference held here) */
   mcp_geoip_t *geoip;       /* NULL without [firewall] geoip_db */
   int64_t started_at_unix;
@@ -33,6 +40,36 @@ typedef struct state_s {
 
 /* The listener with this address (any spelling mcp_listener_addr_parse accepts), or NULL. */
 mcp_listener_t *state_find_listener(state_t *st, const char *addr);
+
+/* The index of the listener with this address in listeners[], or -1. */
+int state_listener_index(state_t *st, const char *addr);
+
+/*
+ * Appends l (started, owned by st from now on) with its settings. Returns 0 or MCP_ENOMEM (st
+ * unchanged).
+ */
+int state_add_listener(state_t *st, mcp_listener_t *l, const listener_settings_t *settings);
+
+/* Takes listeners[i] out of the table, stops it accepting and retires it. */
+void state_remove_listener(state_t *st, size_t i);
+
+/* Frees the retired listeners whose address has no active connection left. */
+void state_free_retired(state_t *st);
+
+/*
+ * A listener's settings as the store takes them; from (CONFIG_PROXY_FROM_MAX pointers) holds the
+ * proxy_from list. Valid while s and from are.
+ */
+void state_settings_to_store(const listener_settings_t *s, mcp_store_listener_settings_t *out,
+                             const char **from);
+/* The store's settings as ours (strings copied; a list or value too long for ours is cut). */
+void state_settings_from_store(const mcp_store_listener_settings_t *in, listener_settings_t *s);
+
+/*
+ * Gives listeners[i] its settings[i] on the main loop: limits, PROXY protocol, and the fallback
+ * (a new route table when it changed). The worker loops are told separately (workers_publish).
+ */
+int state_apply_settings(state_t *st, size_t i);
 
 /*
  * Publishes fw as the firewall of every main-loop listener and of st (dropping st's old

@@ -12,6 +12,8 @@
 
 typedef enum msg_op_e {
   MSG_PUBLISH,
+  MSG_ADD_LISTENER,
+  MSG_REMOVE_LISTENER,
   MSG_STOP_ACCEPTING,
   MSG_CLOSE_CONNECTIONS,
   MSG_EXIT,
@@ -23,7 +25,14 @@ typedef enum msg_op_e {
  */
 typedef struct publish_s {
   atomic_int pending;
-  mcp_routes_t **routes; /* one per address, in srv->listeners order */
+  atomic_int status;        /* the first error of a worker (MSG_ADD_LISTENER), else 0 */
+  msg_op_t op;              /* MSG_PUBLISH, MSG_ADD_LISTENER or MSG_REMOVE_LISTENER */
+  mcp_listener_t *main_l;   /* MSG_ADD_LISTENER: the main loop's listener to share with */
+  size_t index;             /* MSG_ADD/REMOVE_LISTENER: its index in srv->listeners */
+  mcp_listener_config_t lc; /* MSG_ADD_LISTENER: the config of the new listeners */
+  mcp_routes_t **routes;    /* one per address, in srv->listeners order */
+  int *proxy_on;            /* one per address: PROXY protocol in */
+  mcp_firewall_t **trusted; /* one per address: its trusted peers (references) */
   size_t n;
   mcp_firewall_t *firewall;
   void (*done)(void *data, int status);
@@ -51,7 +60,9 @@ typedef struct worker_s {
   msg_t *head, *tail; /* guarded by mu */
   mcp_listener_t **listeners;
   size_t nlisteners;
-  size_t freed;
+  mcp_listener_t **retired; /* removed at runtime, connections running on */
+  size_t nretired;
+  size_t freed, to_free;
 } worker_t;
 
 struct workers_s {
@@ -75,16 +86,87 @@ static void worker_close_handles(worker_t *w)
 static void on_worker_listener_freed(void *data)
 {
   worker_t *w = data;
-  if (++w->freed == w->nlisteners)
+  if (++w->freed == w->to_free)
     worker_close_handles(w);
+}
+
+/* Frees the retired listeners whose address has no active connection left (on any loop). */
+static void worker_free_retired(worker_t *w)
+{
+  size_t kept = 0;
+  for (size_t i = 0; i < w->nretired; i++) {
+    mcp_listener_stats_t st;
+    mcp_listener_get_stats(w->retired[i], &st);
+    if (st.active_connections == 0)
+      mcp_listener_free(w->retired[i], NULL, NULL);
+    else
+      w->retired[kept++] = w->retired[i];
+  }
+  w->nretired = kept;
+}
+
+/* A listener added at runtime: this loop's own socket on the address, sharing its counters. */
+static int worker_add_listener(worker_t *w, publish_t *pub)
+{
+  mcp_listener_t **v = realloc(w->listeners, (w->nlisteners + 1) * sizeof(*v));
+  if (!v)
+    return MCP_ENOMEM;
+  w->listeners = v;
+  mcp_listener_t *l;
+  int rc = mcp_listener_new(&w->loop, &pub->lc, &l);
+  if (rc)
+    return rc;
+  if (pub->index < pub->n) {
+    mcp_listener_set_routes(l, pub->routes[pub->index]);
+    rc = mcp_listener_set_proxy_protocol(l, pub->proxy_on[pub->index], pub->trusted[pub->index]);
+  }
+  if (!rc)
+    rc = mcp_listener_set_firewall(l, pub->firewall);
+  if (!rc)
+    rc = mcp_listener_start(l);
+  if (rc) {
+    mcp_listener_free(l, NULL, NULL);
+    return rc;
+  }
+  w->listeners[w->nlisteners++] = l;
+  return 0;
+}
+
+/* A listener removed at runtime: stop accepting now, keep it until its connections end. */
+static void worker_remove_listener(worker_t *w, size_t i)
+{
+  if (i >= w->nlisteners)
+    return;
+  mcp_listener_t *l = w->listeners[i];
+  mcp_listener_stop(l);
+  mcp_listener_t **v = realloc(w->retired, (w->nretired + 1) * sizeof(*v));
+  if (v) {
+    w->retired = v;
+    w->retired[w->nretired++] = l;
+  } else {
+    mcp_listener_free(l, NULL, NULL);
+  }
+  memmove(&w->listeners[i], &w->listeners[i + 1], (w->nlisteners - i - 1) * sizeof(*v));
+  w->nlisteners--;
 }
 
 static void worker_publish(worker_t *w, publish_t *pub)
 {
-  for (size_t i = 0; i < w->nlisteners && i < pub->n; i++) {
-    mcp_listener_set_routes(w->listeners[i], pub->routes[i]);
-    mcp_listener_set_firewall(w->listeners[i], pub->firewall);
+  if (pub->op == MSG_ADD_LISTENER) {
+    int rc = worker_add_listener(w, pub);
+    int zero = 0;
+    if (rc)
+      atomic_compare_exchange_strong(&pub->status, &zero, rc);
+  } else if (pub->op == MSG_REMOVE_LISTENER) {
+    worker_remove_listener(w, pub->index);
+  } else {
+    for (size_t i = 0; i < w->nlisteners && i < pub->n; i++) {
+      mcp_listener_set_routes(w->listeners[i], pub->routes[i]);
+      mcp_listener_set_firewall(w->listeners[i], pub->firewall);
+      mcp_listener_set_proxy_protocol(w->listeners[i], pub->proxy_on[i], pub->trusted[i]);
+    }
   }
+  worker_free_retired(w);
   if (atomic_fetch_sub(&pub->pending, 1) == 1) {
     struct workers_s *all = w->all;
     uv_mutex_lock(&all->mu);
@@ -109,6 +191,8 @@ static void on_worker_async(uv_async_t *h)
     int owned = m->owned;
     switch (m->op) {
     case MSG_PUBLISH:
+    case MSG_ADD_LISTENER:
+    case MSG_REMOVE_LISTENER:
       worker_publish(w, m->pub);
       break;
     case MSG_STOP_ACCEPTING:
@@ -120,10 +204,13 @@ static void on_worker_async(uv_async_t *h)
         mcp_listener_close_connections(w->listeners[i]);
       break;
     case MSG_EXIT:
-      if (w->nlisteners == 0)
+      w->to_free = w->nlisteners + w->nretired;
+      if (w->to_free == 0)
         worker_close_handles(w);
       for (size_t i = 0; i < w->nlisteners; i++)
         mcp_listener_free(w->listeners[i], on_worker_listener_freed, w);
+      for (size_t i = 0; i < w->nretired; i++)
+        mcp_listener_free(w->retired[i], on_worker_listener_freed, w);
       break;
     }
     if (!owned)
@@ -167,9 +254,13 @@ static void post(worker_t *w, msg_op_t op)
 
 static void publish_free(publish_t *pub)
 {
-  for (size_t i = 0; i < pub->n; i++)
+  for (size_t i = 0; i < pub->n; i++) {
     mcp_routes_unref(pub->routes[i]);
+    mcp_firewall_unref(pub->trusted[i]);
+  }
   free(pub->routes);
+  free(pub->proxy_on);
+  free(pub->trusted);
   mcp_firewall_unref(pub->firewall);
   free(pub->msgs);
   free(pub);
@@ -184,7 +275,7 @@ static void on_published(uv_async_t *h)
   uv_mutex_unlock(&all->mu);
   while (pub) {
     publish_t *next = pub->next;
-    pub->done(pub->data, 0);
+    pub->done(pub->data, atomic_load(&pub->status));
     publish_free(pub);
     pub = next;
   }
@@ -216,8 +307,12 @@ static int worker_init(struct workers_s *all, worker_t *w, int index, char *err,
     if (!rc) {
       w->nlisteners++;
       /* The loop does not run yet, so its listeners may be set up from here. */
+      mcp_firewall_t *trusted;
+      int on = mcp_listener_proxy_protocol(main_l, &trusted);
       mcp_listener_set_routes(w->listeners[i], mcp_listener_routes(main_l));
       rc = mcp_listener_set_firewall(w->listeners[i], srv->firewall);
+      if (!rc)
+        rc = mcp_listener_set_proxy_protocol(w->listeners[i], on, trusted);
     }
     if (!rc)
       rc = mcp_listener_start(w->listeners[i]);
@@ -263,7 +358,9 @@ int workers_start(state_t *srv, int n, char *err, size_t errlen)
   return 0;
 }
 
-void workers_publish(state_t *srv, void (*done)(void *data, int status), void *data)
+/* Sends every worker one message of op carrying the main loop's current snapshots. */
+static void send_all(state_t *srv, msg_op_t op, size_t index, void (*done)(void *data, int status),
+                     void *data)
 {
   struct workers_s *all = srv->workers;
   if (!all || all->n == 0) {
@@ -272,31 +369,68 @@ void workers_publish(state_t *srv, void (*done)(void *data, int status), void *d
   }
   /* Everything is allocated first: a publication some worker never receives would never end. */
   publish_t *pub = calloc(1, sizeof(*pub));
-  mcp_routes_t **routes = calloc(srv->nlisteners ? srv->nlisteners : 1, sizeof(*routes));
+  size_t cap = srv->nlisteners ? srv->nlisteners : 1;
+  mcp_routes_t **routes = calloc(cap, sizeof(*routes));
+  int *proxy_on = calloc(cap, sizeof(*proxy_on));
+  mcp_firewall_t **trusted = calloc(cap, sizeof(*trusted));
   msg_t *msgs = calloc((size_t)all->n, sizeof(*msgs));
-  if (!pub || !routes || !msgs) {
+  if (!pub || !routes || !proxy_on || !trusted || !msgs) {
     free(pub);
     free(routes);
+    free(proxy_on);
+    free(trusted);
     free(msgs);
     log_error("workers: out of memory; change not sent to the worker loops");
     done(data, MCP_ENOMEM);
     return;
   }
-  for (size_t i = 0; i < srv->nlisteners; i++)
+  for (size_t i = 0; i < srv->nlisteners; i++) {
+    mcp_firewall_t *t;
     routes[i] = mcp_routes_ref(mcp_listener_routes(srv->listeners[i]));
+    proxy_on[i] = mcp_listener_proxy_protocol(srv->listeners[i], &t);
+    trusted[i] = t ? mcp_firewall_ref(t) : NULL;
+  }
   pub->routes = routes;
+  pub->proxy_on = proxy_on;
+  pub->trusted = trusted;
   pub->n = srv->nlisteners;
   pub->firewall = mcp_firewall_ref(srv->firewall);
+  pub->op = op;
+  pub->index = index;
+  if (op == MSG_ADD_LISTENER) {
+    pub->main_l = srv->listeners[index];
+    pub->lc = srv->listener_config;
+    pub->lc.addr = mcp_listener_addr(pub->main_l); /* immutable for the listener's life */
+    pub->lc.reuseport = 1;
+    pub->lc.share_with = pub->main_l;
+  }
   pub->done = done;
   pub->data = data;
   pub->msgs = msgs; /* one block for all workers' messages, freed with the publication */
   atomic_store(&pub->pending, all->n);
   for (int i = 0; i < all->n; i++) {
-    msgs[i].op = MSG_PUBLISH;
+    msgs[i].op = op;
     msgs[i].pub = pub;
     msgs[i].owned = 1;
     post_msg(&all->w[i], &msgs[i]);
   }
+}
+
+void workers_publish(state_t *srv, void (*done)(void *data, int status), void *data)
+{
+  send_all(srv, MSG_PUBLISH, 0, done, data);
+}
+
+void workers_add_listener(state_t *srv, size_t index, void (*done)(void *data, int status),
+                          void *data)
+{
+  send_all(srv, MSG_ADD_LISTENER, index, done, data);
+}
+
+void workers_remove_listener(state_t *srv, size_t index, void (*done)(void *data, int status),
+                             void *data)
+{
+  send_all(srv, MSG_REMOVE_LISTENER, index, done, data);
 }
 
 static void broadcast(state_t *srv, msg_op_t op)
@@ -336,12 +470,15 @@ void workers_stop(state_t *srv)
       /* Never started: its loop holds only what worker_init made. */
       for (size_t j = 0; j < w->nlisteners; j++)
         mcp_listener_free(w->listeners[j], NULL, NULL);
+      for (size_t j = 0; j < w->nretired; j++)
+        mcp_listener_free(w->retired[j], NULL, NULL);
       worker_close_handles(w);
       uv_run(&w->loop, UV_RUN_DEFAULT);
     }
     uv_loop_close(&w->loop);
     uv_mutex_destroy(&w->mu);
     free(w->listeners);
+    free(w->retired);
     while (w->head) {
       msg_t *m = w->head;
       w->head = m->next;

@@ -31,6 +31,22 @@ int workers_start(state_t *srv, int n, char *err, size_t errlen);
  */
 void workers_publish(state_t *srv, void (*done)(void *data, int status), void *data);
 
+/*
+ * A listener added to srv at index (srv->listeners[index], started): every worker binds its own
+ * socket on the address (SO_REUSEPORT, sharing the counters) with the current routes and
+ * firewall. done(data, status) once every worker has tried: 0, or the first worker's error.
+ */
+void workers_add_listener(state_t *srv, size_t index, void (*done)(void *data, int status),
+                          void *data);
+
+/*
+ * The listener at index is being removed from srv: every worker stops accepting on it and
+ * drops it from its table; its established connections run on, and the listener is freed when
+ * the address has none left. Call before srv's own table drops it. done as above.
+ */
+void workers_remove_listener(state_t *srv, size_t index, void (*done)(void *data, int status),
+                             void *data);
+
 /* Tells every worker to stop accepting (active connections go on). */
 void workers_stop_accepting(state_t *srv);
 

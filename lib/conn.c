@@ -226,6 +226,12 @@ static void timer_cb(uv_timer_t *timer)
     mcp__tlist_t *t = &cs->tlists[i];
     while (t->head && t->head->tkey + t->timeout_ms <= now) {
       mcp__conn_t *c = t->head;
+      if (c->proxy_pending) {
+        /* No complete PROXY header within the handshake timeout. */
+        MCP__COUNT(cs->counters, proxy_error_total, 1);
+        mcp__conn_close(c, MCP_CONN_OUTCOME_PROXY_ERROR);
+        continue;
+      }
       if (i == MCP__T_HANDSHAKE)
         MCP__COUNT(cs->counters, unrouted_total, 1);
       /* A backend that does not answer within connect_timeout is a backend error. */
@@ -304,6 +310,11 @@ void mcp__conn_close(mcp__conn_t *c, mcp_conn_outcome_t outcome)
     MCP__COUNT(c->cs->counters, active, -1);
     c->counted = 0;
   }
+  if (c->limits_held) {
+    mcp_client_limits_release(atomic_load(&c->cs->counters->climits), &c->limits_key,
+                              uv_now(c->cs->loop));
+    c->limits_held = 0;
+  }
   if (c->hello) {
     mcp__pool_put(c->hello);
     c->hello = NULL;
@@ -317,7 +328,7 @@ void mcp__conn_close(mcp__conn_t *c, mcp_conn_outcome_t outcome)
   /* Write and connect requests are cancelled by uv_close and their callbacks run (and return
    * their chunks) before the close callbacks. */
   c->handles_open = 1;
-  if (outcome == MCP_CONN_OUTCOME_BLOCKED) {
+  if (outcome == MCP_CONN_OUTCOME_BLOCKED || c->reset) {
     uv_tcp_close_reset(&c->client, on_conn_handle_closed);
   } else {
     if (!c->relaying)

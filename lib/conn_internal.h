@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "mcproxy/backend.h"
+#include "mcproxy/client_limits.h"
 #include "mcproxy/conn.h"
 #include "mcproxy/sni.h"
 
@@ -74,6 +75,16 @@ void mcp__pool_put(mcp__chunk_t *chunk);
 typedef struct mcp__counters_s {
   atomic_int_fast64_t refs;
   atomic_int_fast64_t max_connections;
+  /*
+   * The address's per-client table (client_limits.h), shared by its loops like the counters:
+   * made by the first mcp_listener_set_client_limits that turns a limit on, freed with the
+   * counters. climits_on is 0 while every limit is off, so the accept path then skips it.
+   */
+  _Atomic(mcp_client_limits_t *) climits;
+  atomic_int climits_on;
+  atomic_int_fast64_t proxy_error_total;  /* outcome proxy_error */
+  atomic_int_fast64_t rate_limited_total; /* outcome rate_limited */
+  atomic_int_fast64_t fallback_total;     /* routed to the listener's fallback */
   atomic_int_fast64_t active;
   atomic_int_fast64_t accepted_total;
   atomic_int_fast64_t rejected_limit_total;
@@ -182,7 +193,9 @@ struct mcp__conn_s {
   mcp__pipe_t up;   /* client -> backend */
   mcp__pipe_t down; /* backend -> client */
 
-  struct sockaddr_in6 client_addr; /* large enough for either family */
+  struct sockaddr_in6 client_addr; /* large enough for either family; a PROXY header's source */
+  struct sockaddr_in6 local_addr;  /* the address the client connected to, if have_local */
+  mcp_client_limits_key_t limits_key; /* if limits_held */
   uint64_t started_ms;
   uint64_t started_ns, routed_ns, connected_ns; /* uv_hrtime(); 0 = not reached (metrics) */
   uint64_t bytes_in, bytes_out;
@@ -194,6 +207,11 @@ struct mcp__conn_s {
   uint8_t counted;        /* counted in the active connections */
   uint8_t relaying;
   uint8_t outcome;        /* mcp_conn_outcome_t */
+  uint8_t proxy_pending;  /* a PROXY header is still to be read (listener proxy_protocol on) */
+  uint8_t reset;          /* close the client with a reset (RST), whatever the outcome */
+  uint8_t limits_held;    /* admitted and counted by the per-client limits: release at close */
+  uint8_t send_proxy;     /* mcp_send_proxy_t of the route: PROXY header to the backend first */
+  uint8_t have_local;     /* local_addr is known (from a PROXY header) */
 
   char sni[MCP_HOSTNAME_MAX + 1];
   char backend_text[MCP_BACKEND_MAX];

@@ -1,14 +1,17 @@
 /*
  * listener: a listening address and the first part of every connection's life, in the order it
- * happens: accept -> limit -> firewall -> ClientHello -> route -> hand-off to relay.c, which
- * connects to the backend and relays. The connection object, its buffers, its timeouts and its
- * close are conn.c's. After the life of a connection come the listener's own functions:
- * creating, starting, publishing routes and firewalls, stopping and freeing.
+ * happens: accept -> limit -> PROXY header -> firewall -> per-client limits -> ClientHello ->
+ * route (exact, wildcard, fallback) -> hand-off to relay.c, which connects to the backend and
+ * relays. The connection object, its buffers, its timeouts and its close are conn.c's. After the
+ * life of a connection come the listener's own functions: creating, starting, publishing routes,
+ * firewalls and settings, stopping and freeing.
  * See docs/ARCHITECTURE.md.
  *
  * Longer than ~600 lines on purpose: the accept path (with the descriptor reserve) and the
  * listener's own lifecycle share one private struct and its handles; splitting them would
- * expose that struct to a second file.
+ * expose that struct to a second file. The steps a connection takes before its backend read
+ * best as one file top to bottom; the parsers they call (sni.c, proxy_protocol.c) and the
+ * client table (client_limits.c) live elsewhere.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -26,6 +29,7 @@
 #include "backend_internal.h"
 #include "conn_internal.h"
 #include "mcproxy/listener.h"
+#include "mcproxy/proxy_protocol.h"
 #include "relay.h"
 
 #define DEFAULT_HANDSHAKE_MS 10000
@@ -61,6 +65,8 @@ struct mcp_listener_s {
 
   mcp_routes_t *routes;
   mcp_firewall_t *firewall;
+  int proxy_on;                  /* a PROXY header comes first (mcp_listener_set_proxy_protocol) */
+  mcp_firewall_t *proxy_trusted; /* the peers that may send one */
 
   mcp__conns_t conns;        /* pools, timeout lists and free list of its connections */
   mcp__counters_t *counters; /* shared with the listeners on the same address, if any */
@@ -223,7 +229,8 @@ static void on_accept_resume(uv_timer_t *t)
 }
 
 static int take_slot(mcp_listener_t *l);
-static int client_blocked(mcp__conn_t *c);
+static int admit(mcp__conn_t *c);
+static void proxy_error(mcp__conn_t *c);
 static void hello_first_read(mcp__conn_t *c, int fd);
 
 /* A connection accepted on fd, from the client at sa: limit, firewall, then the ClientHello. */
@@ -254,9 +261,16 @@ static void accepted(mcp_listener_t *l, int fd, const struct sockaddr_in6 *sa, s
     return;
   }
   c->counted = 1;
-  if (client_blocked(c)) {
-    MCP__COUNT(l->counters, blocked_total, 1);
-    mcp__conn_close(c, MCP_CONN_OUTCOME_BLOCKED);
+  if (l->proxy_on) {
+    /* The firewall and the per-client limits wait for the client address in the header. */
+    if (!l->proxy_trusted ||
+        !mcp_firewall_check(l->proxy_trusted, (struct sockaddr *)&c->client_addr)) {
+      c->reset = 1;
+      proxy_error(c);
+      return;
+    }
+    c->proxy_pending = 1;
+  } else if (!admit(c)) {
     return;
   }
   mcp__conn_timeout_set(c, MCP__T_HANDSHAKE);
@@ -280,12 +294,87 @@ static int take_slot(mcp_listener_t *l)
   return 1;
 }
 
-/* ---- firewall ---- */
+/* ---- firewall and per-client limits ---- */
 
-static int client_blocked(mcp__conn_t *c)
+/*
+ * The checks on the client address (after the PROXY header, when there is one): the firewall
+ * (RST), then the per-client limits (FIN). Returns 1 to go on, 0 when c has been closed.
+ */
+static int admit(mcp__conn_t *c)
 {
   mcp_listener_t *l = LISTENER_OF(c);
-  return l->firewall && mcp_firewall_check(l->firewall, (struct sockaddr *)&c->client_addr);
+  if (l->firewall && mcp_firewall_check(l->firewall, (struct sockaddr *)&c->client_addr)) {
+    MCP__COUNT(l->counters, blocked_total, 1);
+    mcp__conn_close(c, MCP_CONN_OUTCOME_BLOCKED);
+    return 0;
+  }
+  if (!atomic_load_explicit(&l->counters->climits_on, memory_order_relaxed))
+    return 1;
+  mcp_client_limits_t *t = atomic_load(&l->counters->climits);
+  mcp_client_limits_key_t key;
+  if (!t || mcp_client_limits_key((struct sockaddr *)&c->client_addr, &key) != 0)
+    return 1;
+  int rc = mcp_client_limits_acquire(t, &key, uv_now(l->loop));
+  if (rc == MCP_ERATELIMITED) {
+    MCP__COUNT(l->counters, rate_limited_total, 1);
+    mcp__conn_close(c, MCP_CONN_OUTCOME_RATE_LIMITED);
+    return 0;
+  }
+  if (rc == 0) {
+    c->limits_key = key;
+    c->limits_held = 1;
+  }
+  return 1;
+}
+
+/* ---- the PROXY header ---- */
+
+/* An untrusted peer (reset: c->reset is set), or a bad, truncated or slow header (FIN). */
+static void proxy_error(mcp__conn_t *c)
+{
+  MCP__COUNT(c->cs->counters, proxy_error_total, 1);
+  mcp__conn_close(c, MCP_CONN_OUTCOME_PROXY_ERROR);
+}
+
+static void keep_reading(mcp__conn_t *c);
+
+/*
+ * The bytes so far (c->hello) start with the PROXY header. Once it is complete, takes its
+ * addresses, drops it from the buffer (what follows is the ClientHello's) and admits the client.
+ * Returns 0 to go on with the hello, 1 when c waits for more bytes or has been closed.
+ */
+static int proxy_header(mcp__conn_t *c)
+{
+  mcp_proxy_protocol_t pp;
+  int n = mcp_proxy_protocol_parse((const uint8_t *)c->hello->data, c->hello_len, &pp);
+  if (n == MCP_PROXY_PROTOCOL_NEED_MORE) {
+    keep_reading(c); /* the chunk always holds the largest header accepted */
+    return 1;
+  }
+  if (n < 0) {
+    proxy_error(c);
+    return 1;
+  }
+  if (pp.use_addresses) {
+    size_t len = pp.src.ss_family == AF_INET ? sizeof(struct sockaddr_in)
+                                             : sizeof(struct sockaddr_in6);
+    memset(&c->client_addr, 0, sizeof(c->client_addr));
+    memcpy(&c->client_addr, &pp.src, len);
+    memset(&c->local_addr, 0, sizeof(c->local_addr));
+    memcpy(&c->local_addr, &pp.dst, len);
+    c->have_local = 1;
+  }
+  c->hello_len -= (uint32_t)n;
+  memmove(c->hello->data, c->hello->data + n, c->hello_len);
+  c->bytes_in -= (uint64_t)n; /* the header is not forwarded */
+  c->proxy_pending = 0;
+  if (!admit(c))
+    return 1;
+  if (c->hello_len == 0) {
+    keep_reading(c);
+    return 1;
+  }
+  return 0;
 }
 
 /* ---- the ClientHello ---- */
@@ -386,18 +475,22 @@ static void hello_received(mcp__conn_t *c, size_t nread)
 {
   c->hello_len += (uint32_t)nread;
   c->bytes_in += nread;
+  if (c->proxy_pending && proxy_header(c) != 0)
+    return;
 
   int rc = mcp_sni_parse(&c->sni_state, (const uint8_t *)c->hello->data, c->hello_len, c->sni);
   if (rc == MCP_SNI_NEED_MORE) {
     if (c->hello_len < MCP__HELLO_CHUNK) {
-      if (!uv_is_active((uv_handle_t *)&c->client) &&
-          uv_read_start((uv_stream_t *)&c->client, on_hello_alloc, on_hello_read) != 0)
-        unrouted(c);
+      keep_reading(c);
       return;
     }
     rc = MCP_SNI_ETOOBIG;
   }
-  if (rc < 0) {
+  if (rc == MCP_SNI_ENOSNI) {
+    /* A valid hello without a name: the listener's fallback, if it has one. */
+    c->sni[0] = '\0';
+    rc = 0;
+  } else if (rc < 0) {
     c->sni[0] = '\0';
     unrouted(c);
     return;
@@ -405,23 +498,41 @@ static void hello_received(mcp__conn_t *c, size_t nread)
   route(c, (size_t)rc);
 }
 
+/* Waits for more of the PROXY header or the hello (reading is started once, then stays on). */
+static void keep_reading(mcp__conn_t *c)
+{
+  if (!uv_is_active((uv_handle_t *)&c->client) &&
+      uv_read_start((uv_stream_t *)&c->client, on_hello_alloc, on_hello_read) != 0)
+    unrouted(c);
+}
+
 /* ---- route, and the hand-off to the relay ---- */
 
+/* The exact name, else the longest wildcard, else the fallback (also for no SNI, sni_len 0). */
 static void route(mcp__conn_t *c, size_t sni_len)
 {
-  const mcp_backend_t *backend = mcp_routes_lookup(LISTENER_OF(c)->routes, c->sni, sni_len);
+  mcp_route_match_t m;
+  int rc = mcp_routes_match(LISTENER_OF(c)->routes, c->sni, sni_len, &m);
   c->routed_ns = uv_hrtime();
-  if (!backend) {
+  if (rc != 0) {
     unrouted(c);
     return;
   }
+  if (m.kind == MCP_ROUTE_FALLBACK)
+    MCP__COUNT(c->cs->counters, fallback_total, 1);
+  c->send_proxy = (uint8_t)m.send_proxy;
   uv_read_stop((uv_stream_t *)&c->client);
-  mcp__relay_connect(c, backend);
+  mcp__relay_connect(c, m.backend);
 }
 
 /* No ClientHello, a bad one, or no route for it. */
 static void unrouted(mcp__conn_t *c)
 {
+  if (c->proxy_pending) {
+    /* The connection ended (or failed) before its PROXY header was complete. */
+    proxy_error(c);
+    return;
+  }
   MCP__COUNT(c->cs->counters, unrouted_total, 1);
   mcp__conn_close(c, MCP_CONN_OUTCOME_UNROUTED);
 }
@@ -482,6 +593,13 @@ int mcp_listener_addr_parse(const char *addr, struct sockaddr_storage *out, char
   return 0;
 }
 
+/* The last listener of an address is gone. */
+static void counters_free(mcp__counters_t *k)
+{
+  mcp_client_limits_free(atomic_load(&k->climits));
+  free(k);
+}
+
 int mcp_listener_new(uv_loop_t *loop, const mcp_listener_config_t *cfg, mcp_listener_t **out)
 {
   if (!loop || !cfg || !cfg->addr || cfg->max_connections < 0)
@@ -538,7 +656,7 @@ int mcp_listener_new(uv_loop_t *loop, const mcp_listener_config_t *cfg, mcp_list
 
 fail_conns:
   if (atomic_fetch_sub(&l->counters->refs, 1) == 1)
-    free(l->counters);
+    counters_free(l->counters);
 fail_counters:
   mcp_routes_unref(l->routes);
 fail_addr:
@@ -710,6 +828,56 @@ void mcp_listener_get_stats(const mcp_listener_t *l, mcp_listener_stats_t *out)
   out->shutdown_total = atomic_load(&k->shutdown_total);
   out->accept_errors_total = atomic_load(&k->accept_errors_total);
   out->route_count = (int64_t)mcp_routes_count(l->routes);
+  out->proxy_error_total = atomic_load(&k->proxy_error_total);
+  out->rate_limited_total = atomic_load(&k->rate_limited_total);
+  out->fallback_total = atomic_load(&k->fallback_total);
+}
+
+int mcp_listener_set_proxy_protocol(mcp_listener_t *l, int on, mcp_firewall_t *trusted)
+{
+  if (on && !trusted)
+    return MCP_EINVAL;
+  if (trusted) {
+    int err = mcp_firewall_seal(trusted);
+    if (err)
+      return err;
+  }
+  mcp_firewall_t *old = l->proxy_trusted;
+  l->proxy_trusted = trusted ? mcp_firewall_ref(trusted) : NULL;
+  l->proxy_on = on ? 1 : 0;
+  mcp_firewall_unref(old);
+  return 0;
+}
+
+int mcp_listener_proxy_protocol(const mcp_listener_t *l, mcp_firewall_t **trusted)
+{
+  if (trusted)
+    *trusted = l->proxy_trusted;
+  return l->proxy_on;
+}
+
+int mcp_listener_set_client_limits(mcp_listener_t *l, const mcp_client_limits_settings_t *s)
+{
+  mcp__counters_t *k = l->counters;
+  int rc = mcp_client_limits_check(s);
+  if (rc)
+    return rc;
+  int on = s->rate_count > 0 || s->max_connections > 0;
+  mcp_client_limits_t *t = atomic_load(&k->climits);
+  if (!t && on) {
+    mcp_client_limits_t *fresh;
+    if ((rc = mcp_client_limits_new(0, s, &fresh)) != 0)
+      return rc;
+    /* Two threads setting the first limits at once: one table wins, the other is freed. */
+    if (!atomic_compare_exchange_strong(&k->climits, &t, fresh))
+      mcp_client_limits_free(fresh);
+    else
+      t = fresh;
+  }
+  if (t && (rc = mcp_client_limits_set(t, s)) != 0)
+    return rc;
+  atomic_store(&k->climits_on, on);
+  return 0;
 }
 
 /* ---- the listener: stop and free ---- */
@@ -745,8 +913,9 @@ static void listener_finish(mcp_listener_t *l)
   mcp__conns_finish(&l->conns);
   mcp_routes_unref(l->routes);
   mcp_firewall_unref(l->firewall);
+  mcp_firewall_unref(l->proxy_trusted);
   if (atomic_fetch_sub(&l->counters->refs, 1) == 1)
-    free(l->counters);
+    counters_free(l->counters);
   void (*done)(void *) = l->free_done;
   void *data = l->free_data;
   free(l);

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mcproxy/proxy_protocol.h"
 #include "relay.h"
 #include "resolver.h"
 
@@ -110,6 +111,36 @@ static void connect_addr(mcp__conn_t *c, const struct sockaddr *addr)
 static int pipe_write(mcp__conn_t *c, mcp__pipe_t *p, mcp__chunk_t *ch, size_t len);
 static void relay_start(mcp__conn_t *c);
 
+/*
+ * The route's PROXY header (the client, and the address it connected to) followed by the
+ * buffered ClientHello, in one relay chunk so that both go out in one write. Gives the hello
+ * chunk back to its pool. Returns the chunk and its length in *len, or NULL (out of memory).
+ */
+static mcp__chunk_t *with_proxy_header(mcp__conn_t *c, size_t *len)
+{
+  if (!c->have_local) {
+    int namelen = sizeof(c->local_addr);
+    if (uv_tcp_getsockname(&c->client, (struct sockaddr *)&c->local_addr, &namelen) == 0)
+      c->have_local = 1;
+  }
+  const struct sockaddr *src = (const struct sockaddr *)&c->client_addr;
+  const struct sockaddr *dst = c->have_local ? (const struct sockaddr *)&c->local_addr : NULL;
+  mcp__chunk_t *ch = mcp__pool_get(&c->cs->relay_pool);
+  if (!ch)
+    return NULL;
+  int n = c->send_proxy == 2
+              ? mcp_proxy_protocol_write_v2((uint8_t *)ch->data, MCP__RELAY_CHUNK, src, dst)
+              : mcp_proxy_protocol_write_v1((uint8_t *)ch->data, MCP__RELAY_CHUNK, src, dst);
+  if (n < 0 || (size_t)n + c->hello_len > MCP__RELAY_CHUNK) {
+    mcp__pool_put(ch);
+    return NULL;
+  }
+  memcpy(ch->data + n, c->hello->data, c->hello_len);
+  *len = (size_t)n + c->hello_len;
+  mcp__pool_put(c->hello);
+  return ch;
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
   mcp__conn_t *c = req->data;
@@ -126,10 +157,16 @@ static void backend_connected(mcp__conn_t *c)
 {
   c->connected_ns = uv_hrtime();
   uv_tcp_nodelay(&c->backend, 1);
-  /* Forward the ClientHello exactly as received, then start relaying. */
-  mcp__chunk_t *hello = c->hello;
+  /* Forward the ClientHello exactly as received (after a PROXY header when the route asks for
+   * one), then start relaying. */
+  size_t len = c->hello_len;
+  mcp__chunk_t *hello = c->send_proxy ? with_proxy_header(c, &len) : c->hello;
+  if (!hello) {
+    backend_failed(c); /* the hello chunk is still c's and goes back with the close */
+    return;
+  }
   c->hello = NULL;
-  int rc = pipe_write(c, &c->up, hello, c->hello_len);
+  int rc = pipe_write(c, &c->up, hello, len);
   if (rc == 0)
     relay_start(c);
   else if (rc < 0)

@@ -1,9 +1,10 @@
 /*
  * listener: one listening address and the life of every connection accepted on it.
  *
- * For each accepted connection, in this order: the connection limit (FIN when full), the
- * firewall (RST when blocked), the ClientHello (read until complete, within the handshake
- * timeout), the route (exact SNI match in the listener's table), the backend connect (within
+ * For each accepted connection, in this order: the connection limit (FIN when full), the PROXY
+ * header when the listener expects one, the firewall (RST when blocked), the per-client limits
+ * (FIN when over), the ClientHello (read until complete, within the handshake timeout), the
+ * route (exact SNI, else the longest wildcard, else the fallback), the backend connect (within
  * the connect timeout), then a bidirectional relay with bounded buffers, half-close and an idle
  * timeout. See docs/ARCHITECTURE.md.
  *
@@ -18,6 +19,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "mcproxy/client_limits.h"
 #include "mcproxy/conn.h"
 #include "mcproxy/error.h"
 #include "mcproxy/firewall.h"
@@ -93,6 +95,9 @@ typedef struct mcp_listener_stats_s {
   int64_t shutdown_total;      /* outcome shutdown: cut by mcp_listener_close_connections */
   int64_t accept_errors_total; /* errors on the listening socket (accepting restarts) */
   int64_t route_count;
+  int64_t proxy_error_total;  /* outcome proxy_error: untrusted peer, bad/slow PROXY header */
+  int64_t rate_limited_total; /* outcome rate_limited: over a per-client limit */
+  int64_t fallback_total;     /* connections routed to the fallback backend */
 } mcp_listener_stats_t;
 
 /*
@@ -137,6 +142,29 @@ mcp_routes_t *mcp_listener_routes(const mcp_listener_t *l);
  * 0 or the seal's error (the old firewall then stays).
  */
 int mcp_listener_set_firewall(mcp_listener_t *l, mcp_firewall_t *fw);
+
+/*
+ * PROXY protocol in. With on set, every new connection must start with one PROXY v1 or v2
+ * header from a peer that trusted matches: trusted is a sealed firewall whose IP and CIDR rules
+ * name the peers allowed to send one (a peer it does not match is reset, outcome proxy_error);
+ * the header's source address then stands for the client in the firewall, the per-client
+ * limits, the record and any PROXY header sent to the backend. A header that is malformed,
+ * truncated or not complete within the handshake timeout closes the connection (proxy_error).
+ * Takes a reference to trusted (NULL: nobody; with on, every connection is refused). Returns 0,
+ * or MCP_EINVAL for on without trusted. Loop thread; applies to new connections.
+ */
+int mcp_listener_set_proxy_protocol(mcp_listener_t *l, int on, mcp_firewall_t *trusted);
+/* Whether l expects a PROXY header, and its trusted peers (borrowed, may be NULL). Loop thread. */
+int mcp_listener_proxy_protocol(const mcp_listener_t *l, mcp_firewall_t **trusted);
+
+/*
+ * Per-client limits (client_limits.h: rate and concurrent connections per client key), shared
+ * by every listener of the address, exact across loops. A connection over either limit is
+ * closed at once (FIN, outcome rate_limited). All zero turns them off. Any thread. Returns 0,
+ * the errors of mcp_client_limits_check, or MCP_ENOMEM (the first time a limit is set the table
+ * is allocated: MCP_CLIENT_LIMITS_MAX_BYTES of the default size at most).
+ */
+int mcp_listener_set_client_limits(mcp_listener_t *l, const mcp_client_limits_settings_t *s);
 
 /*
  * Changes the connection limit (shared by listeners of the same address); existing connections

@@ -330,6 +330,86 @@ static void file_level_errors(void **state)
   assert_non_null(strstr(t->err, ":4: NUL byte in line"));
 }
 
+static void edge_settings_load(void **state)
+{
+  ctx_t *t = *state;
+  int rc = load(t, DB "[listener \"127.0.0.1:8443\"]\n"
+                      "proxy_protocol = on\n"
+                      "proxy_from = 10.0.0.0/8\n"
+                      "proxy_from = 2001:DB8::/32\n"
+                      "fallback = 127.0.0.1:9000\n"
+                      "rate_limit = 20/1s\n"
+                      "max_connections_per_client = 4\n"
+                      "route = *.Example.com 127.0.0.1:9443 send-proxy-v2\n"
+                      "route = a.example.com 127.0.0.1:9444 send-proxy-v1\n"
+                      "route = b.example.com 127.0.0.1:9445\n"
+                      "[listener \"127.0.0.1:8444\"]\n"
+                      "rate_limit = 0\n");
+  if (rc != 0)
+    fail_msg("%s", t->err);
+  const config_listener_t *l = &t->cfg.listeners[0];
+  assert_int_equal(l->settings.proxy_protocol, 1);
+  assert_int_equal(l->settings.nproxy_from, 2);
+  assert_string_equal(l->settings.proxy_from[0], "10.0.0.0/8");
+  assert_string_equal(l->settings.proxy_from[1], "2001:db8::/32");
+  assert_string_equal(l->settings.fallback, "127.0.0.1:9000");
+  assert_int_equal(l->settings.rate_count, 20);
+  assert_int_equal(l->settings.rate_period_ms, 1000);
+  assert_int_equal(l->settings.max_per_client, 4);
+  assert_string_equal(l->routes[0].hostname, "*.example.com");
+  assert_int_equal(l->routes[0].send_proxy, 2);
+  assert_int_equal(l->routes[1].send_proxy, 1);
+  assert_int_equal(l->routes[2].send_proxy, 0);
+  assert_int_equal(t->cfg.listeners[1].settings.rate_count, 0);
+  assert_int_equal(t->cfg.listeners[1].settings.proxy_protocol, 0);
+}
+
+static void edge_errors_name_the_line(void **state)
+{
+  ctx_t *t = *state;
+  expect_error(t, DB "[listener \"127.0.0.1:1\"]\nproxy_from = 10.0.0.300/8\n", 4,
+               "not a CIDR range");
+  expect_error(t, DB "[listener \"127.0.0.1:1\"]\nproxy_protocol = on\n", 4,
+               "proxy_protocol = on needs proxy_from");
+  expect_error(t, DB "[listener \"127.0.0.1:1\"]\nproxy_protocol = maybe\n", 4,
+               "expected on or off");
+  expect_error(t, DB "[listener \"127.0.0.1:1\"]\nrate_limit = 10/0s\n", 4,
+               "the period must be more than zero");
+  expect_error(t, DB "[listener \"127.0.0.1:1\"]\nrate_limit = ten\n", 4, "N/PERIOD");
+  expect_error(t, DB "[listener \"127.0.0.1:1\"]\nmax_connections_per_client = -1\n", 4,
+               "whole number");
+  expect_error(t, DB "[listener \"127.0.0.1:1\"]\nfallback = nowhere\n", 4, "bad backend");
+  expect_error(t, DB "[listener \"127.0.0.1:1\"]\nroute = a.*.example.com 127.0.0.1:2\n", 4,
+               "bad hostname");
+  expect_error(t, DB "[listener \"127.0.0.1:1\"]\nroute = * 127.0.0.1:2\n", 4, "bad hostname");
+  expect_error(t, DB "[listener \"127.0.0.1:1\"]\nroute = a.example 127.0.0.1:2 send-proxy\n", 4,
+               "send-proxy-v1 or send-proxy-v2");
+  expect_error(t,
+               DB "[listener \"127.0.0.1:8443\"]\nfallback = 127.0.0.1:9000\n"
+                  "[listener \"127.0.0.1:9000\"]\n",
+               4, "fallback: backend 127.0.0.1:9000 loops back");
+  expect_error(t, DB "[listener \"127.0.0.1:1\"]\nfallback = 127.0.0.1:2\nfallback = 127.0.0.1:3\n",
+               5, "duplicate key, first on line 4");
+}
+
+static void rates_parse(void **state)
+{
+  (void)state;
+  uint32_t n, ms;
+  char err[128];
+  assert_int_equal(config_parse_rate("100/1m", &n, &ms, err, sizeof(err)), 0);
+  assert_int_equal(n, 100);
+  assert_int_equal(ms, 60000);
+  assert_int_equal(config_parse_rate("5/250ms", &n, &ms, err, sizeof(err)), 0);
+  assert_int_equal(ms, 250);
+  assert_int_equal(config_parse_rate("0", &n, &ms, err, sizeof(err)), 0);
+  assert_int_equal(n, 0);
+  assert_int_equal(config_parse_rate("10/0s", &n, &ms, err, sizeof(err)), -1);
+  assert_int_equal(config_parse_rate("10/2d", &n, &ms, err, sizeof(err)), -1);
+  assert_int_equal(config_parse_rate("/1s", &n, &ms, err, sizeof(err)), -1);
+  assert_int_equal(config_parse_rate("10/25h", &n, &ms, err, sizeof(err)), -1);
+}
+
 /* One maximum for max_connections (config.h), shared with the command line and the admin API. */
 static void max_connections_has_one_maximum(void **state)
 {
@@ -448,6 +528,9 @@ int main(void)
       cmocka_unit_test(the_loop_check_is_shared),
       cmocka_unit_test_setup_teardown(whole_file_errors, setup, teardown),
       cmocka_unit_test_setup_teardown(file_level_errors, setup, teardown),
+      cmocka_unit_test_setup_teardown(edge_settings_load, setup, teardown),
+      cmocka_unit_test_setup_teardown(edge_errors_name_the_line, setup, teardown),
+      cmocka_unit_test(rates_parse),
       cmocka_unit_test_setup_teardown(max_connections_has_one_maximum, setup, teardown),
       cmocka_unit_test_setup_teardown(tcp_admin_without_client_ca_needs_client_auth_none, setup,
                                       teardown),

@@ -2,8 +2,8 @@
 Python messages and a grpcio client for proto/mc_proxy/v1/admin.proto, made at import time.
 
 Nothing generated is committed and no protoc is needed: the .proto file itself is read by a small
-parser for the proto3 subset it uses (package, messages with scalar/enum/message fields and
-`repeated`, enums, one service of unary rpcs), turned into a FileDescriptorProto, and loaded into
+parser for the proto3 subset it uses (package, messages with scalar/enum/message fields,
+`repeated` and one-field `oneof`s, enums, one service of unary rpcs), turned into a FileDescriptorProto, and loaded into
 a private descriptor pool. So these tests speak exactly the proto in the repository, with
 Debian's python3-protobuf and python3-grpcio, a gRPC implementation the project did not write.
 
@@ -65,18 +65,27 @@ def _parse(path):
             fdp.package = t.take()
             t.take(";")
         elif kw == "message":
-            name, fields = t.take(), []
+            name, fields, oneofs = t.take(), [], []
             t.take("{")
             while t.peek() != "}":
+                oneof = None
+                if t.peek() == "oneof":
+                    # One field in a oneof: how admin.proto spells a proto3 `optional` field.
+                    t.take()
+                    oneofs.append(t.take())
+                    t.take("{")
+                    oneof = len(oneofs) - 1
                 label = "optional"
                 if t.peek() == "repeated":
                     label = t.take()
                 ftype, fname = t.take(), t.take()
                 t.take("=")
-                fields.append((label, ftype, fname, int(t.take())))
+                fields.append((label, ftype, fname, int(t.take()), oneof))
                 t.take(";")
+                if oneof is not None:
+                    t.take("}")
             t.take("}")
-            messages.append((name, fields))
+            messages.append((name, fields, oneofs))
         elif kw == "enum":
             name, values = t.take(), []
             t.take("{")
@@ -114,10 +123,14 @@ def _parse(path):
         e = fdp.enum_type.add(name=name)
         for vname, num in values:
             e.value.add(name=vname, number=num)
-    for name, fields in messages:
+    for name, fields, oneofs in messages:
         m = fdp.message_type.add(name=name)
-        for label, ftype, fname, num in fields:
+        for oname in oneofs:
+            m.oneof_decl.add(name=oname)
+        for label, ftype, fname, num, oneof in fields:
             f = m.field.add(name=fname, number=num, json_name=_json_name(fname))
+            if oneof is not None:
+                f.oneof_index = oneof
             f.label = _F.LABEL_REPEATED if label == "repeated" else _F.LABEL_OPTIONAL
             if ftype in _SCALARS:
                 f.type = _SCALARS[ftype]
