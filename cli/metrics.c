@@ -55,7 +55,7 @@ static struct {
   state_t *srv;
   metrics_http_t *http;
   uv_timer_t timer;
-  int timer_on;
+  int timer_inited; /* g.timer initialised (once; closed by the server's teardown) */
   uv_mutex_t mu; /* guards snap, nsnap, firewall_rules */
   snap_listener_t *snap;
   size_t nsnap;
@@ -368,10 +368,15 @@ int metrics_start(state_t *srv, const char *addr, char *err, size_t errlen)
     uv_mutex_destroy(&g.mu);
     return -1;
   }
-  uv_timer_init(srv->loop, &g.timer);
-  uv_unref((uv_handle_t *)&g.timer);
+  /* Initialised once: a reload stops and restarts the endpoint on the same loop, and a handle
+   * must not be initialised again while its close is pending. The server's teardown closes it
+   * with every other handle. */
+  if (!g.timer_inited) {
+    uv_timer_init(srv->loop, &g.timer);
+    uv_unref((uv_handle_t *)&g.timer);
+    g.timer_inited = 1;
+  }
   uv_timer_start(&g.timer, on_refresh, METRICS_REFRESH_MS, METRICS_REFRESH_MS);
-  g.timer_on = 1;
   log_info("metrics on http://%s/metrics", addr);
   return 0;
 }
@@ -396,9 +401,8 @@ void metrics_stop(void)
     return;
   metrics_http_stop(g.http);
   g.http = NULL;
-  if (g.timer_on && !uv_is_closing((uv_handle_t *)&g.timer))
-    uv_close((uv_handle_t *)&g.timer, NULL);
-  g.timer_on = 0;
+  if (g.timer_inited && !uv_is_closing((uv_handle_t *)&g.timer))
+    uv_timer_stop(&g.timer);
   g.srv = NULL;
   free(g.snap);
   g.snap = NULL;
