@@ -500,10 +500,11 @@ static void teardown(run_t *run)
     mcp_listener_free(srv->retired[i], NULL, NULL);
   /* Every listener handle is closing now; close the signal handlers and timers too. The drain
    * is over and the process exits 0: a SIGTERM or SIGINT from here on (a supervisor stopping a
-   * process that already handed over on reload) must not kill it on the way out. */
+   * process that already handed over on reload) must not kill it on the way out. Set after the
+   * walk: closing libuv's last signal handle puts back the default action. */
+  uv_walk(srv->loop, close_walk_cb, NULL);
   signal(SIGTERM, SIG_IGN);
   signal(SIGINT, SIG_IGN);
-  uv_walk(srv->loop, close_walk_cb, NULL);
   uv_run(srv->loop, UV_RUN_DEFAULT);
   free(srv->listeners);
   free(srv->settings);
