@@ -257,7 +257,13 @@ static void on_std_message(admin_server_t *a, admin_call_t *c);
 static void on_received(admin_server_t *a, admin_call_t *c, int ok)
 {
   if (!ok) { /* cancelled by the client, or the server is shutting down */
-    call_free(c);
+    uv_mutex_lock(&a->mu);
+    int stopping = a->stopping;
+    uv_mutex_unlock(&a->mu);
+    if (stopping)
+      refuse_stopping(c); /* never started: UNAVAILABLE, so the client may retry */
+    else
+      call_free(c);
     return;
   }
   c->kind = find_kind(c->details.method);
