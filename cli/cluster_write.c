@@ -1,0 +1,162 @@
+/*
+ * cluster_write: an admin change as one etcd transaction. See cluster_write.h.
+ */
+#include "cluster_write.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster_values.h"
+
+/* Room for a key: prefix, kind, listener address, hostname and separators. */
+#define KEY_MAX (256 + 16 + CLUSTER_ADDR_MAX + CLUSTER_HOSTNAME_MAX + 8)
+
+static int key_of(const char *prefix, cluster_kind_t kind, const control_req_t *req, char *buf)
+{
+  cluster_key_t k;
+  memset(&k, 0, sizeof(k));
+  k.kind = kind;
+  snprintf(k.listener, sizeof(k.listener), "%s", req->listener);
+  snprintf(k.hostname, sizeof(k.hostname), "%s", req->hostname);
+  k.fw_type = req->rule_type;
+  snprintf(k.fw_value, sizeof(k.fw_value), "%s", req->rule_value);
+  return cluster_key_format(prefix, &k, buf, KEY_MAX) < 0 ? MCP_EINVAL : 0;
+}
+
+static char *listener_json(const listener_settings_t *s)
+{
+  cluster_listener_t l = {
+      .max_connections = s->max_connections,
+      .proxy_protocol = s->proxy_protocol,
+      .proxy_from = (char(*)[MCP_FIREWALL_VALUE_MAX])s->proxy_from,
+      .n_proxy_from = s->nproxy_from,
+      .rate_limit_count = s->rate_count,
+      .rate_limit_period_ms = s->rate_period_ms,
+      .max_connections_per_client = s->max_per_client,
+  };
+  snprintf(l.fallback, sizeof(l.fallback), "%s", s->fallback);
+  return cluster_listener_to_json(&l);
+}
+
+static char *route_json(const control_req_t *req)
+{
+  cluster_route_t r = {.send_proxy = (cluster_send_proxy_t)req->send_proxy};
+  snprintf(r.backend, sizeof(r.backend), "%s", req->backend);
+  return cluster_route_to_json(&r);
+}
+
+/* What the failed condition means for the caller. */
+static int condition_failed(const control_req_t *req, char *msg, size_t msglen)
+{
+  switch (req->op) {
+  case CONTROL_LISTENER_ADD:
+    snprintf(msg, msglen, "listener %s already exists", req->listener);
+    return MCP_EEXIST;
+  case CONTROL_ROUTE_REMOVE:
+    snprintf(msg, msglen, "no route for %s on %s", req->hostname, req->listener);
+    return MCP_ENOENT;
+  case CONTROL_RULE_REMOVE:
+    snprintf(msg, msglen, "no %s rule %s", mcp_firewall_type_name(req->rule_type),
+             req->rule_value);
+    return MCP_ENOENT;
+  default:
+    snprintf(msg, msglen, "no listener %s", req->listener);
+    return MCP_ENOENT;
+  }
+}
+
+int cluster_write_change(etcd_client_t *etcd, const char *prefix, const control_req_t *req,
+                         int64_t *revision, char *msg, size_t msglen)
+{
+  char lkey[KEY_MAX], key[KEY_MAX], routes_start[KEY_MAX], routes_end[KEY_MAX + 1];
+  char *value = NULL;
+  etcd_compare_t cmp = {.target = ETCD_TARGET_VERSION};
+  etcd_op_t ops[2];
+  size_t nops = 1;
+  int has_cmp = 1;
+
+  *revision = 0;
+  if (key_of(prefix, CLUSTER_LISTENER, req, lkey) != 0) {
+    snprintf(msg, msglen, "the key for %s is too long", req->listener);
+    return MCP_EINVAL;
+  }
+  cmp.key = lkey;
+  cmp.result = ETCD_CMP_GREATER; /* "exists": version > 0 */
+  switch (req->op) {
+  case CONTROL_LISTENER_ADD:
+    cmp.result = ETCD_CMP_EQUAL; /* version 0: absent */
+    /* fall through */
+  case CONTROL_LISTENER_UPDATE:
+  case CONTROL_SET_MAX_CONNECTIONS:
+    value = listener_json(&req->settings);
+    ops[0] = (etcd_op_t){.type = ETCD_OP_PUT, .key = lkey, .value = value};
+    break;
+  case CONTROL_LISTENER_REMOVE: {
+    /* The listener and every route under it, in the same revision. */
+    int n = snprintf(routes_start, sizeof(routes_start), "%sroutes/%s/", prefix, req->listener);
+    if (n < 0 || (size_t)n >= sizeof(routes_start))
+      return MCP_EINVAL;
+    etcd_prefix_end(routes_start, (size_t)n, routes_end);
+    ops[0] = (etcd_op_t){.type = ETCD_OP_DELETE, .key = lkey};
+    ops[1] = (etcd_op_t){.type = ETCD_OP_DELETE, .key = routes_start, .range_end = routes_end};
+    nops = 2;
+    break;
+  }
+  case CONTROL_ROUTE_ADD:
+  case CONTROL_ROUTE_REMOVE:
+    if (key_of(prefix, CLUSTER_ROUTE, req, key) != 0)
+      return MCP_EINVAL;
+    if (req->op == CONTROL_ROUTE_ADD) {
+      value = route_json(req);
+      ops[0] = (etcd_op_t){.type = ETCD_OP_PUT, .key = key, .value = value};
+    } else {
+      cmp.key = key;
+      ops[0] = (etcd_op_t){.type = ETCD_OP_DELETE, .key = key};
+    }
+    break;
+  case CONTROL_RULE_ADD:
+  case CONTROL_RULE_REMOVE:
+    if (key_of(prefix, CLUSTER_FIREWALL, req, key) != 0)
+      return MCP_EINVAL;
+    cmp.key = key;
+    if (req->op == CONTROL_RULE_ADD) {
+      has_cmp = 0; /* already there is fine: the put leaves it as it was */
+      ops[0] = (etcd_op_t){.type = ETCD_OP_PUT, .key = key, .value = "{}"};
+    } else {
+      ops[0] = (etcd_op_t){.type = ETCD_OP_DELETE, .key = key};
+    }
+    break;
+  }
+  if (ops[0].type == ETCD_OP_PUT && !ops[0].value) {
+    snprintf(msg, msglen, "out of memory");
+    return MCP_ENOMEM;
+  }
+
+  etcd_txn_t txn = {.compare = &cmp,
+                    .n_compare = has_cmp ? 1 : 0,
+                    .success = ops,
+                    .n_success = nops};
+  etcd_txn_result_t res = {0};
+  char err[256];
+  int rc = etcd_client_txn(etcd, &txn, &res, err, sizeof(err));
+  free(value);
+  if (rc == ETCD_EUNAVAILABLE) {
+    snprintf(msg, msglen, "etcd is unreachable (%s); nothing was changed", err);
+    return MCP_EBUSY;
+  }
+  if (rc == ETCD_EUNKNOWN) {
+    snprintf(msg, msglen,
+             "etcd did not answer (%s): the change may or may not have been made; list to see",
+             err);
+    return MCP_EBUSY;
+  }
+  if (rc) {
+    snprintf(msg, msglen, "etcd refused the change: %s", err);
+    return rc == ETCD_ENOMEM ? MCP_ENOMEM : MCP_EIO;
+  }
+  int ok = res.succeeded;
+  *revision = res.revision;
+  etcd_txn_release(&res);
+  return ok ? 0 : condition_failed(req, msg, msglen);
+}
