@@ -183,36 +183,37 @@ static int parse_read(const batch_env_t *env, batch_t *b)
     return 0;
   }
   b->revision = r.revision;
-  item_t *parsed = calloc(r.n_kvs ? r.n_kvs : 1, sizeof(*parsed));
+  size_t n = r.n_kvs;
+  item_t *parsed = calloc(n ? n : 1, sizeof(*parsed));
   size_t nlisteners = 0;
   rc = parsed ? 0 : -1;
-  for (size_t i = 0; !rc && i < r.n_kvs; i++) {
+  for (size_t i = 0; !rc && i < n; i++) {
     rc = parse_kv(env, b, &r.kvs[i], 0, &parsed[i]);
     if (!rc && parsed[i].kind == ITEM_LISTENER && !parsed[i].skip)
       nlisteners++;
   }
   etcd_range_release(&r);
   if (!rc)
-    b->items = calloc(r.n_kvs + nlisteners + 2, sizeof(*b->items));
+    b->items = calloc(n + nlisteners + 2, sizeof(*b->items));
   if (rc || !b->items) {
-    for (size_t i = 0; parsed && i < r.n_kvs; i++)
+    for (size_t i = 0; parsed && i < n; i++)
       item_release(&parsed[i]);
     free(parsed);
     return -1;
   }
   /* Items move from parsed into b->items by value, each exactly once. */
   add_marker(b, ITEM_RESET_FIREWALL, NULL);
-  for (size_t i = 0; i < r.n_kvs; i++)
+  for (size_t i = 0; i < n; i++)
     if (parsed[i].kind == ITEM_FIREWALL && !parsed[i].skip)
       b->items[b->nitems++] = parsed[i];
   add_marker(b, ITEM_DROP_OTHERS, NULL);
-  for (size_t i = 0; i < r.n_kvs; i++)
+  for (size_t i = 0; i < n; i++)
     if (parsed[i].kind == ITEM_LISTENER && !parsed[i].skip)
       b->items[b->nitems++] = parsed[i];
-  for (size_t i = 0; i < r.n_kvs; i++)
+  for (size_t i = 0; i < n; i++)
     if (parsed[i].kind == ITEM_LISTENER && !parsed[i].skip)
       add_marker(b, ITEM_RESET_ROUTES, parsed[i].listener);
-  for (size_t i = 0; i < r.n_kvs; i++) {
+  for (size_t i = 0; i < n; i++) {
     if (parsed[i].kind == ITEM_ROUTE && !parsed[i].skip)
       b->items[b->nitems++] = parsed[i];
     else if (parsed[i].skip)

@@ -477,7 +477,7 @@ static int parse_section(loader_t *ld, char *line)
   if (!strcmp(name, "metrics"))
     return start_metrics(ld);
   for (int s = SEC_DATABASE; s <= SEC_CLUSTER; s++) {
-    if (strcmp(name, section_names[s]) != 0)
+    if (!section_names[s] || strcmp(name, section_names[s]) != 0)
       continue;
     if (ld->sec_line[s])
       return fail(ld, ld->line, "duplicate section [%s], first on line %d", name, ld->sec_line[s]);
