@@ -17,6 +17,9 @@
 #include "metrics.h"
 #include "workers.h"
 
+/* At most this many watch updates go into one batch (one transaction, one publish). */
+#define CLUSTER_BATCH_UPDATES_MAX 1024
+
 /* A full read that failed is tried again after RETRY_MIN_MS, doubling up to RETRY_MAX_MS. */
 #define RETRY_MIN_MS 500
 #define RETRY_MAX_MS 5000
@@ -188,6 +191,16 @@ static void start_watch(cluster_t *c, int64_t from)
     log_error("cluster: cannot start the watch: %s", mcp_strerror(rc));
 }
 
+static void free_inbox(inbox_t *n)
+{
+  while (n) {
+    inbox_t *next = n->next;
+    etcd_watch_update_free(n->u);
+    free(n);
+    n = next;
+  }
+}
+
 static void stop_watch(cluster_t *c)
 {
   if (c->watch)
@@ -197,12 +210,7 @@ static void stop_watch(cluster_t *c)
   inbox_t *n = c->inbox;
   c->inbox = c->inbox_tail = NULL;
   pthread_mutex_unlock(&c->mu);
-  while (n) {
-    inbox_t *next = n->next;
-    etcd_watch_update_free(n->u);
-    free(n);
-    n = next;
-  }
+  free_inbox(n);
 }
 
 static void push_batch(cluster_t *c, batch_t *b)
@@ -227,6 +235,33 @@ static void queue_read(cluster_t *c)
   push_batch(c, b);
 }
 
+/*
+ * Adds a watch update to the last waiting batch when that one collects events too (so that
+ * under a stream of changes one transaction and one publish cover all that queued up meanwhile),
+ * else to a new batch. Returns 0 or -1 when out of memory (u is then still the caller's).
+ */
+static int queue_events(cluster_t *c, etcd_watch_update_t *u)
+{
+  batch_t *b = c->tail;
+  if (!b || b->kind != BATCH_EVENTS || b->parsed || b->nupdates >= CLUSTER_BATCH_UPDATES_MAX) {
+    b = calloc(1, sizeof(*b));
+    if (!b)
+      return -1;
+    b->kind = BATCH_EVENTS;
+    push_batch(c, b);
+  }
+  if (b->nupdates == b->updates_cap) {
+    size_t cap = b->updates_cap ? b->updates_cap * 2 : 4;
+    etcd_watch_update_t **v = realloc(b->updates, cap * sizeof(*v));
+    if (!v)
+      return -1; /* an empty batch left in the queue is harmless: it applies nothing */
+    b->updates = v;
+    b->updates_cap = cap;
+  }
+  b->updates[b->nupdates++] = u;
+  return 0;
+}
+
 static void on_async(uv_async_t *h)
 {
   cluster_t *c = h->data;
@@ -246,20 +281,17 @@ static void on_async(uv_async_t *h)
     case ETCD_WATCH_DISCONNECTED:
       set_connected(c, 0, u->endpoint, u->message);
       break;
-    case ETCD_WATCH_EVENTS: {
-      batch_t *b = calloc(1, sizeof(*b));
-      if (!b) {
+    case ETCD_WATCH_EVENTS:
+      if (queue_events(c, u) != 0) {
         log_error("cluster: out of memory; re-reading the prefix");
         stop_watch(c);
+        free_inbox(n); /* the rest of this round: the full read covers it */
+        n = NULL;
         queue_read(c);
         break;
       }
-      b->kind = BATCH_EVENTS;
-      b->update = u;
       u = NULL;
-      push_batch(c, b);
       break;
-    }
     case ETCD_WATCH_PROGRESS:
       break;
     case ETCD_WATCH_COMPACTED:
@@ -270,12 +302,8 @@ static void on_async(uv_async_t *h)
       u = NULL;
       /* Nothing more comes after this; stopping the watch drops the rest of the inbox too. */
       stop_watch(c);
-      while (n) {
-        inbox_t *rest = n->next;
-        etcd_watch_update_free(n->u);
-        free(n);
-        n = rest;
-      }
+      free_inbox(n);
+      n = NULL;
       queue_read(c);
       break;
     }

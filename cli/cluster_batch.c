@@ -144,15 +144,20 @@ static void item_release(item_t *it)
 
 static int parse_events(const batch_env_t *env, batch_t *b)
 {
-  const etcd_watch_update_t *u = b->update;
-  b->items = calloc(u->n_events ? u->n_events : 1, sizeof(*b->items));
+  size_t n = 0;
+  for (size_t k = 0; k < b->nupdates; k++)
+    n += b->updates[k]->n_events;
+  b->items = calloc(n ? n : 1, sizeof(*b->items));
   if (!b->items)
     return -1;
-  b->revision = u->revision;
-  for (size_t i = 0; i < u->n_events; i++) {
-    if (parse_kv(env, b, &u->events[i].kv, u->events[i].is_delete, &b->items[b->nitems]) != 0)
-      return -1;
-    b->nitems++;
+  for (size_t k = 0; k < b->nupdates; k++) {
+    const etcd_watch_update_t *u = b->updates[k];
+    b->revision = u->revision;
+    for (size_t i = 0; i < u->n_events; i++) {
+      if (parse_kv(env, b, &u->events[i].kv, u->events[i].is_delete, &b->items[b->nitems]) != 0)
+        return -1;
+      b->nitems++;
+    }
   }
   return 0;
 }
@@ -323,8 +328,9 @@ void batch_free(batch_t *b)
   free(b->items);
   free(b->self);
   free(b->drop);
-  if (b->update)
-    etcd_watch_update_free(b->update);
+  for (size_t k = 0; k < b->nupdates; k++)
+    etcd_watch_update_free(b->updates[k]);
+  free(b->updates);
   if (b->fw)
     mcp_firewall_unref(b->fw);
   free(b->routes);

@@ -41,12 +41,13 @@ typedef struct item_s {
 
 typedef enum batch_kind_e {
   BATCH_READ = 1,   /* read the whole prefix and replace everything */
-  BATCH_EVENTS = 2, /* one watch update */
+  BATCH_EVENTS = 2, /* watch updates: those that queued up while the previous batch ran */
 } batch_kind_t;
 
 typedef struct batch_s {
   batch_kind_t kind;
-  etcd_watch_update_t *update; /* EVENTS */
+  etcd_watch_update_t **updates; /* EVENTS, in order */
+  size_t nupdates, updates_cap;
   int64_t revision;            /* the revision the database and memory reflect after it */
   item_t *items;
   size_t nitems;
