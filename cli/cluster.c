@@ -138,8 +138,8 @@ static void on_wait_timer(uv_timer_t *t)
   answer_waiters(t->data, 0, NULL);
 }
 
-void cluster_wait(cluster_t *c, int64_t revision, void (*done)(void *data, int status),
-                  void *data, char *msg, size_t msglen)
+void cluster_wait(cluster_t *c, int64_t revision, void (*done)(void *data, int status), void *data,
+                  char *msg, size_t msglen)
 {
   if (revision <= c->status.applied_revision) {
     done(data, 0);
@@ -152,7 +152,7 @@ void cluster_wait(cluster_t *c, int64_t revision, void (*done)(void *data, int s
     done(data, MCP_EBUSY);
     return;
   }
-  *w = (waiter_t){revision, uv_now(c->st->loop) + CLUSTER_WAIT_MS, done, data, msg, msglen,
+  *w = (waiter_t){revision,  uv_now(c->st->loop) + CLUSTER_WAIT_MS, done, data, msg, msglen,
                   c->waiters};
   c->waiters = w;
   if (!uv_is_active((uv_handle_t *)&c->wait_timer))
@@ -400,8 +400,7 @@ static int prebind(cluster_t *c, batch_t *b)
     if (mcp_listener_sockname(st->listeners[i], &b->self[b->nself]) == 0)
       b->nself++;
   for (size_t i = 0; i < b->nitems; i++)
-    if (b->items[i].pending &&
-        mcp_listener_sockname(b->items[i].pending, &b->self[b->nself]) == 0)
+    if (b->items[i].pending && mcp_listener_sockname(b->items[i].pending, &b->self[b->nself]) == 0)
       b->nself++;
   int rc = 0;
   if (b->kind == BATCH_READ) {
@@ -517,9 +516,9 @@ static int apply_routes(cluster_t *c, batch_t *b, const item_t *it)
     return MCP_ENOMEM;
   if (it->kind == ITEM_RESET_ROUTES)
     return 0;
-  int rc = it->is_delete ? mcp_routes_remove(rt, it->name)
-                         : mcp_routes_put_ex(rt, it->name, it->backend,
-                                             (mcp_send_proxy_t)it->send_proxy);
+  int rc = it->is_delete
+               ? mcp_routes_remove(rt, it->name)
+               : mcp_routes_put_ex(rt, it->name, it->backend, (mcp_send_proxy_t)it->send_proxy);
   return rc == MCP_ENOENT ? 0 : rc;
 }
 

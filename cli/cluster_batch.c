@@ -63,7 +63,7 @@ static int to_settings(const cluster_listener_t *in, listener_settings_t *s, cha
   }
   if (in->rate_limit_count < 0 || in->rate_limit_count > MCP_CLIENT_LIMITS_MAX_RATE ||
       in->rate_limit_period_ms < 0 || in->rate_limit_period_ms > MCP_CLIENT_LIMITS_MAX_PERIOD_MS) {
-    snprintf(err, errlen, "rate_limit: the count must be 0 to %d and the period 1 ms to 24 h",
+    snprintf(err, errlen, "rate_limit: the count must be 0 to %u and the period 1 ms to 24 h",
              MCP_CLIENT_LIMITS_MAX_RATE);
     return -1;
   }
@@ -241,7 +241,8 @@ void batch_parse(const batch_env_t *env, batch_t *b)
 static int loops(const batch_t *b, const char *backend)
 {
   mcp_backend_t parsed;
-  return mcp_backend_parse(backend, &parsed) == 0 && config_find_loop(&parsed, b->self, b->nself) >= 0;
+  return mcp_backend_parse(backend, &parsed) == 0 &&
+         config_find_loop(&parsed, b->self, b->nself) >= 0;
 }
 
 /* Writes one item; 0, a status that skips the item (reported), or -1 for a database failure. */

@@ -57,8 +57,7 @@ static int condition_failed(const control_req_t *req, char *msg, size_t msglen)
     snprintf(msg, msglen, "no route for %s on %s", req->hostname, req->listener);
     return MCP_ENOENT;
   case CONTROL_RULE_REMOVE:
-    snprintf(msg, msglen, "no %s rule %s", mcp_firewall_type_name(req->rule_type),
-             req->rule_value);
+    snprintf(msg, msglen, "no %s rule %s", mcp_firewall_type_name(req->rule_type), req->rule_value);
     return MCP_ENOENT;
   default:
     snprintf(msg, msglen, "no listener %s", req->listener);
@@ -133,10 +132,8 @@ int cluster_write_change(etcd_client_t *etcd, const char *prefix, const control_
     return MCP_ENOMEM;
   }
 
-  etcd_txn_t txn = {.compare = &cmp,
-                    .n_compare = has_cmp ? 1 : 0,
-                    .success = ops,
-                    .n_success = nops};
+  etcd_txn_t txn = {
+      .compare = &cmp, .n_compare = has_cmp ? 1 : 0, .success = ops, .n_success = nops};
   etcd_txn_result_t res = {0};
   char err[256];
   int rc = etcd_client_txn(etcd, &txn, &res, err, sizeof(err));
