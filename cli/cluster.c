@@ -86,7 +86,8 @@ static batch_env_t env_of(cluster_t *c)
 /* The metrics follow the status. */
 static void export_status(const cluster_t *c)
 {
-  metrics_cluster(c->status.connected, c->status.applied_revision, c->status.skipped_total);
+  metrics_cluster(c->status.connected, c->status.since_unix, c->status.applied_revision,
+                  c->status.skipped_total);
 }
 
 static void set_connected(cluster_t *c, int connected, const char *endpoint, const char *why)
