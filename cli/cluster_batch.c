@@ -48,9 +48,8 @@ static void skip_item(batch_t *b, item_t *it, const char *why)
   report_skip(b, what, strlen(what), why);
 }
 
-/* A listener value as our settings, checked as the config file would check them. */
-static int to_settings(const cluster_listener_t *in, listener_settings_t *s, char *err,
-                       size_t errlen)
+int cluster_settings_from_value(const cluster_listener_t *in, listener_settings_t *s, char *err,
+                                size_t errlen)
 {
   memset(s, 0, sizeof(*s));
   if (in->max_connections < 0 || in->max_connections > CONFIG_MAX_CONNECTIONS_MAX) {
@@ -108,7 +107,7 @@ static int parse_kv(const batch_env_t *env, batch_t *b, const etcd_kv_t *kv, int
     it->settings = malloc(sizeof(*it->settings));
     if (!it->settings)
       rc = -1;
-    else if (to_settings(&e.listener, it->settings, err, sizeof(err)) != 0)
+    else if (cluster_settings_from_value(&e.listener, it->settings, err, sizeof(err)) != 0)
       skip_item(b, it, err);
     break;
   case CLUSTER_ROUTE:

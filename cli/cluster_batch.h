@@ -95,6 +95,10 @@ void batch_parse(const batch_env_t *env, batch_t *b);
  */
 void batch_write(const batch_env_t *env, batch_t *b);
 
+/* A listener value as our settings, checked as the config file checks them. 0 or -1 (err). */
+int cluster_settings_from_value(const cluster_listener_t *in, listener_settings_t *s, char *err,
+                                size_t errlen);
+
 /* Frees b and what its items hold (listeners still pending included). Loop thread. */
 void batch_free(batch_t *b);
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster_batch.h"
 #include "cluster_values.h"
 
 /* Room for a key: prefix, kind, listener address, hostname and separators. */
@@ -46,6 +47,77 @@ static char *route_json(const control_req_t *req)
   return cluster_route_to_json(&r);
 }
 
+/* How often an update is tried again when the listener changed between its read and write. */
+#define UPDATE_TRIES 5
+/* write_once: the update lost a race with another writer; nothing was written. */
+#define RACE_LOST 1
+
+/*
+ * An update changes only the settings it gives, on top of the value etcd holds now (not this
+ * instance's copy, which may be behind): read it, merge, and write conditioned on the key's
+ * mod_revision being the one read. Another writer in between makes the condition fail; then
+ * read and merge again. Returns 0 with the value to put in *json, or a status with msg.
+ */
+static int merge_update(etcd_client_t *etcd, const char *lkey, const control_req_t *req,
+                        int64_t *mod_revision, char **json, char *msg, size_t msglen)
+{
+  etcd_range_t r = {0};
+  char err[256];
+  int rc = etcd_client_range(etcd, lkey, NULL, 0, 1, &r, err, sizeof(err));
+  if (rc) {
+    snprintf(msg, msglen, "etcd is unreachable (%s); nothing was changed", err);
+    return rc == ETCD_ENOMEM ? MCP_ENOMEM : MCP_EBUSY;
+  }
+  if (r.n_kvs == 0) {
+    etcd_range_release(&r);
+    snprintf(msg, msglen, "no listener %s", req->listener);
+    return MCP_ENOENT;
+  }
+  cluster_listener_t cur;
+  listener_settings_t s;
+  rc = cluster_listener_parse(r.kvs[0].value, r.kvs[0].value_len, &cur, err, sizeof(err));
+  if (!rc) {
+    rc = cluster_settings_from_value(&cur, &s, err, sizeof(err));
+    cluster_listener_release(&cur);
+  }
+  *mod_revision = r.kvs[0].mod_revision;
+  etcd_range_release(&r);
+  if (rc) {
+    snprintf(msg, msglen, "listener %s: the value in etcd is not valid (%s); put a valid one",
+             req->listener, err);
+    return MCP_EINVAL;
+  }
+  const listener_settings_t *in = &req->settings;
+  unsigned m =
+      req->op == CONTROL_SET_MAX_CONNECTIONS ? CONTROL_SET_MAX_CONNECTIONS_BIT : req->set_mask;
+  if (m & CONTROL_SET_MAX_CONNECTIONS_BIT)
+    s.max_connections = in->max_connections;
+  if (m & CONTROL_SET_PROXY_PROTOCOL)
+    s.proxy_protocol = in->proxy_protocol;
+  if (m & CONTROL_SET_PROXY_FROM) {
+    memcpy(s.proxy_from, in->proxy_from, sizeof(s.proxy_from));
+    s.nproxy_from = in->nproxy_from;
+  }
+  if (m & CONTROL_SET_FALLBACK)
+    memcpy(s.fallback, in->fallback, sizeof(s.fallback));
+  if (m & (CONTROL_SET_RATE_COUNT | CONTROL_SET_RATE_PERIOD)) {
+    s.rate_count = in->rate_count;
+    s.rate_period_ms = in->rate_period_ms;
+  }
+  if (m & CONTROL_SET_MAX_PER_CLIENT)
+    s.max_per_client = in->max_per_client;
+  if (config_check_settings(&s, err, sizeof(err)) != 0) {
+    snprintf(msg, msglen, "%s", err);
+    return MCP_EINVAL;
+  }
+  *json = listener_json(&s);
+  if (!*json) {
+    snprintf(msg, msglen, "out of memory");
+    return MCP_ENOMEM;
+  }
+  return 0;
+}
+
 /* What the failed condition means for the caller. */
 static int condition_failed(const control_req_t *req, char *msg, size_t msglen)
 {
@@ -65,8 +137,26 @@ static int condition_failed(const control_req_t *req, char *msg, size_t msglen)
   }
 }
 
+static int write_once(etcd_client_t *etcd, const char *prefix, const control_req_t *req,
+                      int64_t *revision, char *msg, size_t msglen);
+
 int cluster_write_change(etcd_client_t *etcd, const char *prefix, const control_req_t *req,
                          int64_t *revision, char *msg, size_t msglen)
+{
+  int rc = MCP_EBUSY;
+  for (int i = 0; i < UPDATE_TRIES; i++) {
+    rc = write_once(etcd, prefix, req, revision, msg, msglen);
+    if (rc != RACE_LOST)
+      return rc;
+  }
+  snprintf(msg, msglen, "listener %s kept changing in etcd; nothing was changed, try again",
+           req->listener);
+  return MCP_EBUSY;
+}
+
+/* One try; RACE_LOST when an update lost a race with another writer (nothing was written). */
+static int write_once(etcd_client_t *etcd, const char *prefix, const control_req_t *req,
+                      int64_t *revision, char *msg, size_t msglen)
 {
   char lkey[KEY_MAX], key[KEY_MAX], routes_start[KEY_MAX], routes_end[KEY_MAX + 1];
   char *value = NULL;
@@ -85,12 +175,19 @@ int cluster_write_change(etcd_client_t *etcd, const char *prefix, const control_
   switch (req->op) {
   case CONTROL_LISTENER_ADD:
     cmp.result = ETCD_CMP_EQUAL; /* version 0: absent */
-    /* fall through */
-  case CONTROL_LISTENER_UPDATE:
-  case CONTROL_SET_MAX_CONNECTIONS:
     value = listener_json(&req->settings);
     ops[0] = (etcd_op_t){.type = ETCD_OP_PUT, .key = lkey, .value = value};
     break;
+  case CONTROL_LISTENER_UPDATE:
+  case CONTROL_SET_MAX_CONNECTIONS: {
+    int rc = merge_update(etcd, lkey, req, &cmp.number, &value, msg, msglen);
+    if (rc)
+      return rc;
+    cmp.target = ETCD_TARGET_MOD;
+    cmp.result = ETCD_CMP_EQUAL;
+    ops[0] = (etcd_op_t){.type = ETCD_OP_PUT, .key = lkey, .value = value};
+    break;
+  }
   case CONTROL_LISTENER_REMOVE: {
     /* The listener and every route under it, in the same revision. */
     int n = snprintf(routes_start, sizeof(routes_start), "%sroutes/%s/", prefix, req->listener);
@@ -155,5 +252,7 @@ int cluster_write_change(etcd_client_t *etcd, const char *prefix, const control_
   int ok = res.succeeded;
   *revision = res.revision;
   etcd_txn_release(&res);
+  if (!ok && cmp.target == ETCD_TARGET_MOD)
+    return RACE_LOST; /* changed since it was read: merge again */
   return ok ? 0 : condition_failed(req, msg, msglen);
 }
