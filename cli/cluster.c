@@ -66,6 +66,7 @@ struct cluster_s {
   batch_t *current;     /* the batch going through its steps, or NULL */
   uv_work_t work;
   int stopping;
+  int warned_empty; /* the empty-prefix refusal was logged */
 
   waiter_t *waiters;
   cluster_status_t status;
@@ -726,6 +727,19 @@ static void after_parse(uv_work_t *w, int status)
   }
   if (c->stopping) {
     finish_batch(c, b);
+    return;
+  }
+  if (b->kind == BATCH_READ && b->nkeys == 0 && c->status.applied_revision == 0 &&
+      c->st->nlisteners > 0) {
+    /* Never synced, an empty prefix, and a database that serves: an operator who added
+     * [cluster] before importing would otherwise lose every listener. Wait for the import. */
+    if (!c->warned_empty)
+      log_error("cluster: %s is empty in etcd but this database serves %zu listeners; not "
+                "replacing them with nothing. Run `mc-proxy cluster import` (docs/SCALING.md); "
+                "until then this instance keeps its state and checks again",
+                c->prefix, c->st->nlisteners);
+    c->warned_empty = 1;
+    retry_later(c, b);
     return;
   }
   int rc = prebind(c, b);

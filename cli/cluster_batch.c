@@ -188,6 +188,7 @@ static int parse_read(const batch_env_t *env, batch_t *b)
   }
   b->revision = r.revision;
   size_t n = r.n_kvs;
+  b->nkeys = n;
   item_t *parsed = calloc(n ? n : 1, sizeof(*parsed));
   size_t nlisteners = 0;
   rc = parsed ? 0 : -1;

@@ -49,6 +49,7 @@ typedef struct batch_s {
   etcd_watch_update_t **updates; /* EVENTS, in order */
   size_t nupdates, updates_cap;
   int64_t revision; /* the revision the database and memory reflect after it */
+  size_t nkeys;     /* READ: how many keys the prefix held */
   item_t *items;
   size_t nitems;
   int error;     /* a step failed as a whole (MCP_E* / ETCD_E*): retry later */
