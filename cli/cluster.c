@@ -17,6 +17,9 @@
 #include "metrics.h"
 #include "workers.h"
 
+/* The status's last_error until the first connection. */
+#define NOT_YET "not connected yet"
+
 /* At most this many watch updates go into one batch (one transaction, one publish). */
 #define CLUSTER_BATCH_UPDATES_MAX 1024
 
@@ -102,6 +105,8 @@ static void set_connected(cluster_t *c, int connected, const char *endpoint, con
              "changes are refused until it is back",
              why, (long long)c->status.applied_revision);
   c->status.connected = connected;
+  if (connected && !strcmp(c->status.last_error, NOT_YET))
+    c->status.last_error[0] = '\0';
   if (endpoint && endpoint[0])
     snprintf(c->status.endpoint, sizeof(c->status.endpoint), "%s", endpoint);
   if (why)
@@ -829,7 +834,7 @@ int cluster_start(state_t *st, cluster_t **out, char *err, size_t errlen)
   c->handles_open = 3;
   c->status.since_unix = (int64_t)time(NULL);
   snprintf(c->status.endpoint, sizeof(c->status.endpoint), "%s", etcd_client_endpoint(c->etcd));
-  snprintf(c->status.last_error, sizeof(c->status.last_error), "not connected yet");
+  snprintf(c->status.last_error, sizeof(c->status.last_error), NOT_YET);
   *out = c;
   begin(c);
   return 0;
