@@ -118,6 +118,32 @@ static int merge_update(etcd_client_t *etcd, const char *lkey, const control_req
   return 0;
 }
 
+/*
+ * A transaction sent without an answer (the member went away mid-call) may or may not have been
+ * made. Looks whether its first op's effect is there: the key holds the value put (then
+ * *revision is the key's mod_revision), or a deleted key is gone (the read's revision). The
+ * end state an admin asked for holds either way. Returns 1 when it is, 0 when it is not or the
+ * look failed too.
+ */
+static int landed(etcd_client_t *etcd, const etcd_op_t *op, int64_t *revision)
+{
+  etcd_range_t r = {0};
+  char err[256];
+  if (etcd_client_range(etcd, op->key, NULL, 0, 1, &r, err, sizeof(err)) != 0)
+    return 0;
+  int yes = 0;
+  if (op->type == ETCD_OP_PUT && r.n_kvs == 1 && r.kvs[0].value_len == strlen(op->value) &&
+      !memcmp(r.kvs[0].value, op->value, r.kvs[0].value_len)) {
+    *revision = r.kvs[0].mod_revision;
+    yes = 1;
+  } else if (op->type == ETCD_OP_DELETE && r.n_kvs == 0) {
+    *revision = r.revision;
+    yes = 1;
+  }
+  etcd_range_release(&r);
+  return yes;
+}
+
 /* What the failed condition means for the caller. */
 static int condition_failed(const control_req_t *req, char *msg, size_t msglen)
 {
@@ -234,6 +260,10 @@ static int write_once(etcd_client_t *etcd, const char *prefix, const control_req
   etcd_txn_result_t res = {0};
   char err[256];
   int rc = etcd_client_txn(etcd, &txn, &res, err, sizeof(err));
+  if (rc == ETCD_EUNKNOWN && landed(etcd, &ops[0], revision)) {
+    free(value);
+    return 0; /* it did: wait for its revision like any other */
+  }
   free(value);
   if (rc == ETCD_EUNAVAILABLE) {
     snprintf(msg, msglen, "etcd is unreachable (%s); nothing was changed", err);
