@@ -289,10 +289,10 @@ static int store_listener_write(mcp_store_t *st, control_req_t *req)
 }
 
 /*
- * A hostname backend that resolves to one of our own listen addresses is a loop too
- * (mcp_backend_check_loop: localhost names without DNS, others resolved within half a second).
- * It blocks, so it runs here on the work thread, before anything is written. Returns 0 to go on,
- * or -1 with req's status set.
+ * A hostname backend (a route's, or the fallback an AddListener / UpdateListener sets) that
+ * resolves to one of our own listen addresses is a loop too (mcp_backend_check_loop: localhost
+ * names without DNS, others resolved within half a second). It blocks, so it runs here on the
+ * work thread, before anything is written. Returns 0 to go on, or -1 with req's status set.
  */
 static int resolving_loop_check(control_t *ctl, control_req_t *req)
 {
