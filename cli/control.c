@@ -358,7 +358,8 @@ static void work_cb(uv_work_t *w)
   mcp_store_t *st = ctl->st->store;
   int rc;
   if (ctl->cluster) {
-    if (req->op == CONTROL_ROUTE_ADD && resolving_loop_check(ctl, req) != 0)
+    /* A route's backend or a listener's fallback: the same check as below. */
+    if (resolving_loop_check(ctl, req) != 0)
       return;
     req->status = cluster_write_change(cluster_etcd(ctl->cluster), cluster_prefix(ctl->cluster),
                                        req, &req->revision, req->msg, sizeof(req->msg));
