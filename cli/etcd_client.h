@@ -90,7 +90,8 @@ typedef struct etcd_range_s {
 void etcd_range_release(etcd_range_t *r);
 
 /* The range_end that makes [prefix, range_end) every key starting with prefix, written to buf
- * (prefix_len + 1 bytes at most); returns its length (0 = "to the end of the keyspace"). */
+ * NUL-terminated (prefix_len + 1 bytes at most); returns its length (0 = "to the end of the
+ * keyspace"). */
 size_t etcd_prefix_end(const char *prefix, size_t prefix_len, char *buf);
 
 /*

@@ -35,9 +35,9 @@ size_t etcd_prefix_end(const char *prefix, size_t prefix_len, char *buf)
   /* Drop trailing 0xff bytes, then add one to the last byte left. */
   while (prefix_len > 0 && (unsigned char)buf[prefix_len - 1] == 0xff)
     prefix_len--;
-  if (prefix_len == 0)
-    return 0;
-  buf[prefix_len - 1] = (char)((unsigned char)buf[prefix_len - 1] + 1);
+  if (prefix_len > 0)
+    buf[prefix_len - 1] = (char)((unsigned char)buf[prefix_len - 1] + 1);
+  buf[prefix_len] = '\0'; /* callers pass it on as a C string */
   return prefix_len;
 }
 
