@@ -77,6 +77,16 @@ def rss_mib(pid):
     return float("nan")
 
 
+def backend(i):
+    """Backends are never connected to: documentation addresses (RFC 5737), never a loop."""
+    return "192.0.2.%d:%d" % (1 + i % 250, 1000 + i % 60000)
+
+
+def alive(p, log):
+    if p.poll() is not None:
+        raise RuntimeError("%s exited with %s; see %s" % (p.args[-1], p.returncode, log))
+
+
 def pct(values, p):
     v = sorted(values)
     if not v:
@@ -209,7 +219,7 @@ class Bench:
             f.write('\n[listener "%s"]\n' % self.listen)
             if routes:
                 for i in range(self.routes):
-                    f.write("route = h%06d.example.com 127.0.0.1:%d\n" % (i, 10000 + i % 50000))
+                    f.write("route = h%06d.example.com %s\n" % (i, backend(i)))
         return path
 
     def log_has(self, log, pattern):
@@ -228,7 +238,8 @@ class Bench:
         log = os.path.join(self.dir, "seed.log")
         t0 = time.monotonic()
         p = self.spawn([self.mcp, "server", "-c", os.path.join(self.dir, "seed.ini")], log)
-        wait_for(lambda: self.log_has(log, r" started: "), 300, "the seeding server", 0.05)
+        wait_for(lambda: alive(p, log) or self.log_has(log, r" started: "), 300,
+                 "the seeding server", 0.05)
         seed_s = time.monotonic() - t0
         if self.stop(p) != 0:
             raise RuntimeError("the seeding server exited with %s" % p.returncode)
@@ -262,6 +273,7 @@ class Bench:
         p = self.spawn([self.mcp, "server", "-c", cfg], log, ns)
 
         def since_start(pattern):
+            alive(p, log)
             with open(log, errors="replace") as f:
                 f.seek(start_mark)
                 return re.search(pattern, f.read())
@@ -326,7 +338,7 @@ class Bench:
                 time.sleep(delay)
             key = "%sroutes/%s/h%06d.example.com" % (PREFIX, self.listen,
                                                      rnd.randrange(self.routes))
-            value = json.dumps({"backend": "127.0.0.1:%d" % (10000 + i % 50000)})
+            value = json.dumps({"backend": backend(i + 1)})
             sent = time.monotonic()
             r = self.etcd_post(conn, "/v3/kv/put", {
                 "key": base64.b64encode(key.encode()).decode(),

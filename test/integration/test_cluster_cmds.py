@@ -109,15 +109,26 @@ class Import(ClusterCmdCase):
         self.assertEqual(keys[self.prefix + "firewall/ip/192.0.2.1"], "{}")
         self.assertEqual(keys[self.prefix + "firewall/cidr/198.51.100.0/24"], "{}")
 
-        # The instance moves over: restarted with [cluster] on a fresh database, it serves the
-        # same listeners, settings, routes and rules, all from etcd.
+        # The instance moves over: restarted with [cluster] on its own database (no revision
+        # stored yet, so it reads the whole prefix), it serves the same state, now from etcd.
         self.assertEqual(self.proxy.stop(), 0)
-        sock = os.path.join(self.dir, "fleet.sock")
-        self.start_cluster_instance(sock)
+        moved = mcp.Proxy(self.config, os.path.join(self.dir, "moved.log"))
+        self.proxies.append(moved)
+        moved.wait_log(r"cluster: applied %s at revision \d+ \(2 listeners, 2 firewall rules\)"
+                       % self.prefix, timeout=mcp.READY_TIMEOUT)
+        self.assert_state(before_listeners, before_routes, before_rules)
+        self.assertEqual(moved.stop(), 0)
+
+        # Another instance of the fleet, on a fresh database: everything comes from etcd.
+        self.start_cluster_instance(os.path.join(self.dir, "fleet.sock"))
         self.config = self.proxies[-1].config_path
-        self.assertEqual(sorted(self.routes()), before_routes)
-        self.assertEqual(sorted(self.rules()), before_rules)
-        self.assertEqual(self.listeners(), before_listeners)
+        self.assert_state(before_listeners, before_routes, before_rules)
+
+    def assert_state(self, listeners, routes, rules):
+        """The instance of self.config serves these, and relays a hello for APP to the echo."""
+        self.assertEqual(self.listeners(), listeners)
+        self.assertEqual(sorted(self.routes()), routes)
+        self.assertEqual(sorted(self.rules()), rules)
         s = self.connect("127.0.0.1", self.port)
         hello = mcp.client_hello(APP)
         s.sendall(hello)
@@ -128,6 +139,7 @@ class Import(ClusterCmdCase):
                 break
             got += chunk
         self.assertEqual(got, hello)
+        s.close()
 
     def test_a_prefix_that_holds_a_key_is_refused_and_nothing_written(self):
         self.start_admin(routes=[(APP, "127.0.0.1:9")])
