@@ -42,7 +42,7 @@ static const char cluster_usage[] =
     "  -h, --help          this help\n";
 
 typedef struct args_s {
-  const char *sub;
+  int import;  /* 1 import, 0 status */
   opts_t conn; /* config and the admin connection options */
   int dry_run;
 } args_t;
@@ -101,17 +101,17 @@ static int parse_args(int argc, char **argv, args_t *a)
   }
   if (optind >= argc)
     return cli_usage_error("cluster", "import or status?");
-  a->sub = argv[optind++];
-  if (strcmp(a->sub, "import") && strcmp(a->sub, "status"))
-    return cli_usage_error("cluster", "unknown subcommand '%s'", a->sub);
+  const char *sub = argv[optind++];
+  if (!sub || (strcmp(sub, "import") && strcmp(sub, "status")))
+    return cli_usage_error("cluster", "unknown subcommand '%s'", sub ? sub : "");
+  a->import = !strcmp(sub, "import");
   if (optind < argc)
     return cli_usage_error("cluster", "unexpected argument '%s'", argv[optind]);
   if (!a->conn.config)
     return cli_usage_error("cluster", "-c FILE is required");
-  if (a->dry_run && strcmp(a->sub, "import"))
+  if (a->dry_run && !a->import)
     return cli_usage_error("cluster", "--dry-run goes with import");
-  if (!strcmp(a->sub, "import") &&
-      (a->conn.json || a->conn.addr || a->conn.cert || a->conn.key || a->conn.ca))
+  if (a->import && (a->conn.json || a->conn.addr || a->conn.cert || a->conn.key || a->conn.ca))
     return cli_usage_error("cluster", "import takes -c FILE and --dry-run only");
   return -1;
 }
@@ -162,7 +162,8 @@ typedef struct etcd_view_s {
   char err[256];
   char endpoint[160];
   int64_t revision, keys;
-  int in_step; /* -1 unknown, 0 a key was written after the applied revision, 1 none */
+  int64_t applied; /* the instance's applied revision compared with (-1: none) */
+  int in_step;     /* -1 unknown, 0 a key was written after the applied revision, 1 none */
 } etcd_view_t;
 
 /*
@@ -177,6 +178,7 @@ static void look_at_etcd(const config_t *cfg, int64_t applied, etcd_view_t *v)
   char end[sizeof(cfg->cluster_prefix)];
   memset(v, 0, sizeof(*v));
   v->in_step = -1;
+  v->applied = applied;
   end[etcd_prefix_end(cfg->cluster_prefix, plen, end)] = '\0';
   if (cluster_open_etcd(cfg, &etcd) != 0) {
     snprintf(v->err, sizeof(v->err), "cannot open the etcd client");
@@ -249,11 +251,11 @@ static void print_status_text(const config_t *cfg, const McProxy__V1__ClusterSta
   if (v->in_step == 1)
     printf("in step: yes: every key under %s was written at or before the instance's applied "
            "revision %" PRId64 "\n",
-           cfg->cluster_prefix, cs->applied_revision);
+           cfg->cluster_prefix, v->applied);
   else if (v->in_step == 0)
     printf("in step: NO: keys under %s were written after the instance's applied revision "
            "%" PRId64 " (it is behind)\n",
-           cfg->cluster_prefix, cs->applied_revision);
+           cfg->cluster_prefix, v->applied);
 }
 
 static int cluster_status(args_t *a)
@@ -301,5 +303,5 @@ int cmd_cluster(int argc, char **argv)
   int rc = parse_args(argc, argv, &a);
   if (rc >= 0)
     return rc;
-  return !strcmp(a.sub, "import") ? cluster_import(a.conn.config, a.dry_run) : cluster_status(&a);
+  return a.import ? cluster_import(a.conn.config, a.dry_run) : cluster_status(&a);
 }
