@@ -206,6 +206,21 @@ class Status(ClusterCmdCase):
         self.assertEqual((rc, st["etcd"]["keys"], st["in_step"]), (0, 3, True), st)
         self.assertEqual(st["instance"]["skipped_total"], 1)
 
+        # Behind: a key written after the instance's applied revision. An instance follows
+        # within milliseconds, so the comparison is made against another prefix, as if the
+        # instance had stopped following: status names the difference.
+        other = os.path.join(self.dir, "other.ini")
+        with open(other, "w") as f:
+            f.write("[database]\npath = %s\n[grpc]\naddr = unix:%s\n[cluster]\netcd = %s\n"
+                    "prefix = %s-other/\n" % (os.path.join(self.dir, "unused.db"), self.sock,
+                                               self.etcd.endpoints[0], self.prefix[:-1]))
+        self.etcd.put(self.prefix[:-1] + "-other/listeners/127.0.0.1:1", "{}")
+        rc, st, err = self.status_json(other)
+        self.assertEqual((rc, st["etcd"]["keys"], st["in_step"]), (0, 1, False), st)
+        r = self.cli("cluster", "status", config=other)
+        self.assertIn("in step: NO: keys under %s-other/ were written after the instance's "
+                      "applied revision %d" % (self.prefix[:-1], rev), r.stdout)
+
         # etcd gone: the instance says so, and status exits 1 naming what it could not reach.
         self.etcd.kill(0)
         mcp.wait_for(lambda: not self.status_json(config)[1]["instance"]["connected"], 15,
