@@ -80,6 +80,7 @@ static int range_bytes(etcd_client_t *c, const char *key, size_t key_len, const 
   Etcdserverpb__RangeResponse *resp = (Etcdserverpb__RangeResponse *)msg;
   out->revision = resp->header ? resp->header->revision : 0;
   out->more = resp->more;
+  out->count = resp->count;
   rc = append_kvs(out, resp);
   if (rc)
     snprintf(err, errlen, "out of memory");
@@ -225,6 +226,7 @@ static int fill_compares(const etcd_compare_t *cmp, size_t n, Etcdserverpb__Comp
     if (!cmp[i].key || (unsigned)cmp[i].result > ETCD_CMP_NOT_EQUAL)
       return ETCD_EINVAL;
     m[i].key = bytes_of(cmp[i].key);
+    m[i].range_end = bytes_of(cmp[i].range_end);
     m[i].result = (Etcdserverpb__Compare__CompareResult)cmp[i].result;
     m[i].target = (Etcdserverpb__Compare__CompareTarget)cmp[i].target;
     switch (cmp[i].target) {
