@@ -47,7 +47,7 @@ CALL_TIMEOUT = 15.0     # an admin mutation waits at most 10 s for its revision 
 class Instance:
     """One mc-proxy server in cluster mode: its config, database, admin socket and logs."""
 
-    def __init__(self, case, name, ns=None, metrics=False):
+    def __init__(self, case, name, ns=None, metrics=False, endpoints=None):
         self.case = case
         self.name = name
         self.ns = ns
@@ -58,9 +58,10 @@ class Instance:
         self.runs = 0
         self.proxy = None
         self._client = None
+        case.addCleanup(self.close)
         extra = "\n[grpc]\naddr = unix:%s\n" % self.sock
         extra += "\n[cluster]\netcd = %s\nprefix = %s\n" % (
-            ", ".join(case.cluster.endpoints), case.prefix)
+            ", ".join(endpoints or case.cluster.endpoints), case.prefix)
         if metrics:
             extra += "\n[metrics]\naddr = 127.0.0.1:%d\n" % self.mport
         with open(self.config, "w") as f:
@@ -74,10 +75,16 @@ class Instance:
         self.proxy = mcp.Proxy(self.config, log, wrap=self.ns.argv if self.ns else None)
         self.case.proxies.append(self.proxy)
         self.proxy.wait_log(r"admin API listening on unix:", timeout=mcp.READY_TIMEOUT)
-        if self._client is None:
-            self._client = pb.Client("unix:" + self.sock, timeout=CALL_TIMEOUT)
-            self.case.addCleanup(self._client.close)
+        # A fresh channel per run: one that knew the last run's socket fails its next call.
+        if self._client is not None:
+            self._client.close()
+        self._client = pb.Client("unix:" + self.sock, timeout=CALL_TIMEOUT)
         return self
+
+    def close(self):
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def stop(self):
         """SIGTERM; asserts a clean exit."""
@@ -220,8 +227,8 @@ class ClusterCase(mcp.ProxyTestCase):
 
     # ---- instances and traffic ----
 
-    def start_a(self, metrics=False):
-        return Instance(self, "a", metrics=metrics).start()
+    def start_a(self, metrics=False, endpoints=None):
+        return Instance(self, "a", metrics=metrics, endpoints=endpoints).start()
 
     def start_b(self):
         return Instance(self, "b", ns=self.ns).start()
@@ -277,12 +284,12 @@ class ClusterCase(mcp.ProxyTestCase):
         self.assertIn(how, ("eof", "reset"))
         self.assertEqual(data, b"", "%s still routes %s" % (inst.name, hostname))
 
-    def start_pair(self, routes=(), metrics=False):
+    def start_pair(self, routes=(), metrics=False, a_endpoints=None):
         """The listener (and ROUTES, (hostname, backend) pairs) in etcd, then A and B, synced."""
         self.put_listener()
         for h, b in routes:
             self.put_route(h, b)
-        a = self.start_a(metrics=metrics)
+        a = self.start_a(metrics=metrics, endpoints=a_endpoints)
         b = self.start_b()
         for inst in (a, b):
             self.wait_routes(inst, dict(routes))
@@ -363,6 +370,139 @@ class Follow(ClusterCase):
         with self.assertRaises(grpc.RpcError) as cm:
             a.add_route("127.0.0.1:%d" % mcp.free_port(), APP, one.addr())
         self.assertEqual(pb.status_of(cm.exception), "NOT_FOUND", cm.exception.details())
+
+
+
+class Failover(ClusterCase):
+
+    def test_leader_killed_during_200_mutations_loses_nothing_acknowledged(self):
+        backend = "127.0.0.1:%d" % mcp.free_port()  # never dialled: only the tables matter
+        # A lists the leader first, so that it most likely talks to the member that goes.
+        eps = list(self.cluster.endpoints)
+        eps.insert(0, eps.pop(self.cluster.leader()))
+        a, b = self.start_pair(a_endpoints=eps)
+        names = ["h%03d.example.com" % i for i in range(200)]
+        acked, failed = [], {}
+        progress = threading.Condition()
+        killed_at = []
+
+        def stream():
+            for h in names:
+                try:
+                    a.add_route(self.laddr, h, backend)
+                    acked.append(h)
+                except grpc.RpcError as e:
+                    failed[h] = (pb.status_of(e), e.details())
+                    time.sleep(0.05)  # keep the stream going through the election
+                with progress:
+                    progress.notify_all()
+        t = threading.Thread(target=stream, daemon=True)
+        t.start()
+        with progress:
+            progress.wait_for(lambda: len(acked) + len(failed) >= 40 or not t.is_alive(), 60)
+        leader = self.cluster.leader()
+        a_endpoint = a.cluster_status().endpoint
+        self.cluster.kill(leader)
+        killed_at.append(len(acked) + len(failed))
+        t.join(CALL_TIMEOUT * 2 + 200 * 0.5)
+        self.assertFalse(t.is_alive(), "the stream of mutations did not finish")
+        print("\n  leader m%d (%s A's endpoint) killed after %d calls; %d acknowledged, "
+              "%d refused: %s" % (
+            leader, "was" if a_endpoint == self.cluster.endpoints[leader] else "was not",
+            killed_at[0], len(acked), len(failed),
+            sorted({v for v in failed.values()})[:3]), end="")
+        self.assertLess(killed_at[0], 200, "the leader went after the stream ended")
+        self.assertGreater(len([h for h in acked if names.index(h) >= killed_at[0]]), 0,
+                           "nothing was acknowledged after the leader went")
+        for code, _ in failed.values():
+            self.assertEqual(code, "UNAVAILABLE")
+        self.cluster.restart(leader)
+
+        # Acknowledged means applied on A: there without waiting, once each.
+        on_a = a.routes(self.laddr)
+        self.assertEqual(set(acked) - set(on_a), set(), "acknowledged but missing on A")
+        in_etcd = self.etcd_routes()
+        self.assertEqual(set(acked) - set(in_etcd), set(), "acknowledged but not in etcd")
+        # Each key written once (version 1): nothing was applied twice.
+        self.assertEqual({h: v for h, (_, v) in in_etcd.items() if v != 1}, {})
+        # Both instances converge on exactly what etcd holds; a refused call is there only
+        # when etcd did commit it (its answer said it may have been made).
+        want = {h: bk for h, (bk, _) in in_etcd.items()}
+        for h in set(want) - set(acked):
+            self.assertIn(h, failed)
+        for h, (_, details) in failed.items():
+            if "nothing was changed" in details:
+                self.assertNotIn(h, want, "refused as unchanged, yet in etcd: " + details)
+        self.wait_routes(a, want)
+        self.wait_routes(b, want)
+        self.assertEqual(a.cluster_status().applied_revision, b.cluster_status().applied_revision)
+
+
+    def test_all_members_stopped_instances_serve_on_and_converge_when_back(self):
+        one, two = self.backend(APP), self.backend("two.example.com")
+        three = self.backend("three.example.com")
+        a, b = self.start_pair(routes=[(APP, one.addr())], metrics=True)
+        for i in range(len(self.cluster.members)):
+            self.cluster.kill(i)
+        t_lost = time.time()
+        for inst in (a, b):
+            self.wait_connected(inst, False)
+        # Traffic goes on.
+        for inst in (a, b):
+            self.tls_through(inst, one)
+        # Disconnected, and since when, everywhere it is shown.
+        for inst in (a, b):
+            cs = inst.cluster_status()
+            self.assertFalse(cs.connected)
+            self.assertLessEqual(abs(cs.since_unix - t_lost), 15)
+            self.assertTrue(cs.last_error)
+            self.assertFalse(inst.status_json()["connected"])
+            self.assertRegex(inst.status_text(), r"cluster: DISCONNECTED since .*serving applied "
+                             r"revision \d+ of prefix %s" % re.escape(self.prefix))
+        self.assertEqual(a.metrics().get("mcproxy_cluster_connected"), 0)
+        # Mutations are refused at once, by the API and the CLI.
+        t0 = time.monotonic()
+        with self.assertRaises(grpc.RpcError) as cm:
+            a.add_route(self.laddr, two.name, two.addr())
+        self.assertEqual(pb.status_of(cm.exception), "UNAVAILABLE")
+        self.assertLess(time.monotonic() - t0, 3.0)
+        r = b.cli("routes", "add", self.laddr, two.name, two.addr())
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertRegex(r.stderr, r"^mc-proxy: UNAVAILABLE: ")
+        self.assertEqual(a.routes(self.laddr), {APP: one.addr()})
+
+        # B restarted while etcd is away serves its last state from its database.
+        b.stop()
+        b.start()
+        b.proxy.wait_log(r"cluster: resuming %s after revision \d+" % re.escape(self.prefix))
+        self.assertEqual(b.routes(self.laddr), {APP: one.addr()})
+        self.tls_through(b, one)
+        self.assertFalse(b.cluster_status().connected)
+
+        # B goes away; the members come back and etcdctl changes things meanwhile: a route
+        # replaced, and a second listener with a route.
+        b.stop()
+        for i in range(len(self.cluster.members)):
+            self.cluster.restart(i, wait=False)
+        self.cluster.wait_healthy()
+        laddr2 = "127.0.0.1:%d" % mcp.free_port()
+        self.put_route(two.name, two.addr())
+        self.cluster.delete(self.route_key(APP))
+        self.put_listener(laddr2)
+        self.put_route(three.name, three.addr(), addr=laddr2)
+        b.start()
+        for inst in (a, b):
+            self.wait_routes(inst, {two.name: two.addr()})
+            self.wait_routes(inst, {three.name: three.addr()}, addr=laddr2)
+            self.wait_connected(inst, True)
+            self.tls_through(inst, two)
+            self.tls_through(inst, three, port=int(laddr2.rsplit(":", 1)[1]))
+            self.not_routed(inst, APP)
+        self.assertEqual(a.metrics().get("mcproxy_cluster_connected"), 1)
+        self.assertEqual(a.cluster_status().applied_revision, b.cluster_status().applied_revision)
+        # And mutations work again.
+        a.add_route(self.laddr, APP, one.addr())
+        self.wait_routes(b, {two.name: two.addr(), APP: one.addr()})
 
 
 if __name__ == "__main__":
