@@ -505,5 +505,103 @@ class Failover(ClusterCase):
         self.wait_routes(b, {two.name: two.addr(), APP: one.addr()})
 
 
+    def test_compaction_while_away_means_a_full_read(self):
+        one, two = self.backend(APP), self.backend("two.example.com")
+        laddr2 = "127.0.0.1:%d" % mcp.free_port()
+        self.put_listener(laddr2)
+        self.put_route(one.name, one.addr(), addr=laddr2)
+        a, b = self.start_pair(routes=[(APP, one.addr())])
+        self.wait_routes(b, {one.name: one.addr()}, addr=laddr2)
+        stored = b.cluster_status().applied_revision
+        b.stop()
+        # While B is away: a route replaced, the second listener and its route deleted, and
+        # the history compacted past the revision B stored.
+        self.put_route(two.name, two.addr())
+        self.cluster.delete(self.route_key(APP))
+        self.cluster.delete(self.route_key(one.name, addr=laddr2))
+        rev = self.cluster.delete(self.listener_key(laddr2))
+        self.cluster.compact(rev)
+        self.assertGreater(rev, stored)
+        b.start()
+        b.proxy.wait_log(r"cluster: resuming %s after revision %d" % (re.escape(self.prefix),
+                                                                     stored))
+        b.proxy.wait_log(r"cluster: the revision to resume from was compacted", timeout=SYNC_TIMEOUT)
+        b.proxy.wait_log(r"cluster: applied %s at revision %d \(1 listeners, 0 firewall rules\)"
+                         % (re.escape(self.prefix), rev), timeout=SYNC_TIMEOUT)
+        for inst in (a, b):
+            self.wait_routes(inst, {two.name: two.addr()})
+            self.assertEqual(inst.listeners(), [self.laddr])
+            self.tls_through(inst, two)
+            self.not_routed(inst, APP)
+            with self.assertRaises(ConnectionRefusedError):
+                inst.connect(int(laddr2.rsplit(":", 1)[1])).close()
+        self.assertEqual(b.cluster_status().applied_revision, rev)
+        self.assertTrue(b.cluster_status().connected)
+
+
+class BadValues(ClusterCase):
+
+    def skips(self, inst):
+        return [l for l in inst.log().splitlines() if "cluster: skipped " in l]
+
+    def test_bad_values_are_reported_counted_and_skipped_the_rest_applied(self):
+        good = self.backend(APP)
+        other = self.backend("other.example.com")
+        missing = "127.0.0.1:%d" % mcp.free_port()  # no listener key names it
+        self.put_listener()
+        self.put_route(APP, good.addr())
+        # Waiting for the full read at start: not JSON, a key no pattern matches, a route of a
+        # listener that does not exist.
+        first = [(self.route_key("bad.example.com"), "{not json"),
+                 (self.prefix + "nothing/matches/this", "{}"),
+                 (self.route_key("lost.example.com", addr=missing),
+                  json.dumps({"backend": good.addr()}))]
+        for k, v in first:
+            self.cluster.put(k, v)
+        a = self.start_a(metrics=True)
+        b = self.start_b()
+        for inst in (a, b):
+            self.wait_routes(inst, {APP: good.addr()})
+            mcp.wait_for(lambda: inst.cluster_status().skipped_total == 3, SYNC_TIMEOUT,
+                         what="%s to count 3 skipped values" % inst.name)
+        # Through the watch: the same three kinds, and a listener value that is JSON with one
+        # good and one bad field (never applied half-way: no listener at all), among good puts.
+        laddr3 = "127.0.0.1:%d" % mcp.free_port()
+        second = [(self.route_key("bad2.example.com"), "[1, 2"),
+                  (self.prefix + "routes/nonsense", "{}"),
+                  (self.route_key("lost2.example.com", addr=missing),
+                   json.dumps({"backend": good.addr()})),
+                  (self.listener_key(laddr3), json.dumps({"max_connections": 5,
+                                                          "proxy_protocol": "yes"}))]
+        for k, v in second:
+            self.cluster.put(k, v)
+        self.put_route(other.name, other.addr())
+        for inst in (a, b):
+            self.wait_routes(inst, {APP: good.addr(), other.name: other.addr()})
+            mcp.wait_for(lambda: inst.cluster_status().skipped_total == 7, SYNC_TIMEOUT,
+                         what="%s to count 7 skipped values" % inst.name)
+            self.assertEqual(inst.listeners(), [self.laddr])
+            skips = self.skips(inst)
+            for k, _ in first + second:
+                # Named by its key, or (a route that parsed) as "route ADDR HOSTNAME".
+                kind, _, rest = k[len(self.prefix):].partition("/")
+                shown = (k, "route " + rest.replace("/", " ")) if kind == "routes" else (k,)
+                self.assertTrue([l for l in skips if any(x + ":" in l for x in shown)],
+                                "no skip line for %s in:\n%s" % (k, "\n".join(skips)))
+            self.assertEqual(len(skips), 7, "\n".join(skips))
+            self.assertEqual(inst.status_json()["skipped_total"], 7)
+            self.assertRegex(inst.status_text(), r"; 7 values skipped")
+            self.assertTrue(inst.cluster_status().connected)
+            self.tls_through(inst, good)
+            self.tls_through(inst, other)
+            self.not_routed(inst, "bad.example.com")
+        self.assertEqual(a.metrics().get("mcproxy_cluster_skipped_values_total"), 7)
+        # The database holds only what applied: a restart serves the same.
+        b.stop()
+        b.start()
+        self.wait_routes(b, {APP: good.addr(), other.name: other.addr()})
+        self.assertEqual(b.listeners(), [self.laddr])
+
+
 if __name__ == "__main__":
     unittest.main()
