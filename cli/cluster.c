@@ -17,6 +17,9 @@
 #include "metrics.h"
 #include "workers.h"
 
+/* The status's last_error until the first connection. */
+#define NOT_YET "not connected yet"
+
 /* At most this many watch updates go into one batch (one transaction, one publish). */
 #define CLUSTER_BATCH_UPDATES_MAX 1024
 
@@ -66,6 +69,7 @@ struct cluster_s {
   batch_t *current;     /* the batch going through its steps, or NULL */
   uv_work_t work;
   int stopping;
+  int warned_empty; /* the empty-prefix refusal was logged */
 
   waiter_t *waiters;
   cluster_status_t status;
@@ -86,7 +90,8 @@ static batch_env_t env_of(cluster_t *c)
 /* The metrics follow the status. */
 static void export_status(const cluster_t *c)
 {
-  metrics_cluster(c->status.connected, c->status.applied_revision, c->status.skipped_total);
+  metrics_cluster(c->status.connected, c->status.since_unix, c->status.applied_revision,
+                  c->status.skipped_total);
 }
 
 static void set_connected(cluster_t *c, int connected, const char *endpoint, const char *why)
@@ -100,6 +105,8 @@ static void set_connected(cluster_t *c, int connected, const char *endpoint, con
              "changes are refused until it is back",
              why, (long long)c->status.applied_revision);
   c->status.connected = connected;
+  if (connected && !strcmp(c->status.last_error, NOT_YET))
+    c->status.last_error[0] = '\0';
   if (endpoint && endpoint[0])
     snprintf(c->status.endpoint, sizeof(c->status.endpoint), "%s", endpoint);
   if (why)
@@ -138,8 +145,8 @@ static void on_wait_timer(uv_timer_t *t)
   answer_waiters(t->data, 0, NULL);
 }
 
-void cluster_wait(cluster_t *c, int64_t revision, void (*done)(void *data, int status),
-                  void *data, char *msg, size_t msglen)
+void cluster_wait(cluster_t *c, int64_t revision, void (*done)(void *data, int status), void *data,
+                  char *msg, size_t msglen)
 {
   if (revision <= c->status.applied_revision) {
     done(data, 0);
@@ -152,7 +159,7 @@ void cluster_wait(cluster_t *c, int64_t revision, void (*done)(void *data, int s
     done(data, MCP_EBUSY);
     return;
   }
-  *w = (waiter_t){revision, uv_now(c->st->loop) + CLUSTER_WAIT_MS, done, data, msg, msglen,
+  *w = (waiter_t){revision,  uv_now(c->st->loop) + CLUSTER_WAIT_MS, done, data, msg, msglen,
                   c->waiters};
   c->waiters = w;
   if (!uv_is_active((uv_handle_t *)&c->wait_timer))
@@ -400,8 +407,7 @@ static int prebind(cluster_t *c, batch_t *b)
     if (mcp_listener_sockname(st->listeners[i], &b->self[b->nself]) == 0)
       b->nself++;
   for (size_t i = 0; i < b->nitems; i++)
-    if (b->items[i].pending &&
-        mcp_listener_sockname(b->items[i].pending, &b->self[b->nself]) == 0)
+    if (b->items[i].pending && mcp_listener_sockname(b->items[i].pending, &b->self[b->nself]) == 0)
       b->nself++;
   int rc = 0;
   if (b->kind == BATCH_READ) {
@@ -517,9 +523,9 @@ static int apply_routes(cluster_t *c, batch_t *b, const item_t *it)
     return MCP_ENOMEM;
   if (it->kind == ITEM_RESET_ROUTES)
     return 0;
-  int rc = it->is_delete ? mcp_routes_remove(rt, it->name)
-                         : mcp_routes_put_ex(rt, it->name, it->backend,
-                                             (mcp_send_proxy_t)it->send_proxy);
+  int rc = it->is_delete
+               ? mcp_routes_remove(rt, it->name)
+               : mcp_routes_put_ex(rt, it->name, it->backend, (mcp_send_proxy_t)it->send_proxy);
   return rc == MCP_ENOENT ? 0 : rc;
 }
 
@@ -728,6 +734,19 @@ static void after_parse(uv_work_t *w, int status)
     finish_batch(c, b);
     return;
   }
+  if (b->kind == BATCH_READ && b->nkeys == 0 && c->status.applied_revision == 0 &&
+      c->st->nlisteners > 0) {
+    /* Never synced, an empty prefix, and a database that serves: an operator who added
+     * [cluster] before importing would otherwise lose every listener. Wait for the import. */
+    if (!c->warned_empty)
+      log_error("cluster: %s is empty in etcd but this database serves %zu listeners; not "
+                "replacing them with nothing. Run `mc-proxy cluster import` (docs/SCALING.md); "
+                "until then this instance keeps its state and checks again",
+                c->prefix, c->st->nlisteners);
+    c->warned_empty = 1;
+    retry_later(c, b);
+    return;
+  }
   int rc = prebind(c, b);
   if (!rc) {
     b->parsed = 1;
@@ -815,7 +834,7 @@ int cluster_start(state_t *st, cluster_t **out, char *err, size_t errlen)
   c->handles_open = 3;
   c->status.since_unix = (int64_t)time(NULL);
   snprintf(c->status.endpoint, sizeof(c->status.endpoint), "%s", etcd_client_endpoint(c->etcd));
-  snprintf(c->status.last_error, sizeof(c->status.last_error), "not connected yet");
+  snprintf(c->status.last_error, sizeof(c->status.last_error), NOT_YET);
   *out = c;
   begin(c);
   return 0;

@@ -76,7 +76,7 @@ const char *cluster_prefix(const cluster_t *c);
  * stops first. msg (msglen bytes) must live until done.
  */
 #define CLUSTER_WAIT_MS 10000
-void cluster_wait(cluster_t *c, int64_t revision, void (*done)(void *data, int status),
-                  void *data, char *msg, size_t msglen);
+void cluster_wait(cluster_t *c, int64_t revision, void (*done)(void *data, int status), void *data,
+                  char *msg, size_t msglen);
 
 #endif

@@ -48,9 +48,8 @@ static void skip_item(batch_t *b, item_t *it, const char *why)
   report_skip(b, what, strlen(what), why);
 }
 
-/* A listener value as our settings, checked as the config file would check them. */
-static int to_settings(const cluster_listener_t *in, listener_settings_t *s, char *err,
-                       size_t errlen)
+int cluster_settings_from_value(const cluster_listener_t *in, listener_settings_t *s, char *err,
+                                size_t errlen)
 {
   memset(s, 0, sizeof(*s));
   if (in->max_connections < 0 || in->max_connections > CONFIG_MAX_CONNECTIONS_MAX) {
@@ -63,7 +62,7 @@ static int to_settings(const cluster_listener_t *in, listener_settings_t *s, cha
   }
   if (in->rate_limit_count < 0 || in->rate_limit_count > MCP_CLIENT_LIMITS_MAX_RATE ||
       in->rate_limit_period_ms < 0 || in->rate_limit_period_ms > MCP_CLIENT_LIMITS_MAX_PERIOD_MS) {
-    snprintf(err, errlen, "rate_limit: the count must be 0 to %d and the period 1 ms to 24 h",
+    snprintf(err, errlen, "rate_limit: the count must be 0 to %u and the period 1 ms to 24 h",
              MCP_CLIENT_LIMITS_MAX_RATE);
     return -1;
   }
@@ -108,7 +107,7 @@ static int parse_kv(const batch_env_t *env, batch_t *b, const etcd_kv_t *kv, int
     it->settings = malloc(sizeof(*it->settings));
     if (!it->settings)
       rc = -1;
-    else if (to_settings(&e.listener, it->settings, err, sizeof(err)) != 0)
+    else if (cluster_settings_from_value(&e.listener, it->settings, err, sizeof(err)) != 0)
       skip_item(b, it, err);
     break;
   case CLUSTER_ROUTE:
@@ -189,6 +188,7 @@ static int parse_read(const batch_env_t *env, batch_t *b)
   }
   b->revision = r.revision;
   size_t n = r.n_kvs;
+  b->nkeys = n;
   item_t *parsed = calloc(n ? n : 1, sizeof(*parsed));
   size_t nlisteners = 0;
   rc = parsed ? 0 : -1;
@@ -241,7 +241,8 @@ void batch_parse(const batch_env_t *env, batch_t *b)
 static int loops(const batch_t *b, const char *backend)
 {
   mcp_backend_t parsed;
-  return mcp_backend_parse(backend, &parsed) == 0 && config_find_loop(&parsed, b->self, b->nself) >= 0;
+  return mcp_backend_parse(backend, &parsed) == 0 &&
+         config_find_loop(&parsed, b->self, b->nself) >= 0;
 }
 
 /* Writes one item; 0, a status that skips the item (reported), or -1 for a database failure. */

@@ -29,7 +29,7 @@ typedef enum item_kind_e {
 typedef struct item_s {
   item_kind_t kind;
   int is_delete;
-  int skip; /* reported and skipped: nothing of it is written or applied */
+  int skip;                        /* reported and skipped: nothing of it is written or applied */
   char listener[CLUSTER_ADDR_MAX]; /* LISTENER, ROUTE, RESET_ROUTES: canonical */
   char *name;                      /* ROUTE: hostname; FIREWALL: canonical value */
   char *backend;                   /* ROUTE put: canonical */
@@ -48,11 +48,12 @@ typedef struct batch_s {
   batch_kind_t kind;
   etcd_watch_update_t **updates; /* EVENTS, in order */
   size_t nupdates, updates_cap;
-  int64_t revision;            /* the revision the database and memory reflect after it */
+  int64_t revision; /* the revision the database and memory reflect after it */
+  size_t nkeys;     /* READ: how many keys the prefix held */
   item_t *items;
   size_t nitems;
-  int error;                   /* a step failed as a whole (MCP_E* / ETCD_E*): retry later */
-  char msg[512];               /* why */
+  int error;     /* a step failed as a whole (MCP_E* / ETCD_E*): retry later */
+  char msg[512]; /* why */
   uint64_t nskipped;
   char last_skip[256];
   /* Filled on the loop before the write: the addresses of our own listeners after this batch
@@ -94,6 +95,10 @@ void batch_parse(const batch_env_t *env, batch_t *b);
  * rolls everything back and sets b->error.
  */
 void batch_write(const batch_env_t *env, batch_t *b);
+
+/* A listener value as our settings, checked as the config file checks them. 0 or -1 (err). */
+int cluster_settings_from_value(const cluster_listener_t *in, listener_settings_t *s, char *err,
+                                size_t errlen);
 
 /* Frees b and what its items hold (listeners still pending included). Loop thread. */
 void batch_free(batch_t *b);

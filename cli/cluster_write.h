@@ -5,7 +5,9 @@
  *   AddListener          listeners/ADDR absent   → put it            else ALREADY_EXISTS
  *   RemoveListener       listeners/ADDR present  → delete it and routes/ADDR/...  else NOT_FOUND
  *   UpdateListener,
- *   SetMaxConnections    listeners/ADDR present  → put the merged settings        else NOT_FOUND
+ *   SetMaxConnections    listeners/ADDR unchanged since read → put the given settings merged
+ *                        over the value etcd holds (read again and retried when another
+ *                        writer came in between)          absent: NOT_FOUND
  *   AddRoute             listeners/ADDR present  → put routes/ADDR/HOST          else NOT_FOUND
  *   RemoveRoute          routes/ADDR/HOST present → delete it                     else NOT_FOUND
  *   AddFirewallRule      → put firewall/TYPE/VALUE (already there: fine)

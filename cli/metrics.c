@@ -66,11 +66,14 @@ static struct {
 static atomic_int g_cluster_on;
 static atomic_int g_cluster_connected;
 static _Atomic int64_t g_cluster_revision;
+static _Atomic int64_t g_cluster_since;
 static _Atomic uint64_t g_cluster_skipped;
 
-void metrics_cluster(bool connected, int64_t applied_revision, uint64_t skipped_total)
+void metrics_cluster(bool connected, int64_t since_unix, int64_t applied_revision,
+                     uint64_t skipped_total)
 {
   atomic_store_explicit(&g_cluster_connected, connected, memory_order_relaxed);
+  atomic_store_explicit(&g_cluster_since, since_unix, memory_order_relaxed);
   atomic_store_explicit(&g_cluster_revision, applied_revision, memory_order_relaxed);
   atomic_store_explicit(&g_cluster_skipped, skipped_total, memory_order_relaxed);
   atomic_store_explicit(&g_cluster_on, 1, memory_order_release);
@@ -84,6 +87,11 @@ static void render_cluster(prom_buf_t *b)
               "1 while the watch on etcd is up, 0 while this instance serves its last state.");
   prom_sample(b, "mcproxy_cluster_connected", NULL, 0,
               atomic_load_explicit(&g_cluster_connected, memory_order_relaxed));
+  prom_family(b, "mcproxy_cluster_connected_since_seconds", PROM_GAUGE,
+              "When mcproxy_cluster_connected last changed (unix time): connected or "
+              "disconnected since then.");
+  prom_sample(b, "mcproxy_cluster_connected_since_seconds", NULL, 0,
+              (double)atomic_load_explicit(&g_cluster_since, memory_order_relaxed));
   prom_family(b, "mcproxy_cluster_applied_revision", PROM_GAUGE,
               "The etcd revision the database and memory reflect.");
   prom_sample(b, "mcproxy_cluster_applied_revision", NULL, 0,
