@@ -603,5 +603,36 @@ class BadValues(ClusterCase):
         self.assertEqual(b.listeners(), [self.laddr])
 
 
+    def test_routes_written_before_their_listener_apply_when_it_comes(self):
+        # etcdctl users write keys in any order. A route whose listener is missing is skipped,
+        # but once the listener key is put the route applies, on an instance that follows the
+        # watch (A) as on one that reads the whole prefix (C, started afterwards): the fleet
+        # converges whatever the order. The same after the listener is deleted and put again
+        # while its route keys stayed.
+        good = self.backend(APP)
+        a = self.start_a()
+        b = self.start_b()
+        self.put_route(APP, good.addr())
+        mcp.wait_for(lambda: a.cluster_status().skipped_total == 1, SYNC_TIMEOUT,
+                     what="A to skip the route of a missing listener")
+        self.put_listener()
+        for inst in (a, b):
+            self.wait_routes(inst, {APP: good.addr()})
+            self.tls_through(inst, good)
+        ns = netns.NetNS()  # C binds the same address: a namespace of its own too
+        self.namespaces.append(ns)
+        for port in [m.client_port for m in self.cluster.members] + [good.port]:
+            ns.forward(port)
+        c = Instance(self, "c", ns=ns).start()
+        self.wait_routes(c, {APP: good.addr()})
+        self.cluster.delete(self.listener_key())
+        for inst in (a, b, c):
+            self.wait_routes(inst, None)
+        self.put_listener(max_connections=9)
+        for inst in (a, b, c):
+            self.wait_routes(inst, {APP: good.addr()})
+        self.tls_through(a, good)
+
+
 if __name__ == "__main__":
     unittest.main()
