@@ -82,10 +82,13 @@ class NetNS:
     def socket(self, family=socket.AF_INET):
         return self._inside(lambda: socket.socket(family, socket.SOCK_STREAM))
 
-    def connect(self, host, port, timeout=10.0):
+    def connect(self, host, port, timeout=10.0, source=None):
+        """A TCP connection made inside, optionally from SOURCE (any of 127.0.0.0/8 works)."""
         s = self.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         s.settimeout(timeout)
         try:
+            if source:
+                s.bind((source, 0))
             s.connect((host, port))
         except BaseException:
             s.close()

@@ -13,287 +13,41 @@ reach on the host (the etcd members' client ports and the test backends) are for
 The test reaches each instance directly: A on the host's loopback, B through a socket made
 inside its namespace; its admin socket is a unix path, which both sides see.
 
-Every test uses its own key prefix, so one etcd cluster serves the whole class; a test that
+Every test uses its own key prefix, so one etcd cluster serves the whole module; a test that
 stops members starts them again before it ends (and setUp restarts any a failed test left
-down). Every wait is bounded.
+down). Every wait is bounded. The tests:
+  Follow     a put with etcdctl applied on both within a second and relayed as real TLS; the
+             status (API, `status`, `status --json`, metrics); AddRoute/CLI through A answered
+             once A applied it, B following, a refused one changing nothing.
+  Failover   the leader killed during 200 AddRoute calls (nothing acknowledged lost, nothing
+             twice); all members stopped (traffic on, UNAVAILABLE, a restart serving from
+             SQLite, convergence with etcdctl changes made while B was away); a compaction past
+             B's stored revision while it was stopped (a full re-read, converged).
+  BadValues  not JSON, a key no pattern matches, a route of a missing listener, a listener
+             value half good: each logged "cluster: skipped", counted, the rest applied.
+  Listeners  routes written before their listener; listeners, settings and firewall rules
+             through A's API and etcdctl; a SIGHUP reload whose new process follows on.
 """
 
-import base64
 import json
 import os
 import re
-import ssl
-import subprocess
-import tempfile
+import signal
 import threading
 import time
 import unittest
-import urllib.request
-import uuid
 
 import grpc
 
 import admin_pb as pb
 import mcp
 import netns
-from etcd_cluster import EtcdCluster, skip_unless_etcd
-
-APP = "app.example.com"
-SYNC_TIMEOUT = 15.0     # bound on waits for an instance to catch up (asserted tighter where due)
-FOLLOW_LIMIT = 1.0      # docs/SCALING.md: a put reaches every instance within a second
-CALL_TIMEOUT = 15.0     # an admin mutation waits at most 10 s for its revision to apply here
+from cluster_case import (APP, CALL_TIMEOUT, FOLLOW_LIMIT, SYNC_TIMEOUT, ClusterCase, Instance,
+                          stop_pid, stop_shared_cluster)
 
 
-class Instance:
-    """One mc-proxy server in cluster mode: its config, database, admin socket and logs."""
-
-    def __init__(self, case, name, ns=None, metrics=False, endpoints=None):
-        self.case = case
-        self.name = name
-        self.ns = ns
-        self.db = os.path.join(case.dir, name + ".db")
-        self.sock = os.path.join(case.dir, name + ".sock")
-        self.config = os.path.join(case.dir, name + ".ini")
-        self.mport = mcp.free_port() if metrics else None
-        self.runs = 0
-        self.proxy = None
-        self._client = None
-        case.addCleanup(self.close)
-        extra = "\n[grpc]\naddr = unix:%s\n" % self.sock
-        extra += "\n[cluster]\netcd = %s\nprefix = %s\n" % (
-            ", ".join(endpoints or case.cluster.endpoints), case.prefix)
-        if metrics:
-            extra += "\n[metrics]\naddr = 127.0.0.1:%d\n" % self.mport
-        with open(self.config, "w") as f:
-            f.write(mcp.config_text(self.db, extra=extra))
-
-    def start(self):
-        """Starts the server (again) and waits for its admin API; each run logs to a new file."""
-        assert self.proxy is None or self.proxy.proc.poll() is not None
-        self.runs += 1
-        log = os.path.join(self.case.dir, "%s-%d.log" % (self.name, self.runs))
-        self.proxy = mcp.Proxy(self.config, log, wrap=self.ns.argv if self.ns else None)
-        self.case.proxies.append(self.proxy)
-        self.proxy.wait_log(r"admin API listening on unix:", timeout=mcp.READY_TIMEOUT)
-        # A fresh channel per run: one that knew the last run's socket fails its next call.
-        if self._client is not None:
-            self._client.close()
-        self._client = pb.Client("unix:" + self.sock, timeout=CALL_TIMEOUT)
-        return self
-
-    def close(self):
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-    def stop(self):
-        """SIGTERM; asserts a clean exit."""
-        rc = self.proxy.stop()
-        self.proxy.exit_checked = True
-        self.case.assertEqual(rc, 0, "%s exit status; log:\n%s" % (self.name,
-                                                                   self.proxy.log_text()))
-
-    def log(self):
-        return self.proxy.log_text()
-
-    # ---- the admin API ----
-
-    def call(self, method, request=None):
-        return self._client.call(method, request)
-
-    def routes(self, listener):
-        """{hostname: backend} of LISTENER as this instance serves it (ListRoutes)."""
-        r = self.call("ListRoutes", pb.msg("ListRoutesRequest")(listener_addr=listener))
-        names = [x.hostname for x in r.routes]
-        self.case.assertEqual(len(names), len(set(names)), "a route listed twice: %s" % names)
-        return {x.hostname: x.backend for x in r.routes}
-
-    def try_routes(self, listener):
-        """routes(), or None while the listener does not exist here."""
-        try:
-            return self.routes(listener)
-        except grpc.RpcError as e:
-            if pb.status_of(e) == "NOT_FOUND":
-                return None
-            raise
-
-    def listeners(self):
-        return sorted(l.addr for l in self.call("ListListeners").listeners)
-
-    def cluster_status(self):
-        return self.call("GetStatus").cluster
-
-    def add_route(self, listener, hostname, backend):
-        return self.call("AddRoute", pb.msg("AddRouteRequest")(
-            listener_addr=listener, route=pb.msg("Route")(hostname=hostname, backend=backend)))
-
-    def cli(self, *args):
-        argv = [mcp.binary(), args[0], "-c", self.config] + list(args[1:])
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-        for marker in mcp.SANITIZER_MARKERS:
-            self.case.assertNotIn(marker, r.stderr)
-        return r
-
-    def status_json(self):
-        r = self.cli("status", "--json")
-        self.case.assertEqual(r.returncode, 0, r.stderr)
-        return json.loads(r.stdout)["cluster"]
-
-    def status_text(self):
-        r = self.cli("status")
-        self.case.assertEqual(r.returncode, 0, r.stderr)
-        return r.stdout
-
-    def metrics(self):
-        """{name: value} of the mcproxy_cluster_* samples on /metrics."""
-        url = "http://127.0.0.1:%d/metrics" % self.mport
-        with urllib.request.urlopen(url, timeout=mcp.IO_TIMEOUT) as r:
-            text = r.read().decode()
-        return {m.group(1): float(m.group(2))
-                for m in re.finditer(r"^(mcproxy_cluster_\w+) (\S+)$", text, re.M)}
-
-    # ---- traffic ----
-
-    def connect(self, port):
-        if self.ns:
-            return self.ns.connect("127.0.0.1", port, timeout=mcp.IO_TIMEOUT)
-        return mcp.connect("127.0.0.1", port)
-
-    def routed(self, hostname):
-        """Connections for HOSTNAME this run relayed and logged as ok."""
-        return len([c for c in self.proxy.conns()
-                    if c.get("sni") == hostname and c.get("outcome") == "ok"])
-
-
-class ClusterCase(mcp.ProxyTestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        skip_unless_etcd()
-        netns.skip_unless_possible()
-        mcp.binary()
-        cls.tmp = tempfile.TemporaryDirectory(prefix="mcp-cluster-")
-        cls.cluster = EtcdCluster(cls.tmp.name)
-        cls.cluster.__enter__()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.cluster.__exit__(None, None, None)
-        cls.tmp.cleanup()
-
-    def setUp(self):
-        # Registered before the base class's cleanup, so it runs after the proxies stopped.
-        self.namespaces = []
-        self.addCleanup(lambda: [ns.close() for ns in self.namespaces])
-        super().setUp()
-        # Members a failed test left stopped come back first.
-        dead = [m.index for m in self.cluster.members if not m.alive()]
-        for i in dead:
-            self.cluster.restart(i, wait=False)
-        if dead:
-            self.cluster.wait_healthy()
-        self.prefix = "/mcp-it/%s/" % uuid.uuid4().hex[:10]
-        self.port = mcp.free_port()
-        self.laddr = "127.0.0.1:%d" % self.port
-        self.ns = netns.NetNS()
-        self.namespaces.append(self.ns)
-        for m in self.cluster.members:
-            self.ns.forward(m.client_port)
-
-    # ---- keys ----
-
-    def listener_key(self, addr=None):
-        return self.prefix + "listeners/" + (addr or self.laddr)
-
-    def route_key(self, hostname, addr=None):
-        return self.prefix + "routes/%s/%s" % (addr or self.laddr, hostname)
-
-    def put_listener(self, addr=None, **settings):
-        return self.cluster.put(self.listener_key(addr), json.dumps(settings))
-
-    def put_route(self, hostname, backend, addr=None):
-        return self.cluster.put(self.route_key(hostname, addr), json.dumps({"backend": backend}))
-
-    def etcd_routes(self, addr=None):
-        """{hostname: (backend, version)} of one listener's route keys in etcd."""
-        out = json.loads(self.cluster.ctl("get", self.prefix + "routes/%s/" % (addr or self.laddr),
-                                          "--prefix", "-w", "json"))
-        res = {}
-        for kv in out.get("kvs") or []:
-            key = base64.b64decode(kv["key"]).decode()
-            value = json.loads(base64.b64decode(kv["value"]).decode())
-            res[key.rsplit("/", 1)[1]] = (value["backend"], int(kv["version"]))
-        return res
-
-    # ---- instances and traffic ----
-
-    def start_a(self, metrics=False, endpoints=None):
-        return Instance(self, "a", metrics=metrics, endpoints=endpoints).start()
-
-    def start_b(self):
-        return Instance(self, "b", ns=self.ns).start()
-
-    def backend(self, name):
-        """A TLS echo backend for NAME that both instances reach (B through a forward)."""
-        b = self.tls_backend(name)
-        self.ns.forward(b.port)
-        return b
-
-    def wait_routes(self, inst, want, addr=None, timeout=SYNC_TIMEOUT):
-        """Waits until INST serves exactly WANT ({hostname: backend}, or None: no such
-        listener) on a listener; returns the seconds it took."""
-        t0 = time.monotonic()
-        last = [None]
-
-        def match():
-            last[0] = inst.try_routes(addr or self.laddr)
-            return last[0] == want
-        try:
-            mcp.wait_for(match, timeout, interval=0.01, what="routes on " + inst.name)
-        except AssertionError:
-            raise AssertionError("%s serves %r, not %r, after %.0fs; log:\n%s" % (
-                inst.name, last[0], want, timeout, inst.log()[-4000:]))
-        return time.monotonic() - t0
-
-    def wait_connected(self, inst, connected=True, timeout=SYNC_TIMEOUT):
-        mcp.wait_for(lambda: inst.cluster_status().connected == connected, timeout,
-                     interval=0.05, what="%s connected=%s" % (inst.name, connected))
-
-    def tls_through(self, inst, backend, port=None):
-        """One verified TLS connection for BACKEND's name through INST, echoed by BACKEND, and
-        logged by INST as relayed."""
-        before = inst.routed(backend.name)
-        raw = inst.connect(port or self.port)
-        try:
-            t = mcp.tls_context(backend.cert).wrap_socket(raw, server_hostname=backend.name)
-        except BaseException:
-            raw.close()
-            raise
-        with t:
-            payload = uuid.uuid4().hex.encode()
-            self.assertEqual(mcp.tls_roundtrip(t, payload), backend.name.encode() + b":" + payload)
-        mcp.wait_for(lambda: inst.routed(backend.name) > before, mcp.IO_TIMEOUT,
-                     what="%s to log the connection" % inst.name)
-
-    def not_routed(self, inst, hostname, port=None):
-        """A ClientHello for HOSTNAME through INST is closed without an answer."""
-        s = inst.connect(port or self.port)
-        with s:
-            s.sendall(mcp.client_hello(hostname))
-            how, data = mcp.read_until_closed(s)
-        self.assertIn(how, ("eof", "reset"))
-        self.assertEqual(data, b"", "%s still routes %s" % (inst.name, hostname))
-
-    def start_pair(self, routes=(), metrics=False, a_endpoints=None):
-        """The listener (and ROUTES, (hostname, backend) pairs) in etcd, then A and B, synced."""
-        self.put_listener()
-        for h, b in routes:
-            self.put_route(h, b)
-        a = self.start_a(metrics=metrics, endpoints=a_endpoints)
-        b = self.start_b()
-        for inst in (a, b):
-            self.wait_routes(inst, dict(routes))
-        return a, b
+def tearDownModule():
+    stop_shared_cluster()
 
 
 class Follow(ClusterCase):
@@ -603,6 +357,9 @@ class BadValues(ClusterCase):
         self.assertEqual(b.listeners(), [self.laddr])
 
 
+
+class Listeners(ClusterCase):
+
     def test_routes_written_before_their_listener_apply_when_it_comes(self):
         # etcdctl users write keys in any order. A route whose listener is missing is skipped,
         # but once the listener key is put the route applies, on an instance that follows the
@@ -632,6 +389,95 @@ class BadValues(ClusterCase):
         for inst in (a, b, c):
             self.wait_routes(inst, {APP: good.addr()})
         self.tls_through(a, good)
+
+
+    def test_listeners_and_firewall_through_a_and_etcdctl_reach_b(self):
+        good = self.backend(APP)
+        a, b = self.start_b_after_a_empty()
+        settings = pb.msg("ListenerSettings")
+        a.call("AddListener", pb.msg("AddListenerRequest")(
+            listener_addr=self.laddr, settings=settings(max_connections=5)))
+        self.assertEqual(a.listeners(), [self.laddr])
+        key = self.cluster.get(self.listener_key())
+        self.assertIsNotNone(key)
+        self.assertEqual(json.loads(key[0]).get("max_connections"), 5)
+        mcp.wait_for(lambda: b.listeners() == [self.laddr], SYNC_TIMEOUT, what="B to listen")
+        a.add_route(self.laddr, APP, good.addr())
+        self.wait_routes(b, {APP: good.addr()})
+        for inst in (a, b):
+            self.tls_through(inst, good)
+
+        # Rules: one through A's API, one with etcdctl; both enforced on both.
+        rule = pb.msg("FirewallRule")
+        a.call("AddFirewallRule", pb.msg("AddFirewallRuleRequest")(
+            rule=rule(type=pb.ENUM["FIREWALL_RULE_TYPE_IP"], value="127.0.0.7")))
+        self.cluster.put(self.prefix + "firewall/cidr/127.0.8.0/24", "{}")
+        want = {(1, "127.0.0.7"), (2, "127.0.8.0/24")}
+        for inst in (a, b):
+            mcp.wait_for(lambda: {(r.type, r.value) for r in
+                                  inst.call("ListFirewallRules").rules} == want,
+                         SYNC_TIMEOUT, what="the rules on " + inst.name)
+            self.not_routed(inst, APP, source="127.0.0.7")
+            self.not_routed(inst, APP, source="127.0.8.9")
+            self.tls_through(inst, good)
+
+        # Settings through A follow to B.
+        a.call("UpdateListener", pb.msg("UpdateListenerRequest")(
+            listener_addr=self.laddr, settings=settings(max_connections=7)))
+        def maxc(inst):
+            return {l.addr: l.settings.max_connections
+                    for l in inst.call("ListListeners").listeners}.get(self.laddr)
+        self.assertEqual(maxc(a), 7)
+        mcp.wait_for(lambda: maxc(b) == 7, SYNC_TIMEOUT, what="B to take max_connections 7")
+
+        # Removing the listener through A: gone on both, and nothing of it left in etcd (a
+        # route key left behind would come back with a later listener of that address).
+        a.call("RemoveListener", pb.msg("RemoveListenerRequest")(listener_addr=self.laddr))
+        self.assertEqual(a.listeners(), [])
+        mcp.wait_for(lambda: b.listeners() == [], SYNC_TIMEOUT, what="B to drop the listener")
+        for inst in (a, b):
+            with self.assertRaises(ConnectionRefusedError):
+                inst.connect(self.port).close()
+        self.assertIsNone(self.cluster.get(self.listener_key()))
+        self.assertEqual(self.etcd_routes(), {})
+
+
+    def test_reload_hands_over_and_the_new_process_follows(self):
+        one, two = self.backend(APP), self.backend("two.example.com")
+        self.put_listener()
+        self.put_route(APP, one.addr())
+        a = self.start_a()
+        self.wait_routes(a, {APP: one.addr()})
+        pidfile = a.db + ".pid"
+
+        def serving():
+            try:
+                with open(pidfile) as f:
+                    return int(f.read().strip() or 0)
+            except (OSError, ValueError):
+                return 0
+        old = a.proxy.pid
+        mcp.wait_for(lambda: serving() == old, 10, what="the pid file")
+        os.kill(old, signal.SIGHUP)
+        new = mcp.wait_for(lambda: serving() not in (0, old) and serving(), 40,
+                           what="a new pid in " + pidfile)
+        self.addCleanup(stop_pid, new)
+        self.assertEqual(a.proxy.wait_exit(30), 0)
+        a.proxy.exit_checked = True
+        a.proxy.wait_log(r"cluster: resuming %s after revision \d+" % re.escape(self.prefix),
+                         count=1)
+        # The new process serves what it inherited, follows etcd, and answers mutations.
+        a.reconnect()
+        self.tls_through(a, one)
+        self.put_route(two.name, two.addr())
+        t = self.wait_routes(a, {APP: one.addr(), two.name: two.addr()})
+        self.assertLess(t, FOLLOW_LIMIT)
+        a.call("RemoveRoute", pb.msg("RemoveRouteRequest")(listener_addr=self.laddr,
+                                                             hostname=APP))
+        self.assertEqual(a.routes(self.laddr), {two.name: two.addr()})
+        self.tls_through(a, two)
+        self.assertTrue(a.cluster_status().connected)
+        self.assertEqual(self.etcd_routes(), {two.name: (two.addr(), 1)})
 
 
 if __name__ == "__main__":
