@@ -160,8 +160,9 @@ static int add_listener_routes(const batch_env_t *env, batch_t *b)
     if (l->kind != ITEM_LISTENER || l->is_delete || l->skip)
       continue;
     int later = 0;
-    for (size_t j = i + 1; j < n && !later; j++)
-      later = b->items[j].kind == ITEM_LISTENER && !strcmp(b->items[j].listener, l->listener);
+    for (size_t j = i + 1; j < n && !later; j++) /* a later delete or good put reads instead */
+      later = b->items[j].kind == ITEM_LISTENER && (b->items[j].is_delete || !b->items[j].skip) &&
+              !strcmp(b->items[j].listener, l->listener);
     if (later)
       continue;
     char key[512], end[512], err[256];
