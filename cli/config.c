@@ -1119,17 +1119,26 @@ static int is_localhost_name(const mcp_backend_t *b)
   return b->host_len == n || b->text[b->host_len - n - 1] == '.';
 }
 
-static int loops_by_name(const mcp_backend_t *b, const struct sockaddr_storage *addrs, size_t n)
+int config_find_loop_any(const mcp_backend_t *b, const struct sockaddr_storage *addrs, size_t n)
 {
+  if (b->addr.sa.sa_family != AF_UNSPEC)
+    return config_find_loop(b, addrs, n);
+  if (!is_localhost_name(b))
+    return -1;
   for (size_t i = 0; i < n; i++) {
     const struct sockaddr *one = (const struct sockaddr *)&addrs[i];
     if (mcp_backend_check_loop(b, &one, 1, 0) == MCP_ELOOP)
-      return 1;
+      return (int)i;
   }
-  return 0;
+  return -1;
 }
 
-/* A route whose backend is one of the file's own listeners would connect to itself forever. */
+/*
+ * A route or fallback whose backend is one of the file's own listeners would connect to itself
+ * forever: IP backends, and "localhost" names (config_find_loop_any). The admin API refuses the
+ * same (control.c): a route or fallback added later, and a listener added at the address of an
+ * existing route's or fallback's backend.
+ */
 static int check_loops(loader_t *ld)
 {
   config_t *cfg = ld->cfg;
@@ -1148,7 +1157,7 @@ static int check_loops(loader_t *ld)
     mcp_backend_t fb;
     int j;
     if (l->settings.fallback[0] && mcp_backend_parse(l->settings.fallback, &fb) == 0 &&
-        (j = config_find_loop(&fb, addrs, cfg->nlisteners)) >= 0)
+        (j = config_find_loop_any(&fb, addrs, cfg->nlisteners)) >= 0)
       ok = fail(ld, l->fallback_line,
                 "[listener \"%s\"] fallback: backend %s loops back to this proxy's listener %s",
                 l->addr, fb.text, cfg->listeners[j].addr);
@@ -1156,15 +1165,10 @@ static int check_loops(loader_t *ld)
       mcp_backend_t b;
       if (mcp_backend_parse(l->routes[r].backend, &b) != 0)
         ok = fail(ld, l->routes[r].line, "route backend no longer parses");
-      else if ((j = config_find_loop(&b, addrs, cfg->nlisteners)) >= 0)
+      else if ((j = config_find_loop_any(&b, addrs, cfg->nlisteners)) >= 0)
         ok = fail(ld, l->routes[r].line,
                   "[listener \"%s\"] route: backend %s loops back to this proxy's listener %s",
                   l->addr, b.text, cfg->listeners[j].addr);
-      else if (is_localhost_name(&b) && loops_by_name(&b, addrs, cfg->nlisteners))
-        ok = fail(ld, l->routes[r].line,
-                  "[listener \"%s\"] route: backend %s is this host's loopback on one of this "
-                  "proxy's listener ports (a loop)",
-                  l->addr, b.text);
     }
   }
   free(addrs);

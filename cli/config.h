@@ -139,6 +139,15 @@ int config_find_loop(const mcp_backend_t *backend, const struct sockaddr_storage
                      size_t n);
 
 /*
+ * config_find_loop() for any backend without DNS: IP backends as there, the names "localhost"
+ * and "*.localhost" as the loopback addresses, other hostnames never (-1: they are resolved when
+ * the admin API adds them, and checked again at every connect). Fast enough to run over every
+ * route of a large table on the loop thread.
+ */
+int config_find_loop_any(const mcp_backend_t *backend, const struct sockaddr_storage *listen_addrs,
+                         size_t n);
+
+/*
  * Parses "N/PERIOD" ("20/1s", "100/1m") or "0" (off) into count and period_ms. Returns 0, or
  * -1 with a reason in err: not N/PERIOD, a zero period ("10/0s"), or a count or period beyond
  * client_limits.h's bounds.

@@ -13,6 +13,7 @@
 #include "mcproxy/client_limits.h"
 #include "config.h"
 #include "log.h"
+#include "loops.h"
 #include "workers.h"
 
 #define MCP_STRINGIFY_(x) #x
@@ -200,6 +201,9 @@ static int validate_listener(state_t *srv, control_req_t *req, int cluster_mode)
       return fail(req, MCP_EEXIST, "listener %s already exists", canon);
     if (((struct sockaddr_in *)&ss)->sin_port == 0)
       return fail(req, MCP_EINVAL, "%s", "port 0 is not a listen port");
+    /* A listener where a route or fallback already sends would route that traffic again. */
+    if ((req->status = loops_listener_targeted(srv, canon, &ss, req->msg, sizeof(req->msg))) != 0)
+      return req->status;
     memset(&merged, 0, sizeof(merged));
   }
   int rc = merge_settings(srv, req, canon, &merged);
@@ -297,40 +301,52 @@ static int store_listener_write(mcp_store_t *st, control_req_t *req)
 }
 
 /*
- * A hostname backend that resolves to one of our own listen addresses is a loop too
- * (mcp_backend_check_loop: localhost names without DNS, others resolved within half a second).
- * It blocks, so it runs here on the work thread, before anything is written. Returns 0 to go on,
- * or -1 with req's status set.
+ * A hostname backend (a route's, or the fallback an AddListener / UpdateListener sets) that
+ * resolves to one of our own listen addresses is a loop too (mcp_backend_check_loop: localhost
+ * names without DNS, others resolved within half a second). It blocks, so it runs here on the
+ * work thread, before anything is written. Returns 0 to go on, or -1 with req's status set.
  */
 static int resolving_loop_check(control_t *ctl, control_req_t *req)
 {
+  int fallback = req->op == CONTROL_LISTENER_ADD || req->op == CONTROL_LISTENER_UPDATE;
+  const char *text = fallback ? req->settings.fallback : req->backend;
   mcp_backend_t backend;
-  if (mcp_backend_parse(req->backend, &backend) != 0 || backend.addr.sa.sa_family != AF_UNSPEC)
-    return 0; /* IP literals were checked in validate() */
+  if (fallback && !(req->set_mask & CONTROL_SET_FALLBACK))
+    return 0; /* a fallback this request does not set was checked when it was set */
+  if (!text[0] || mcp_backend_parse(text, &backend) != 0 || backend.addr.sa.sa_family != AF_UNSPEC)
+    return 0; /* none, or an IP literal (checked in validate()) */
   const struct sockaddr *addrs[ctl->nself ? ctl->nself : 1];
   for (size_t i = 0; i < ctl->nself; i++)
     addrs[i] = (const struct sockaddr *)&ctl->self[i];
   if (mcp_backend_check_loop(&backend, addrs, ctl->nself, 0) != MCP_ELOOP)
     return 0;
-  fail(req, MCP_ELOOP, "backend %s resolves to this proxy's own listener (a loop)", req->backend);
+  fail(req, MCP_ELOOP,
+       fallback ? "fallback %s resolves to this proxy's own listener (a loop)"
+                : "backend %s resolves to this proxy's own listener (a loop)",
+       text);
   return -1;
 }
 
-/* Copies the listen addresses for resolving_loop_check. Loop thread. Returns 0 or MCP_ENOMEM. */
-static int snapshot_self(control_t *ctl)
+/*
+ * Copies the listen addresses for resolving_loop_check, with the one an AddListener has just
+ * bound (req->pending). Loop thread. Returns 0 or MCP_ENOMEM.
+ */
+static int snapshot_self(control_t *ctl, const control_req_t *req)
 {
   state_t *srv = ctl->st;
-  if (srv->nlisteners > ctl->self_cap) {
-    struct sockaddr_storage *v = realloc(ctl->self, srv->nlisteners * sizeof(*v));
+  if (srv->nlisteners + 1 > ctl->self_cap) {
+    struct sockaddr_storage *v = realloc(ctl->self, (srv->nlisteners + 1) * sizeof(*v));
     if (!v)
       return MCP_ENOMEM;
     ctl->self = v;
-    ctl->self_cap = srv->nlisteners;
+    ctl->self_cap = srv->nlisteners + 1;
   }
   ctl->nself = 0;
   for (size_t i = 0; i < srv->nlisteners; i++)
     if (mcp_listener_sockname(srv->listeners[i], &ctl->self[ctl->nself]) == 0)
       ctl->nself++;
+  if (req->pending && mcp_listener_sockname(req->pending, &ctl->self[ctl->nself]) == 0)
+    ctl->nself++;
   return 0;
 }
 
@@ -342,7 +358,8 @@ static void work_cb(uv_work_t *w)
   mcp_store_t *st = ctl->st->store;
   int rc;
   if (ctl->cluster) {
-    if (req->op == CONTROL_ROUTE_ADD && resolving_loop_check(ctl, req) != 0)
+    /* A route's backend or a listener's fallback: the same check as below. */
+    if (resolving_loop_check(ctl, req) != 0)
       return;
     req->status = cluster_write_change(cluster_etcd(ctl->cluster), cluster_prefix(ctl->cluster),
                                        req, &req->revision, req->msg, sizeof(req->msg));
@@ -369,6 +386,10 @@ static void work_cb(uv_work_t *w)
     break;
   case CONTROL_LISTENER_ADD:
   case CONTROL_LISTENER_UPDATE:
+    if (resolving_loop_check(ctl, req) != 0)
+      return;
+    rc = store_listener_write(st, req);
+    break;
   case CONTROL_LISTENER_REMOVE:
     rc = store_listener_write(st, req);
     break;
@@ -592,7 +613,7 @@ static void start_next(control_t *ctl)
   ctl->busy = 1;
   ctl->current = pop(ctl);
   ctl->work.data = ctl;
-  if (snapshot_self(ctl) != 0)
+  if (snapshot_self(ctl, ctl->current) != 0)
     ctl->nself = 0; /* out of memory: the connect-time check still holds */
   int rc = uv_queue_work(ctl->st->loop, &ctl->work, work_cb, after_work_cb);
   if (rc) {

@@ -1,5 +1,6 @@
 /* drift: the config's listeners, routes and rules against the database's. See drift.h. */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,15 +37,52 @@ void drift_free(drift_set_t *s)
   memset(s, 0, sizeof(*s));
 }
 
+/* A rate limit as "N/Pms" (exact whatever the unit it was written in), or NULL when off. */
+static const char *rate_text(uint32_t count, uint32_t period_ms, char buf[32])
+{
+  if (!count)
+    return NULL;
+  snprintf(buf, 32, "%lu/%lums", (unsigned long)count, (unsigned long)period_ms);
+  return buf;
+}
+
+int drift_add_listener(drift_set_t *s, const char *addr, const listener_settings_t *ls)
+{
+  char rate[32];
+  int err = drift_add(s, "listener %s max_connections=%lld", addr, (long long)ls->max_connections);
+  if (!err && ls->proxy_protocol)
+    err = drift_add(s, "listener %s proxy_protocol=on", addr);
+  for (size_t i = 0; i < ls->nproxy_from && !err; i++)
+    err = drift_add(s, DRIFT_PROXY_FROM_FMT, addr, ls->proxy_from[i]);
+  if (!err && ls->fallback[0])
+    err = drift_add(s, "listener %s fallback=%s", addr, ls->fallback);
+  if (!err && rate_text(ls->rate_count, ls->rate_period_ms, rate))
+    err = drift_add(s, "listener %s rate_limit=%s", addr, rate);
+  if (!err && ls->max_per_client)
+    err = drift_add(s, "listener %s max_connections_per_client=%lld", addr,
+                    (long long)ls->max_per_client);
+  return err;
+}
+
+int drift_add_route(drift_set_t *s, const char *addr, const char *hostname, const char *backend,
+                    int send_proxy)
+{
+  if (send_proxy == 1 || send_proxy == 2)
+    return drift_add(s, "route %s %s %s send-proxy-v%d", addr, hostname, backend, send_proxy);
+  return drift_add(s, "route %s %s %s", addr, hostname, backend);
+}
+
 int drift_from_config(const config_t *cfg, drift_set_t *s)
 {
   int err = 0;
   for (size_t i = 0; i < cfg->nlisteners && !err; i++) {
     const config_listener_t *cl = &cfg->listeners[i];
-    err =
-        drift_add(s, "listener %s max_connections=%lld", cl->addr, (long long)cl->max_connections);
+    listener_settings_t ls = cl->settings;
+    ls.max_connections = cl->max_connections;
+    err = drift_add_listener(s, cl->addr, &ls);
     for (size_t j = 0; j < cl->nroutes && !err; j++)
-      err = drift_add(s, "route %s %s %s", cl->addr, cl->routes[j].hostname, cl->routes[j].backend);
+      err = drift_add_route(s, cl->addr, cl->routes[j].hostname, cl->routes[j].backend,
+                            cl->routes[j].send_proxy);
   }
   for (size_t i = 0; i < cfg->nrules && !err; i++)
     err =
@@ -97,8 +135,10 @@ size_t drift_compare(drift_set_t *cfg, drift_set_t *db, char show[][256], size_t
 static int read_db(sqlite3 *db, drift_set_t *s)
 {
   static const char *const queries[] = {
-      "SELECT 'listener ' || addr || ' max_connections=' || max_connections FROM listeners",
-      "SELECT 'route ' || l.addr || ' ' || r.hostname || ' ' || r.backend FROM routes r"
+      "SELECT addr, max_connections, proxy_protocol, fallback, rate_limit_count,"
+      " rate_limit_period_ms, max_connections_per_client FROM listeners",
+      "SELECT l.addr, p.cidr FROM listener_proxy_from p JOIN listeners l ON l.id = p.listener_id",
+      "SELECT l.addr, r.hostname, r.backend, r.send_proxy FROM routes r"
       " JOIN listeners l ON l.id = r.listener_id",
       "SELECT 'rule ' || type || ' ' || value FROM firewall_rules",
   };
@@ -107,11 +147,36 @@ static int read_db(sqlite3 *db, drift_set_t *s)
     if (sqlite3_prepare_v2(db, queries[i], -1, &st, NULL) != SQLITE_OK)
       return -1;
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-      if (drift_add(s, "%s", (const char *)sqlite3_column_text(st, 0)) != 0) {
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      const char *t0 = (const char *)sqlite3_column_text(st, 0);
+      int err;
+      if (!t0) {
+        continue;
+      } else if (i == 0) {
+        /* proxy_from comes from its own table (the next query), so nproxy_from stays 0 here. */
+        listener_settings_t ls;
+        memset(&ls, 0, sizeof(ls));
+        const char *fb = (const char *)sqlite3_column_text(st, 3);
+        ls.max_connections = sqlite3_column_int64(st, 1);
+        ls.proxy_protocol = sqlite3_column_int(st, 2) != 0;
+        snprintf(ls.fallback, sizeof(ls.fallback), "%s", fb ? fb : "");
+        ls.rate_count = (uint32_t)sqlite3_column_int64(st, 4);
+        ls.rate_period_ms = (uint32_t)sqlite3_column_int64(st, 5);
+        ls.max_per_client = sqlite3_column_int64(st, 6);
+        err = drift_add_listener(s, t0, &ls);
+      } else if (i == 1) {
+        err = drift_add(s, DRIFT_PROXY_FROM_FMT, t0, (const char *)sqlite3_column_text(st, 1));
+      } else if (i == 2) {
+        err = drift_add_route(s, t0, (const char *)sqlite3_column_text(st, 1),
+                              (const char *)sqlite3_column_text(st, 2), sqlite3_column_int(st, 3));
+      } else {
+        err = drift_add(s, "%s", t0);
+      }
+      if (err) {
         rc = SQLITE_NOMEM;
         break;
       }
+    }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
       return -1;

@@ -126,7 +126,11 @@ static int check_readable(const config_t *cfg, const char *what, const char *pat
   return 0;
 }
 
-/* The effective settings, for operators and for tests of defaults and path resolution. */
+/*
+ * The effective settings, for operators and for tests of defaults and path resolution. A
+ * listener's line holds every setting (docs/man/mc-proxy.1, "check"); rate_limit is given in ms
+ * whatever unit the file used, and "none" stands for an empty proxy_from or no fallback.
+ */
 static void print_settings(const config_t *cfg)
 {
   printf("database.path = %s\n", cfg->db_path);
@@ -150,12 +154,28 @@ static void print_settings(const config_t *cfg)
   }
   printf("firewall.geoip_db = %s\n", cfg->geoip_db);
   for (size_t i = 0; i < cfg->nrules; i++)
-    printf("firewall.rule = %s %s\n", mcp_firewall_type_name(cfg->rules[i].type), cfg->rules[i].value);
+    printf("firewall.rule = %s %s\n", mcp_firewall_type_name(cfg->rules[i].type),
+           cfg->rules[i].value);
   for (size_t i = 0; i < cfg->nlisteners; i++) {
     const config_listener_t *l = &cfg->listeners[i];
-    printf("listener = %s max_connections=%lld\n", l->addr, (long long)l->max_connections);
+    const listener_settings_t *ls = &l->settings;
+    printf("listener = %s max_connections=%lld proxy_protocol=%s proxy_from=", l->addr,
+           (long long)l->max_connections, ls->proxy_protocol ? "on" : "off");
+    for (size_t j = 0; j < ls->nproxy_from; j++)
+      printf("%s%s", j ? "," : "", ls->proxy_from[j]);
+    printf("%s fallback=%s rate_limit=", ls->nproxy_from ? "" : "none",
+           ls->fallback[0] ? ls->fallback : "none");
+    if (ls->rate_count)
+      printf("%lu/%lums", (unsigned long)ls->rate_count, (unsigned long)ls->rate_period_ms);
+    else
+      printf("0");
+    printf(" max_connections_per_client=%lld\n", (long long)ls->max_per_client);
     for (size_t r = 0; r < l->nroutes; r++)
-      printf("route = %s %s %s\n", l->addr, l->routes[r].hostname, l->routes[r].backend);
+      printf("route = %s %s %s send_proxy=%s\n", l->addr, l->routes[r].hostname,
+             l->routes[r].backend,
+             l->routes[r].send_proxy == 1   ? "v1"
+             : l->routes[r].send_proxy == 2 ? "v2"
+                                            : "none");
   }
 }
 

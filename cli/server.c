@@ -138,8 +138,7 @@ static int load_listener(void *data, const char *addr, const mcp_store_listener_
   state_t *srv = &ld->run->srv;
   listener_settings_t settings;
   state_settings_from_store(ss, &settings);
-  if (drift_add(&ld->db, "listener %s max_connections=%lld", addr,
-                (long long)settings.max_connections))
+  if (drift_add_listener(&ld->db, addr, &settings))
     return MCP_ENOMEM;
   mcp_listener_config_t lc = srv->listener_config;
   lc.addr = addr;
@@ -162,7 +161,7 @@ static int load_route(void *data, const char *laddr, const char *host, const cha
                       mcp_send_proxy_t send_proxy)
 {
   load_t *ld = data;
-  if (drift_add(&ld->db, "route %s %s %s", laddr, host, backend))
+  if (drift_add_route(&ld->db, laddr, host, backend, (int)send_proxy))
     return MCP_ENOMEM;
   mcp_listener_t *l = state_find_listener(&ld->run->srv, laddr);
   if (!l)

@@ -16,6 +16,8 @@ TIMEOUT = 30  # seconds per command; generous for ASan builds on a busy machine
 SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "UndefinedBehavior")
 
 DB = "[database]\npath = mc.db\n"
+# The rest of a `check -v` listener line when every edge setting is at its default.
+DEFAULTS = " proxy_protocol=off proxy_from=none fallback=none rate_limit=0 max_connections_per_client=0"
 LONG_HOST = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])  # exactly 253 bytes
 
 
@@ -316,7 +318,7 @@ class ConfigAccepted(unittest.TestCase):
         s = settings(out)
         self.assertEqual(s["database.path"], os.path.join(self.dir, "mc-proxy.db"))
         self.assertEqual(s["grpc.addr"], "unix:" + os.path.join(self.dir, "admin.sock"))
-        self.assertEqual(s["listeners"], ["127.0.0.1:8443 max_connections=0"])
+        self.assertEqual(s["listeners"], ["127.0.0.1:8443 max_connections=0" + DEFAULTS])
 
     def test_defaults(self):
         path, out = self.check(DB)
@@ -391,11 +393,12 @@ class ConfigAccepted(unittest.TestCase):
         self.assertEqual(s["grpc.server_ca"], os.path.join(certs, "ca.pem"))
         self.assertEqual(s["rules"], ["ip 2001:db8::1", "cidr 10.0.0.0/8",
                                       "cidr 2001:db8:bad::/48"])
-        self.assertEqual(s["listeners"], ["0.0.0.0:8443 max_connections=100",
-                                          "[::1]:8444 max_connections=0"])
-        self.assertEqual(s["routes"], ["0.0.0.0:8443 app.example.com 127.0.0.1:9443",
-                                       "0.0.0.0:8443 api.example.com [::1]:9444",
-                                       "0.0.0.0:8443 svc.example.com backend.internal:443"])
+        self.assertEqual(s["listeners"], ["0.0.0.0:8443 max_connections=100" + DEFAULTS,
+                                          "[::1]:8444 max_connections=0" + DEFAULTS])
+        self.assertEqual(s["routes"], ["0.0.0.0:8443 app.example.com 127.0.0.1:9443 send_proxy=none",
+                                       "0.0.0.0:8443 api.example.com [::1]:9444 send_proxy=none",
+                                       "0.0.0.0:8443 svc.example.com backend.internal:443 "
+                                       "send_proxy=none"])
 
     def test_relative_paths_resolve_against_config_dir(self):
         os.mkdir(os.path.join(self.dir, "data"))
@@ -427,20 +430,41 @@ class ConfigAccepted(unittest.TestCase):
         p = run(["check", "-v", "-c", path])
         self.assertEqual(p.returncode, 0, p.stderr)
         s = settings(p.stdout)
-        self.assertEqual(s["routes"], ["127.0.0.1:8443 a.example.com 127.0.0.1:1",
-                                       "127.0.0.1:8443 b.example.com 127.0.0.1:2"])
+        self.assertEqual(s["routes"], ["127.0.0.1:8443 a.example.com 127.0.0.1:1 send_proxy=none",
+                                       "127.0.0.1:8443 b.example.com 127.0.0.1:2 send_proxy=none"])
 
     def test_long_ipv6_listener_section(self):
         # Longer than inih's own 50-byte section buffer; must not be cut short.
         addr = "[2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff]:65535"
         _, out = self.check(DB + '[listener "%s"]\nroute = a.example.com [::1]:1\n' % addr)
-        self.assertEqual(settings(out)["listeners"], [addr + " max_connections=0"])
+        self.assertEqual(settings(out)["listeners"], [addr + " max_connections=0" + DEFAULTS])
 
     def test_route_with_longest_hostname(self):
         _, out = self.check(DB + '[listener "127.0.0.1:8443"]\nroute = %s. [2001:db8::1]:65535\n'
                             % LONG_HOST.upper())
         self.assertEqual(settings(out)["routes"],
-                         ["127.0.0.1:8443 %s [2001:db8::1]:65535" % LONG_HOST])
+                         ["127.0.0.1:8443 %s [2001:db8::1]:65535 send_proxy=none" % LONG_HOST])
+
+    def test_edge_settings_printed(self):
+        # Every listener setting and each route's send_proxy, in whatever unit the file used.
+        _, out = self.check(DB + '[listener "127.0.0.1:8443"]\nproxy_protocol = on\n'
+                            "proxy_from = 10.1.2.3/8\nproxy_from = 2001:db8::/32\n"
+                            "fallback = Fallback.Example.NET:8443\nrate_limit = 20/2m\n"
+                            "max_connections_per_client = 7\nmax_connections = 9\n"
+                            "route = a.example.com 127.0.0.1:1 send-proxy-v1\n"
+                            "route = *.example.com [::1]:2 send-proxy-v2\n"
+                            "route = b.example.com 127.0.0.1:3\n"
+                            '[listener "127.0.0.1:8444"]\nrate_limit = 0\n')
+        s = settings(out)
+        self.assertEqual(s["listeners"], [
+            "127.0.0.1:8443 max_connections=9 proxy_protocol=on "
+            "proxy_from=10.0.0.0/8,2001:db8::/32 fallback=fallback.example.net:8443 "
+            "rate_limit=20/120000ms max_connections_per_client=7",
+            "127.0.0.1:8444 max_connections=0" + DEFAULTS])
+        self.assertEqual(s["routes"], [
+            "127.0.0.1:8443 a.example.com 127.0.0.1:1 send_proxy=v1",
+            "127.0.0.1:8443 *.example.com [::1]:2 send_proxy=v2",
+            "127.0.0.1:8443 b.example.com 127.0.0.1:3 send_proxy=none"])
 
     def test_many_rules_and_routes(self):
         # Duplicate detection must not be quadratic: 20,000 rules and routes load quickly.
