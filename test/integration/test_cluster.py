@@ -480,5 +480,32 @@ class Listeners(ClusterCase):
         self.assertEqual(self.etcd_routes(), {two.name: (two.addr(), 1)})
 
 
+    def test_listener_removed_and_added_again_while_b_was_away(self):
+        # B resumes and gets the delete and the new put of the same address in one batch: the
+        # listener is updated in place (binding a second socket there cannot work).
+        one, two = self.backend(APP), self.backend("two.example.com")
+        a, b = self.start_pair(routes=[(APP, one.addr())])
+        b.stop()
+        settings = pb.msg("ListenerSettings")
+        a.call("RemoveListener", pb.msg("RemoveListenerRequest")(listener_addr=self.laddr))
+        a.call("AddListener", pb.msg("AddListenerRequest")(
+            listener_addr=self.laddr, settings=settings(max_connections=3)))
+        a.add_route(self.laddr, two.name, two.addr())
+        b.start()
+
+        def maxc(inst):
+            return {l.addr: l.settings.max_connections for l in
+                    inst.call("ListListeners").listeners}
+        mcp.wait_for(lambda: maxc(b) == {self.laddr: 3}, SYNC_TIMEOUT,
+                     what="B to hold the listener with max_connections 3")
+        for inst in (a, b):
+            self.wait_routes(inst, {two.name: two.addr()})
+            self.tls_through(inst, two)
+            self.not_routed(inst, APP)
+        self.assertEqual(b.cluster_status().skipped_total, 0, b.log())
+        self.assertEqual(b.cluster_status().applied_revision,
+                         a.cluster_status().applied_revision)
+
+
 if __name__ == "__main__":
     unittest.main()
