@@ -217,9 +217,7 @@ static int load_state(run_t *run, char *err, size_t errlen)
     return -1;
   }
   if (empty && cfg->has_cluster) {
-    log_info("cluster mode: the database starts empty and fills from etcd; the listeners, routes "
-             "and rules in %s are not used",
-             cfg->path);
+    log_info("cluster mode: the database starts empty and fills from etcd");
   } else if (empty) {
     rc = seed(srv->store, cfg);
     if (rc) {
@@ -250,8 +248,16 @@ static int load_state(run_t *run, char *err, size_t errlen)
     return -1;
   }
 
-  report_drift(cfg, &ld.db);
+  /* In cluster mode a file without listeners and rules has nothing to compare: etcd fills the
+   * database. A file that has some is reported as elsewhere (they are not used). */
+  if (!cfg->has_cluster || cfg->nlisteners > 0 || cfg->nrules > 0)
+    report_drift(cfg, &ld.db);
   drift_free(&ld.db);
+  /* Serving without [cluster] makes this database its own source of truth: a later [cluster]
+   * must read the prefix whole instead of resuming after a revision it no longer reflects. */
+  if (!cfg->has_cluster && mcp_store_sync_forget(srv->store) != 0)
+    log_warn("%s: cannot drop the cluster sync revision: %s", cfg->db_path,
+             mcp_store_errmsg(srv->store));
 
   if (mcp_firewall_country_count(srv->firewall) > 0 && !srv->geoip) {
     snprintf(err, errlen,

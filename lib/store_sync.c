@@ -71,6 +71,13 @@ int mcp_store_set_sync_revision(mcp_store_t *st, const char *source, int64_t rev
   return code ? code : write_one(st, stmt, "recording the sync revision");
 }
 
+int mcp_store_sync_forget(mcp_store_t *st)
+{
+  sqlite3_stmt *stmt;
+  int code = prepare(st, "DELETE FROM sync_state", NULL, -1, &stmt, "dropping the sync revisions");
+  return code ? code : write_one(st, stmt, "dropping the sync revisions");
+}
+
 int mcp_store_clear(mcp_store_t *st)
 {
   sqlite3_stmt *stmt;

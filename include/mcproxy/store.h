@@ -184,6 +184,8 @@ int mcp_store_load_ex(mcp_store_t *st, const mcp_store_visitor_ex_t *visitor, vo
 int mcp_store_sync_revision(mcp_store_t *st, const char *source, int64_t *revision);
 /* Records revision for source (replacing any earlier one). */
 int mcp_store_set_sync_revision(mcp_store_t *st, const char *source, int64_t revision);
+/* Drops every recorded revision: the database is changed from elsewhere from now on. */
+int mcp_store_sync_forget(mcp_store_t *st);
 /*
  * Deletes every listener (its routes and settings with it) and every firewall rule: the first
  * step of replacing the whole state inside the caller's transaction. Sync revisions stay.
