@@ -26,7 +26,8 @@ down). Every wait is bounded. The tests:
   BadValues  not JSON, a key no pattern matches, a route of a missing listener, a listener
              value half good: each logged "cluster: skipped", counted, the rest applied.
   Listeners  routes written before their listener; listeners, settings and firewall rules
-             through A's API and etcdctl; a SIGHUP reload whose new process follows on.
+             through A's API and etcdctl; a listener removed and added again while B was away
+             (one batch on B's resume); a SIGHUP reload whose new process follows on.
 """
 
 import json
