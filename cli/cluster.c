@@ -380,6 +380,17 @@ static int prebind(cluster_t *c, batch_t *b)
     if (it->kind != ITEM_LISTENER || it->skip || it->pending)
       continue;
     if (it->is_delete) {
+      /* Deleted and put again within the batch (a watch resumed after a while, or a burst):
+       * an update of the listener, whose socket stays. Closing it and binding a new one in
+       * the same batch cannot work: the new bind finds the old socket still there. */
+      int again = 0;
+      for (size_t j = i + 1; j < b->nitems && !again; j++)
+        again = b->items[j].kind == ITEM_LISTENER && !b->items[j].is_delete && !b->items[j].skip &&
+                !strcmp(b->items[j].listener, it->listener);
+      if (again) {
+        it->skip = 1; /* superseded, not a bad value: not counted */
+        continue;
+      }
       for (size_t j = 0; j < npresent; j++)
         if (!strcmp(present[j], it->listener))
           present[j][0] = '\0';

@@ -141,6 +141,60 @@ static void item_release(item_t *it)
   memset(it, 0, sizeof(*it));
 }
 
+/*
+ * Routes keys may be written before their listener's key (or outlive a deleted listener): a
+ * full read applies them once the listener is there, so a watch must too, or instances that
+ * follow and instances that read the prefix disagree. For each listener put that stands at the
+ * end of the batch, the listener's route keys are read at the batch's revision and appended
+ * (putting a route that is already there changes nothing). 0, -1 out of memory, or an etcd
+ * error (b->error and b->msg set). Without a client (env->etcd NULL: the unit tests of parsing
+ * alone) there is nothing to read.
+ */
+static int add_listener_routes(const batch_env_t *env, batch_t *b)
+{
+  if (!env->etcd)
+    return 0;
+  size_t n = b->nitems;
+  for (size_t i = 0; i < n; i++) {
+    const item_t *l = &b->items[i];
+    if (l->kind != ITEM_LISTENER || l->is_delete || l->skip)
+      continue;
+    int later = 0;
+    for (size_t j = i + 1; j < n && !later; j++) /* a later delete or good put reads instead */
+      later = b->items[j].kind == ITEM_LISTENER && (b->items[j].is_delete || !b->items[j].skip) &&
+              !strcmp(b->items[j].listener, l->listener);
+    if (later)
+      continue;
+    char key[512], end[512], err[256];
+    int klen = snprintf(key, sizeof(key), "%sroutes/%s/", env->prefix, l->listener);
+    etcd_prefix_end(key, (size_t)klen, end);
+    etcd_range_t r = {0};
+    int rc = etcd_client_range(env->etcd, key, end, b->revision, 0, &r, err, sizeof(err));
+    if (rc == ETCD_ECOMPACTED)
+      rc = etcd_client_range(env->etcd, key, end, 0, 0, &r, err, sizeof(err));
+    if (rc) {
+      b->error = rc;
+      snprintf(b->msg, sizeof(b->msg), "reading the routes of %s: %s", l->listener, err);
+      return rc;
+    }
+    item_t *v = r.n_kvs ? realloc(b->items, (b->nitems + r.n_kvs) * sizeof(*v)) : b->items;
+    if (!v) {
+      etcd_range_release(&r);
+      return -1;
+    }
+    b->items = v;
+    for (size_t k = 0; k < r.n_kvs && !rc; k++)
+      if ((rc = parse_kv(env, b, &r.kvs[k], 0, &b->items[b->nitems])) == 0)
+        b->nitems++;
+    etcd_range_release(&r);
+    if (rc)
+      return -1;
+  }
+  return 0;
+}
+
+static void item_release(item_t *it);
+
 static int parse_events(const batch_env_t *env, batch_t *b)
 {
   size_t n = 0;
@@ -158,7 +212,18 @@ static int parse_events(const batch_env_t *env, batch_t *b)
       b->nitems++;
     }
   }
-  return 0;
+  int rc = add_listener_routes(env, b);
+  if (rc > 0 || rc < -1) {
+    /* etcd failed: the batch is parsed again from its updates when it is retried. */
+    for (size_t i = 0; i < b->nitems; i++)
+      item_release(&b->items[i]);
+    free(b->items);
+    b->items = NULL;
+    b->nitems = 0;
+    b->nskipped = 0;
+    return 0;
+  }
+  return rc;
 }
 
 /* Appends a marker item (RESET_FIREWALL, DROP_OTHERS, RESET_ROUTES). */

@@ -136,7 +136,8 @@ int etcd_client_get_prefix(etcd_client_t *c, const char *prefix, int64_t page_si
       goto out;
     }
     out->kvs = kvs;
-    memcpy(out->kvs + out->n_kvs, page.kvs, page.n_kvs * sizeof(*kvs));
+    if (page.n_kvs) /* an empty page has no array at all: memcpy from NULL is undefined */
+      memcpy(out->kvs + out->n_kvs, page.kvs, page.n_kvs * sizeof(*kvs));
     out->n_kvs += page.n_kvs;
     free(page.kvs);
     if (!page.more || page.n_kvs == 0)
