@@ -145,11 +145,28 @@ static void item_release(item_t *it)
  * Routes keys may be written before their listener's key (or outlive a deleted listener): a
  * full read applies them once the listener is there, so a watch must too, or instances that
  * follow and instances that read the prefix disagree. For each listener put that stands at the
- * end of the batch, the listener's route keys are read at the batch's revision and appended
- * (putting a route that is already there changes nothing). 0, -1 out of memory, or an etcd
- * error (b->error and b->msg set). Without a client (env->etcd NULL: the unit tests of parsing
- * alone) there is nothing to read.
+ * end of the batch and brings a listener the database lacks (or deleted earlier in the batch),
+ * the listener's route keys are read at the batch's revision and appended (putting a route that
+ * is already there changes nothing). A listener the database keeps already has every route the
+ * watch brought since it came, so a settings change reads nothing. 0, -1 out of memory, or an
+ * etcd error (b->error and b->msg set). Without a client (env->etcd NULL: the unit tests of
+ * parsing alone) there is nothing to read.
  */
+static int listener_kept(const batch_env_t *env, const batch_t *b, size_t i)
+{
+  const char *addr = b->items[i].listener;
+  for (size_t j = 0; j < i; j++)
+    if (b->items[j].kind == ITEM_LISTENER && b->items[j].is_delete &&
+        !strcmp(b->items[j].listener, addr))
+      return 0;
+  mcp_store_listener_settings_t s;
+  mcp_store_listener_settings_init(&s);
+  if (mcp_store_listener_get(env->store, addr, &s) != 0)
+    return 0; /* not there (or unreadable: reading the routes is the safe side) */
+  mcp_store_listener_settings_free(&s);
+  return 1;
+}
+
 static int add_listener_routes(const batch_env_t *env, batch_t *b)
 {
   if (!env->etcd)
@@ -163,7 +180,7 @@ static int add_listener_routes(const batch_env_t *env, batch_t *b)
     for (size_t j = i + 1; j < n && !later; j++) /* a later delete or good put reads instead */
       later = b->items[j].kind == ITEM_LISTENER && (b->items[j].is_delete || !b->items[j].skip) &&
               !strcmp(b->items[j].listener, l->listener);
-    if (later)
+    if (later || listener_kept(env, b, i))
       continue;
     char key[512], end[512], err[256];
     int klen = snprintf(key, sizeof(key), "%sroutes/%s/", env->prefix, l->listener);
