@@ -7,7 +7,7 @@ CMAKE_ARGS ?=
 DEPS := cmake make gcc clang pkg-config openssl curl \
 	libuv1-dev libsqlite3-dev libmaxminddb-dev libinih-dev \
 	libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libmbedtls-dev libcmocka-dev libjansson-dev \
-	etcd-server etcd-client \
+	etcd-server etcd-client iproute2 \
 	libmaxmind-db-writer-perl mmdb-bin python3 python3-grpcio python3-protobuf sqlite3 \
 	libclang-rt-14-dev build-essential debhelper dpkg-dev fakeroot lintian \
 	libmicrohttpd-dev protobuf-compiler grpc-proto prometheus valgrind \

@@ -289,6 +289,49 @@ static void format_uptime(int64_t secs, char *buf, size_t len)
     snprintf(buf, len, "%" PRId64 "s", s);
 }
 
+/* Unix seconds as "2026-12-03T10:00:00Z". */
+static void format_utc(int64_t unix_s, char *buf, size_t len)
+{
+  time_t t = (time_t)unix_s;
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void print_cluster_status(const McProxy__V1__ClusterStatus *cs, int json)
+{
+  if (json) {
+    if (!cs || !cs->enabled) {
+      printf("{\"enabled\":false}");
+      return;
+    }
+    printf("{\"enabled\":true,\"prefix\":");
+    json_str(cs->prefix);
+    printf(",\"connected\":%s,\"endpoint\":", cs->connected ? "true" : "false");
+    json_str(cs->endpoint);
+    printf(",\"since_unix\":%" PRId64 ",\"applied_revision\":%" PRId64
+           ",\"skipped_total\":%" PRId64 ",\"last_error\":",
+           cs->since_unix, cs->applied_revision, cs->skipped_total);
+    json_str(cs->last_error);
+    printf("}");
+    return;
+  }
+  if (!cs || !cs->enabled)
+    return; /* single-host mode: nothing to say */
+  char since[32];
+  format_utc(cs->since_unix, since, sizeof(since));
+  if (cs->connected)
+    printf("cluster: connected to %s since %s; prefix %s; applied revision %" PRId64
+           "; %" PRId64 " values skipped\n",
+           cs->endpoint, since, cs->prefix, cs->applied_revision, cs->skipped_total);
+  else
+    printf("cluster: DISCONNECTED since %s (%s); serving applied revision %" PRId64
+           " of prefix %s; admin changes are refused\n",
+           since, cs->last_error, cs->applied_revision, cs->prefix);
+  if (cs->connected && cs->skipped_total > 0 && cs->last_error[0])
+    printf("  last skipped: %s\n", cs->last_error);
+}
+
 static void print_status(const McProxy__V1__GetStatusResponse *st, int json)
 {
   int64_t now = (int64_t)time(NULL);
@@ -319,7 +362,9 @@ static void print_status(const McProxy__V1__GetStatusResponse *st, int json)
       print_settings_json(l->settings);
       printf("}");
     }
-    printf("]}\n");
+    printf("],\"cluster\":");
+    print_cluster_status(st->cluster, 1);
+    printf("}\n");
     return;
   }
   char up[64], since[32];
@@ -329,7 +374,9 @@ static void print_status(const McProxy__V1__GetStatusResponse *st, int json)
   strftime(since, sizeof(since), "%Y-%m-%dT%H:%M:%SZ", &tm);
   format_uptime(now - st->started_at_unix, up, sizeof(up));
   printf("mc-proxy %s, up %s (since %s)\n", st->version, up, since);
-  printf("firewall rules: %d\n\n", st->firewall_rule_count);
+  printf("firewall rules: %d\n", st->firewall_rule_count);
+  print_cluster_status(st->cluster, 0);
+  printf("\n");
   printf("%-24s %6s %16s %10s %9s %9s %9s\n", "LISTENER", "ROUTES", "ACTIVE/MAX", "ACCEPTED",
          "LIMITED", "BLOCKED", "UNROUTED");
   for (size_t i = 0; i < st->n_listeners; i++) {

@@ -54,4 +54,8 @@ void json_str(const char *s);
 void format_settings(const McProxy__V1__ListenerSettings *s, char *buf, size_t len);
 void print_settings_json(const McProxy__V1__ListenerSettings *s);
 
+/* Cluster mode's state (GetStatus) as text lines, or as a JSON object with --json. Text prints
+ * nothing when cluster mode is off. */
+void print_cluster_status(const McProxy__V1__ClusterStatus *cs, int json);
+
 #endif

@@ -166,6 +166,20 @@ static void do_get_status(void *ctx, admin_call_t *c)
   resp.n_listeners = n;
   resp.listeners = lp;
   resp.firewall_rule_count = srv->firewall ? (int32_t)mcp_firewall_count(srv->firewall) : 0;
+  McProxy__V1__ClusterStatus cpb = MC_PROXY__V1__CLUSTER_STATUS__INIT;
+  cluster_status_t cs;
+  if (rpc->cluster) {
+    cluster_get_status(rpc->cluster, &cs);
+    cpb.enabled = 1;
+    cpb.prefix = (char *)cluster_prefix(rpc->cluster);
+    cpb.connected = cs.connected;
+    cpb.endpoint = cs.endpoint;
+    cpb.since_unix = cs.since_unix;
+    cpb.applied_revision = cs.applied_revision;
+    cpb.skipped_total = (int64_t)cs.skipped_total;
+    cpb.last_error = cs.last_error;
+    resp.cluster = &cpb;
+  }
   admin_call_reply(c, GRPC_STATUS_OK, "", &resp.base);
   settings_free(&sp);
   free(lp);

@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "admin_server.h"
+#include "cluster.h"
 #include "control.h"
 #include "state.h"
 
@@ -17,6 +18,7 @@
 typedef struct admin_rpc_s {
   state_t *st;
   control_t *ctl;
+  cluster_t *cluster; /* NULL without [cluster] */
 } admin_rpc_t;
 
 extern const admin_method_t admin_rpc_methods[];

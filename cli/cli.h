@@ -18,6 +18,7 @@ int cmd_routes(int argc, char **argv);   /* admin_cmds.c */
 int cmd_firewall(int argc, char **argv); /* admin_cmds.c */
 int cmd_listener(int argc, char **argv); /* listener_cmds.c */
 int cmd_certs(int argc, char **argv);    /* certs_cmd.c */
+int cmd_cluster(int argc, char **argv);  /* cluster_cmds.c */
 
 /* Prints the "see --help" hint for a usage error and returns EXIT_USAGE. cli.c */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

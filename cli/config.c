@@ -70,6 +70,7 @@ typedef enum section_e {
   SEC_GRPC,
   SEC_FIREWALL,
   SEC_LISTENER,
+  SEC_CLUSTER,
   SEC_METRICS,
   SEC_COUNT
 } section_t;
@@ -79,6 +80,7 @@ static const char *const section_names[SEC_COUNT] = {
     [SEC_PROXY] = "proxy",
     [SEC_GRPC] = "grpc",
     [SEC_FIREWALL] = "firewall",
+    [SEC_CLUSTER] = "cluster",
 };
 
 typedef enum kind_e {
@@ -89,7 +91,9 @@ typedef enum kind_e {
   KIND_LOG_LEVEL,
   KIND_GRPC_ADDR,
   KIND_MODE,
-  KIND_CLIENT_AUTH
+  KIND_CLIENT_AUTH,
+  KIND_ETCD_ENDPOINTS,
+  KIND_ETCD_PREFIX
 } kind_t;
 
 /* The single-valued keys, each of which may appear once in the file. */
@@ -112,6 +116,11 @@ typedef enum key_id_e {
   K_CLIENT_KEY,
   K_SERVER_CA,
   K_GEOIP_DB,
+  K_ETCD,
+  K_ETCD_PREFIX,
+  K_ETCD_CA,
+  K_ETCD_CERT,
+  K_ETCD_KEY,
   K_COUNT
 } key_id_t;
 
@@ -143,6 +152,11 @@ static const struct key_def_s {
     [K_CLIENT_KEY] = {SEC_GRPC, "client_key", KIND_PATH, FIELD(client_key)},
     [K_SERVER_CA] = {SEC_GRPC, "server_ca", KIND_PATH, FIELD(server_ca)},
     [K_GEOIP_DB] = {SEC_FIREWALL, "geoip_db", KIND_PATH, FIELD(geoip_db)},
+    [K_ETCD] = {SEC_CLUSTER, "etcd", KIND_ETCD_ENDPOINTS, FIELD(etcd_endpoints)},
+    [K_ETCD_PREFIX] = {SEC_CLUSTER, "prefix", KIND_ETCD_PREFIX, FIELD(cluster_prefix)},
+    [K_ETCD_CA] = {SEC_CLUSTER, "etcd_ca", KIND_PATH, FIELD(etcd_ca)},
+    [K_ETCD_CERT] = {SEC_CLUSTER, "etcd_cert", KIND_PATH, FIELD(etcd_cert)},
+    [K_ETCD_KEY] = {SEC_CLUSTER, "etcd_key", KIND_PATH, FIELD(etcd_key)},
 #undef FIELD
 };
 
@@ -462,8 +476,8 @@ static int parse_section(loader_t *ld, char *line)
   }
   if (!strcmp(name, "metrics"))
     return start_metrics(ld);
-  for (int s = SEC_DATABASE; s <= SEC_FIREWALL; s++) {
-    if (strcmp(name, section_names[s]) != 0)
+  for (int s = SEC_DATABASE; s <= SEC_CLUSTER; s++) {
+    if (!section_names[s] || strcmp(name, section_names[s]) != 0)
       continue;
     if (ld->sec_line[s])
       return fail(ld, ld->line, "duplicate section [%s], first on line %d", name, ld->sec_line[s]);
@@ -472,6 +486,8 @@ static int parse_section(loader_t *ld, char *line)
     snprintf(ld->sec_label, sizeof(ld->sec_label), "[%s]", name);
     if (s == SEC_GRPC)
       ld->cfg->has_grpc = 1;
+    if (s == SEC_CLUSTER)
+      ld->cfg->has_cluster = 1;
     return 1;
   }
   return fail(ld, ld->line, "unknown section [" SHOW "]", name);
@@ -530,6 +546,76 @@ static char *read_line(char *buf, int num, void *stream)
   if (buf[0] == '[' && !parse_section(ld, buf))
     return NULL;
   return buf;
+}
+
+/* ---- [cluster] ---- */
+
+/*
+ * etcd = URL[, URL...]: each "http://HOST:PORT" or "https://HOST:PORT" (no path), separated by
+ * commas and/or blanks, at most CONFIG_ETCD_MAX_ENDPOINTS of them.
+ */
+static int set_etcd_endpoints(loader_t *ld, const char *value)
+{
+  config_t *cfg = ld->cfg;
+  const char *p = value;
+  cfg->netcd = 0;
+  while (*p) {
+    while (*p == ',' || is_blank(*p))
+      p++;
+    if (!*p)
+      break;
+    size_t len = strcspn(p, ", \t");
+    if (cfg->netcd == CONFIG_ETCD_MAX_ENDPOINTS)
+      return fail(ld, ld->line, "[cluster] etcd: at most %d endpoints", CONFIG_ETCD_MAX_ENDPOINTS);
+    if (len >= sizeof(cfg->etcd_endpoints[0]))
+      return fail(ld, ld->line, "[cluster] etcd: endpoint \"%.40s...\" is too long", p);
+    char *url = cfg->etcd_endpoints[cfg->netcd];
+    memcpy(url, p, len);
+    url[len] = '\0';
+    size_t scheme = !strncmp(url, "http://", 7) ? 7 : !strncmp(url, "https://", 8) ? 8 : 0;
+    mcp_backend_t b;
+    if (!scheme || strchr(url + scheme, '/') || mcp_backend_parse(url + scheme, &b) != 0)
+      return fail(ld, ld->line,
+                  "[cluster] etcd: bad endpoint \"" SHOW "\" (expected http://HOST:PORT or "
+                  "https://HOST:PORT)",
+                  url);
+    cfg->netcd++;
+    p += len;
+  }
+  if (cfg->netcd == 0)
+    return fail(ld, ld->line, "[cluster] etcd: no endpoint given");
+  return 1;
+}
+
+/* prefix = the key prefix of this fleet's state: printable, no blanks, ends with '/'. */
+static int set_etcd_prefix(loader_t *ld, const char *value)
+{
+  size_t len = strlen(value);
+  int ok = len >= 1 && len < sizeof(ld->cfg->cluster_prefix) && value[len - 1] == '/';
+  for (size_t i = 0; ok && i < len; i++)
+    ok = value[i] > ' ' && value[i] < 0x7f;
+  if (!ok)
+    return fail(ld, ld->line,
+                "[cluster] prefix: \"" SHOW "\" is not a key prefix (printable ASCII without "
+                "blanks, ending with '/', at most %zu bytes)",
+                value, sizeof(ld->cfg->cluster_prefix) - 1);
+  memcpy(ld->cfg->cluster_prefix, value, len + 1);
+  return 1;
+}
+
+static int check_cluster(loader_t *ld)
+{
+  config_t *cfg = ld->cfg;
+  if (!cfg->has_cluster)
+    return 1;
+  if (cfg->netcd == 0)
+    return fail(ld, ld->sec_line[SEC_CLUSTER], "[cluster] etcd is required in a [cluster] section");
+  if (!cfg->etcd_cert[0] != !cfg->etcd_key[0])
+    return fail(ld, ld->sec_line[SEC_CLUSTER],
+                "[cluster] etcd_cert and etcd_key go together (both or neither)");
+  if (!cfg->cluster_prefix[0])
+    snprintf(cfg->cluster_prefix, sizeof(cfg->cluster_prefix), "%s", CONFIG_ETCD_PREFIX);
+  return 1;
 }
 
 /* ---- keys ---- */
@@ -631,6 +717,12 @@ static int set_single(loader_t *ld, key_id_t id, const char *value)
       cfg->grpc_is_unix = 0;
       return 1;
     }
+
+  case KIND_ETCD_ENDPOINTS:
+    return set_etcd_endpoints(ld, value);
+
+  case KIND_ETCD_PREFIX:
+    return set_etcd_prefix(ld, value);
   }
   return fail(ld, ld->line, "internal error: unhandled key kind");
 }
@@ -1089,6 +1181,8 @@ static int check_whole(loader_t *ld)
   if (!cfg->db_path[0])
     return fail(ld, 0, "[database] path is required");
   if (!check_metrics(ld))
+    return 0;
+  if (!check_cluster(ld))
     return 0;
   if (!check_grpc(ld))
     return 0;

@@ -28,6 +28,10 @@
  */
 #define CONFIG_MAX_CONNECTIONS_MAX 1000000000
 
+/* [cluster]: at most this many etcd endpoints, and the key prefix when none is given. */
+#define CONFIG_ETCD_MAX_ENDPOINTS 16
+#define CONFIG_ETCD_PREFIX "/mc-proxy/"
+
 typedef struct config_route_s {
   char hostname[MCP_HOSTNAME_MAX + 1]; /* normalised; may be a wildcard "*.example.com" */
   char backend[MCP_BACKEND_MAX];       /* canonical */
@@ -94,6 +98,16 @@ typedef struct config_s {
   /* [metrics]; has_metrics is 0 when the section is absent. */
   int has_metrics;
   char metrics_addr[CONFIG_ADDR_MAX]; /* canonical IPv4:port or [IPv6]:port */
+
+  /*
+   * [cluster]: the desired state comes from etcd (docs/SCALING.md); has_cluster is 0 when the
+   * section is absent. The prefix defaults to CONFIG_ETCD_PREFIX.
+   */
+  int has_cluster;
+  char etcd_endpoints[CONFIG_ETCD_MAX_ENDPOINTS][MCP_BACKEND_MAX + 16]; /* http(s)://HOST:PORT */
+  int netcd;
+  char cluster_prefix[256];
+  char etcd_ca[PATH_MAX], etcd_cert[PATH_MAX], etcd_key[PATH_MAX];
 
   /* [firewall] */
   char geoip_db[PATH_MAX];

@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "control.h"
+#include "cluster.h"
+#include "cluster_write.h"
 #include "mcproxy/client_limits.h"
 #include "config.h"
 #include "log.h"
@@ -35,7 +37,13 @@ struct control_s {
    */
   struct sockaddr_storage *self;
   size_t nself, self_cap;
+  cluster_t *cluster; /* cluster mode: changes go to etcd (control_set_cluster) */
 };
+
+void control_set_cluster(control_t *ctl, cluster_t *cluster)
+{
+  ctl->cluster = cluster;
+}
 
 control_t *control_new(state_t *st)
 {
@@ -168,7 +176,7 @@ static int bind_new_listener(state_t *srv, control_req_t *req)
   return 0;
 }
 
-static int validate_listener(state_t *srv, control_req_t *req)
+static int validate_listener(state_t *srv, control_req_t *req, int cluster_mode)
 {
   struct sockaddr_storage ss;
   char canon[CONFIG_ADDR_MAX];
@@ -202,18 +210,19 @@ static int validate_listener(state_t *srv, control_req_t *req)
   if (rc)
     return rc;
   req->settings = merged;
-  return req->op == CONTROL_LISTENER_ADD ? bind_new_listener(srv, req) : 0;
+  /* In cluster mode the listener is bound when the change comes back through the watch. */
+  return req->op == CONTROL_LISTENER_ADD && !cluster_mode ? bind_new_listener(srv, req) : 0;
 }
 
 /* Checks req against the live state and normalises its strings in place. Loop thread. */
-static int validate(state_t *srv, control_req_t *req)
+static int validate(state_t *srv, control_req_t *req, int cluster_mode)
 {
   char canon[MCP_BACKEND_MAX];
   mcp_listener_t *l = NULL;
 
   if (req->op == CONTROL_LISTENER_ADD || req->op == CONTROL_LISTENER_UPDATE ||
       req->op == CONTROL_LISTENER_REMOVE)
-    return validate_listener(srv, req);
+    return validate_listener(srv, req, cluster_mode);
   if (req->op == CONTROL_ROUTE_ADD || req->op == CONTROL_ROUTE_REMOVE ||
       req->op == CONTROL_SET_MAX_CONNECTIONS) {
     req->listener[sizeof(req->listener) - 1] = '\0';
@@ -266,6 +275,9 @@ static int validate(state_t *srv, control_req_t *req)
     if (req->max_connections < 0 || req->max_connections > CONFIG_MAX_CONNECTIONS_MAX)
       return fail(req, MCP_ERANGE, "max_connections must be from 0 to %s",
                   MCP_STRINGIFY(CONFIG_MAX_CONNECTIONS_MAX));
+    /* Cluster mode writes the listener's whole value: its settings with this one changed. */
+    req->settings = srv->settings[state_listener_index(srv, req->listener)];
+    req->settings.max_connections = req->max_connections;
     return 0;
   case CONTROL_LISTENER_ADD:
   case CONTROL_LISTENER_REMOVE:
@@ -345,6 +357,14 @@ static void work_cb(uv_work_t *w)
   control_req_t *req = ctl->current;
   mcp_store_t *st = ctl->st->store;
   int rc;
+  if (ctl->cluster) {
+    /* A route's backend or a listener's fallback: the same check as below. */
+    if (resolving_loop_check(ctl, req) != 0)
+      return;
+    req->status = cluster_write_change(cluster_etcd(ctl->cluster), cluster_prefix(ctl->cluster),
+                                       req, &req->revision, req->msg, sizeof(req->msg));
+    return;
+  }
   switch (req->op) {
   case CONTROL_ROUTE_ADD:
     if (resolving_loop_check(ctl, req) != 0)
@@ -523,12 +543,31 @@ static control_req_t *pop(control_t *ctl)
   return req;
 }
 
+/* Cluster mode: this instance applied the change (or gave up waiting); answer it. */
+static void on_applied(void *data, int status)
+{
+  control_req_t *req = data;
+  req->status = status;
+  finish(req);
+}
+
 static void after_work_cb(uv_work_t *w, int status)
 {
   control_t *ctl = w->data;
   control_req_t *req = ctl->current;
 
   state_free_retired(ctl->st);
+  if (ctl->cluster) {
+    /* Written to etcd: the next change may start while this one waits for the watch. */
+    ctl->busy = 0;
+    ctl->current = NULL;
+    if (req->status == 0)
+      cluster_wait(ctl->cluster, req->revision, on_applied, req, req->msg, sizeof(req->msg));
+    else
+      finish(req);
+    start_next(ctl);
+    return;
+  }
   if (req->status == 0 && (req->op == CONTROL_LISTENER_ADD || req->op == CONTROL_LISTENER_REMOVE)) {
     size_t index = 0;
     int rc = apply_listener(ctl->st, req, &index);
@@ -597,7 +636,20 @@ void control_submit(control_t *ctl, control_req_t *req)
     refuse_stopping(req);
     return;
   }
-  if (validate(ctl->st, req) != 0) {
+  if (ctl->cluster) {
+    cluster_status_t cs;
+    cluster_get_status(ctl->cluster, &cs);
+    if (!cs.connected) {
+      req->status = MCP_EBUSY;
+      snprintf(req->msg, sizeof(req->msg),
+               "etcd is unreachable (%s); nothing was changed: this instance serves its last "
+               "applied state (revision %lld)",
+               cs.last_error[0] ? cs.last_error : "disconnected", (long long)cs.applied_revision);
+      finish(req);
+      return;
+    }
+  }
+  if (validate(ctl->st, req, ctl->cluster != NULL) != 0) {
     finish(req);
     return;
   }

@@ -74,6 +74,7 @@ struct control_req_s {
   /* Private to control.c. */
   control_t *ctl;
   mcp_listener_t *pending; /* CONTROL_LISTENER_ADD: bound on the main loop, not yet saved */
+  int64_t revision;        /* cluster mode: the etcd revision the change was committed at */
   int status;
   char msg[512];
   control_req_t *next;
@@ -84,6 +85,15 @@ struct control_req_s {
  * Loop thread (st->loop).
  */
 control_t *control_new(state_t *st);
+
+/*
+ * Cluster mode (cluster.h): from now on changes are validated here as before, then written to
+ * etcd instead of the database (cluster_write.h), and answered once this instance has applied
+ * them through its watch; while etcd is unreachable they are refused with MCP_EBUSY at once.
+ * A listener is bound when the change comes back from etcd, not before.
+ */
+struct cluster_s;
+void control_set_cluster(control_t *ctl, struct cluster_s *cluster);
 
 /* Queues req (owned by the caller until done). Loop thread only. */
 void control_submit(control_t *ctl, control_req_t *req);

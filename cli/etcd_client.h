@@ -83,14 +83,16 @@ typedef struct etcd_range_s {
   int64_t revision;
   etcd_kv_t *kvs;
   size_t n_kvs;
-  int more; /* 1 if a limit cut the result short */
+  int more;      /* 1 if a limit cut the result short */
+  int64_t count; /* etcd_client_range: how many keys the range holds, whatever the limit */
 } etcd_range_t;
 
 /* Frees what a range result holds (not the struct). Safe on a zeroed struct. */
 void etcd_range_release(etcd_range_t *r);
 
 /* The range_end that makes [prefix, range_end) every key starting with prefix, written to buf
- * (prefix_len + 1 bytes at most); returns its length (0 = "to the end of the keyspace"). */
+ * NUL-terminated (prefix_len + 1 bytes at most); returns its length (0 = "to the end of the
+ * keyspace"). */
 size_t etcd_prefix_end(const char *prefix, size_t prefix_len, char *buf);
 
 /*
@@ -125,9 +127,16 @@ typedef enum etcd_cmp_target_e {
   ETCD_TARGET_VALUE = 3,
 } etcd_cmp_target_t;
 
-/* "key's target <result> number (or value)". */
+/*
+ * "key's target <result> number (or value)". With range_end, the compare covers every key in
+ * [key, range_end) and holds only when it holds for each of them; over a range with no key it
+ * is made against an absent key (version, create and mod revision 0), so "VERSION EQUAL 0" over
+ * a prefix's range holds exactly when nothing exists under the prefix. A VALUE compare over an
+ * empty range never holds.
+ */
 typedef struct etcd_compare_s {
   const char *key;
+  const char *range_end; /* NULL = the one key; etcd_prefix_end gives a prefix's */
   etcd_cmp_target_t target;
   etcd_cmp_result_t result;
   int64_t number;    /* VERSION, CREATE, MOD */

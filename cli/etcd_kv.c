@@ -35,9 +35,9 @@ size_t etcd_prefix_end(const char *prefix, size_t prefix_len, char *buf)
   /* Drop trailing 0xff bytes, then add one to the last byte left. */
   while (prefix_len > 0 && (unsigned char)buf[prefix_len - 1] == 0xff)
     prefix_len--;
-  if (prefix_len == 0)
-    return 0;
-  buf[prefix_len - 1] = (char)((unsigned char)buf[prefix_len - 1] + 1);
+  if (prefix_len > 0)
+    buf[prefix_len - 1] = (char)((unsigned char)buf[prefix_len - 1] + 1);
+  buf[prefix_len] = '\0'; /* callers pass it on as a C string */
   return prefix_len;
 }
 
@@ -80,6 +80,7 @@ static int range_bytes(etcd_client_t *c, const char *key, size_t key_len, const 
   Etcdserverpb__RangeResponse *resp = (Etcdserverpb__RangeResponse *)msg;
   out->revision = resp->header ? resp->header->revision : 0;
   out->more = resp->more;
+  out->count = resp->count;
   rc = append_kvs(out, resp);
   if (rc)
     snprintf(err, errlen, "out of memory");
@@ -135,7 +136,8 @@ int etcd_client_get_prefix(etcd_client_t *c, const char *prefix, int64_t page_si
       goto out;
     }
     out->kvs = kvs;
-    memcpy(out->kvs + out->n_kvs, page.kvs, page.n_kvs * sizeof(*kvs));
+    if (page.n_kvs) /* an empty page has no array at all: memcpy from NULL is undefined */
+      memcpy(out->kvs + out->n_kvs, page.kvs, page.n_kvs * sizeof(*kvs));
     out->n_kvs += page.n_kvs;
     free(page.kvs);
     if (!page.more || page.n_kvs == 0)
@@ -225,6 +227,7 @@ static int fill_compares(const etcd_compare_t *cmp, size_t n, Etcdserverpb__Comp
     if (!cmp[i].key || (unsigned)cmp[i].result > ETCD_CMP_NOT_EQUAL)
       return ETCD_EINVAL;
     m[i].key = bytes_of(cmp[i].key);
+    m[i].range_end = bytes_of(cmp[i].range_end);
     m[i].result = (Etcdserverpb__Compare__CompareResult)cmp[i].result;
     m[i].target = (Etcdserverpb__Compare__CompareTarget)cmp[i].target;
     switch (cmp[i].target) {

@@ -20,6 +20,7 @@ static const char usage[] =
     "  routes list|add|remove -c FILE ...     show or change routes\n"
     "  firewall list|add|remove -c FILE ...   show or change firewall rules\n"
     "  listener set-max-connections -c FILE ADDR N\n"
+    "  cluster import|status -c FILE          fleet mode: push this state into etcd, or compare\n"
     "  certs --out DIR [--san NAME]...        write a local admin CA, server and client cert\n"
     "  version                                print the version\n"
     "\n"
@@ -32,6 +33,7 @@ static const struct {
     {"server", cmd_server},     {"check", cmd_check},   {"snapshot", cmd_snapshot},
     {"status", cmd_status},     {"routes", cmd_routes}, {"firewall", cmd_firewall},
     {"listener", cmd_listener}, {"certs", cmd_certs},   {"reload", cmd_reload},
+    {"cluster", cmd_cluster},
 };
 
 int main(int argc, char **argv)

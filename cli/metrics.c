@@ -62,6 +62,47 @@ static struct {
   int64_t firewall_rules;
 } g;
 
+/* Cluster mode (metrics_cluster): relaxed atomics, written by the main loop, read by scrapes. */
+static atomic_int g_cluster_on;
+static atomic_int g_cluster_connected;
+static _Atomic int64_t g_cluster_revision;
+static _Atomic int64_t g_cluster_since;
+static _Atomic uint64_t g_cluster_skipped;
+
+void metrics_cluster(bool connected, int64_t since_unix, int64_t applied_revision,
+                     uint64_t skipped_total)
+{
+  atomic_store_explicit(&g_cluster_connected, connected, memory_order_relaxed);
+  atomic_store_explicit(&g_cluster_since, since_unix, memory_order_relaxed);
+  atomic_store_explicit(&g_cluster_revision, applied_revision, memory_order_relaxed);
+  atomic_store_explicit(&g_cluster_skipped, skipped_total, memory_order_relaxed);
+  atomic_store_explicit(&g_cluster_on, 1, memory_order_release);
+}
+
+static void render_cluster(prom_buf_t *b)
+{
+  if (!atomic_load_explicit(&g_cluster_on, memory_order_acquire))
+    return;
+  prom_family(b, "mcproxy_cluster_connected", PROM_GAUGE,
+              "1 while the watch on etcd is up, 0 while this instance serves its last state.");
+  prom_sample(b, "mcproxy_cluster_connected", NULL, 0,
+              atomic_load_explicit(&g_cluster_connected, memory_order_relaxed));
+  prom_family(b, "mcproxy_cluster_connected_since_seconds", PROM_GAUGE,
+              "When mcproxy_cluster_connected last changed (unix time): connected or "
+              "disconnected since then.");
+  prom_sample(b, "mcproxy_cluster_connected_since_seconds", NULL, 0,
+              (double)atomic_load_explicit(&g_cluster_since, memory_order_relaxed));
+  prom_family(b, "mcproxy_cluster_applied_revision", PROM_GAUGE,
+              "The etcd revision the database and memory reflect.");
+  prom_sample(b, "mcproxy_cluster_applied_revision", NULL, 0,
+              (double)atomic_load_explicit(&g_cluster_revision, memory_order_relaxed));
+  prom_family(b, "mcproxy_cluster_skipped_values_total", PROM_COUNTER,
+              "Values under the prefix that were reported and skipped (bad JSON, unknown key, "
+              "no such listener).");
+  prom_sample_u64(b, "mcproxy_cluster_skipped_values_total", NULL, 0,
+                  atomic_load_explicit(&g_cluster_skipped, memory_order_relaxed));
+}
+
 /* ---- counting (loop threads) ---- */
 
 static mline_t *mline_new(mloop_t *lp, const char *name)
@@ -332,6 +373,7 @@ static char *render(void *data, size_t *len)
   prom_family(&b, "mcproxy_firewall_rules", PROM_GAUGE, "Firewall rules in force.");
   prom_sample(&b, "mcproxy_firewall_rules", NULL, 0, (double)rules);
   render_admin(&b);
+  render_cluster(&b);
   prom_family(&b, "mcproxy_log_lines_dropped_total", PROM_COUNTER,
               "Log lines dropped because the log could not keep up.");
   prom_sample_u64(&b, "mcproxy_log_lines_dropped_total", NULL, 0, log_dropped_total());

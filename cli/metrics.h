@@ -60,6 +60,14 @@ void metrics_set_serving(bool serving);
  * any thread (the admin server's completion-queue thread asks). */
 bool metrics_serving(void);
 
+/*
+ * Cluster mode's state for mcproxy_cluster_connected, _connected_since_seconds (when connected
+ * last changed), _applied_revision and _skipped_values_total (absent until the first call). Any thread; cluster.c calls it on each
+ * change.
+ */
+void metrics_cluster(bool connected, int64_t since_unix, int64_t applied_revision,
+                     uint64_t skipped_total);
+
 /* Main loop: stops the endpoint and the refresh. Safe when never started. */
 void metrics_stop(void);
 

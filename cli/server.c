@@ -22,6 +22,7 @@
 #include "admin_rpc.h"
 #include "admin_server.h"
 #include "cli.h"
+#include "cluster.h"
 #include "config.h"
 #include "control.h"
 #include "drift.h"
@@ -37,6 +38,7 @@
 typedef struct run_s {
   state_t srv;
   control_t *ctl;        /* admin changes, one at a time (control.h) */
+  cluster_t *cluster;    /* cluster mode's sync (cluster.h); NULL without [cluster] */
   admin_server_t *admin; /* NULL without [grpc], or once stopped */
   admin_rpc_t rpc;       /* what the admin methods work on */
   uv_signal_t sigterm, sigint, sighup;
@@ -214,7 +216,9 @@ static int load_state(run_t *run, char *err, size_t errlen)
     snprintf(err, errlen, "%s: %s", cfg->db_path, mcp_store_errmsg(srv->store));
     return -1;
   }
-  if (empty) {
+  if (empty && cfg->has_cluster) {
+    log_info("cluster mode: the database starts empty and fills from etcd");
+  } else if (empty) {
     rc = seed(srv->store, cfg);
     if (rc) {
       snprintf(err, errlen, "%s: seeding from the config failed: %s", cfg->db_path,
@@ -244,8 +248,16 @@ static int load_state(run_t *run, char *err, size_t errlen)
     return -1;
   }
 
-  report_drift(cfg, &ld.db);
+  /* In cluster mode a file without listeners and rules has nothing to compare: etcd fills the
+   * database. A file that has some is reported as elsewhere (they are not used). */
+  if (!cfg->has_cluster || cfg->nlisteners > 0 || cfg->nrules > 0)
+    report_drift(cfg, &ld.db);
   drift_free(&ld.db);
+  /* Serving without [cluster] makes this database its own source of truth: a later [cluster]
+   * must read the prefix whole instead of resuming after a revision it no longer reflects. */
+  if (!cfg->has_cluster && mcp_store_sync_forget(srv->store) != 0)
+    log_warn("%s: cannot drop the cluster sync revision: %s", cfg->db_path,
+             mcp_store_errmsg(srv->store));
 
   if (mcp_firewall_country_count(srv->firewall) > 0 && !srv->geoip) {
     snprintf(err, errlen,
@@ -331,6 +343,7 @@ static void begin_shutdown(run_t *run)
     mcp_listener_stop(srv->listeners[i]);
   workers_stop_accepting(srv);
   control_stop(run->ctl);
+  cluster_stop(run->cluster); /* answers the admin changes still waiting for the watch */
   run->drain_deadline = uv_now(srv->loop) + srv->cfg->shutdown_timeout_ms;
   uv_timer_start(&run->drain_poll, on_drain_poll, 0, 50);
 }
@@ -381,6 +394,10 @@ static void reload_resume(run_t *run, const char *why)
     control_free(run->ctl);
     run->ctl = control_new(srv);
     run->rpc.ctl = run->ctl;
+    if (run->ctl && run->cluster) {
+      control_set_cluster(run->ctl, run->cluster);
+      cluster_resume(run->cluster);
+    }
     char err[512];
     if (run->ctl && srv->cfg->has_grpc &&
         admin_server_start(srv->loop, srv->cfg, admin_rpc_methods, admin_rpc_nmethods, &run->rpc,
@@ -422,7 +439,7 @@ static void on_reload_poll(uv_timer_t *t)
 {
   run_t *run = t->data;
   state_t *srv = &run->srv;
-  if (control_busy(run->ctl))
+  if (control_busy(run->ctl) || cluster_busy(run->cluster))
     return;
   uv_timer_stop(t);
   if (run->stopping) { /* SIGTERM came first: no hand-over */
@@ -468,8 +485,10 @@ static void begin_reload(run_t *run)
   log_info("SIGHUP: %s passes check; handing over to a new process of the binary on disk",
            srv->cfg->path);
   run->reloading = 1;
-  /* Queued admin changes are refused (UNAVAILABLE); the one in flight completes first. */
+  /* Queued admin changes are refused (UNAVAILABLE); the one in flight completes first. So does
+   * a cluster batch being written: the new process resumes after its revision. */
   control_stop(run->ctl);
+  cluster_stop(run->cluster);
   uv_timer_start(&run->reload_poll, on_reload_poll, 0, 20);
 }
 
@@ -490,6 +509,11 @@ static void teardown(run_t *run)
     while (control_busy(run->ctl))
       uv_run(srv->loop, UV_RUN_ONCE);
   }
+  cluster_stop(run->cluster);
+  while (cluster_busy(run->cluster))
+    uv_run(srv->loop, UV_RUN_ONCE);
+  cluster_free(run->cluster); /* its handles close with the others below */
+  run->cluster = NULL;
   admin_server_stop(run->admin);
   run->admin = NULL;
   workers_stop(srv);
@@ -672,7 +696,14 @@ static int start(run_t *run, uv_loop_t *loop, config_t *cfg)
     log_error("%s", err);
     return EXIT_REFUSED;
   }
-  run->rpc = (admin_rpc_t){.st = srv, .ctl = run->ctl};
+  if (cfg->has_cluster) {
+    if (cluster_start(srv, &run->cluster, err, sizeof(err)) != 0) {
+      log_error("%s", err);
+      return EXIT_USAGE;
+    }
+    control_set_cluster(run->ctl, run->cluster);
+  }
+  run->rpc = (admin_rpc_t){.st = srv, .ctl = run->ctl, .cluster = run->cluster};
   if (cfg->has_grpc && admin_server_start(srv->loop, cfg, admin_rpc_methods, admin_rpc_nmethods,
                                           &run->rpc, &run->admin, err, sizeof(err)) != 0) {
     log_error("admin API: %s", err);

@@ -886,11 +886,7 @@ static void listener_handle_closed(mcp_listener_t *l);
 
 static void on_accept_poll_closed(uv_handle_t *h)
 {
-  mcp_listener_t *l = h->data;
-  mcp__backend_self_remove(l->fd);
-  close(l->fd);
-  l->fd = -1;
-  listener_handle_closed(l);
+  listener_handle_closed(h->data);
 }
 
 void mcp_listener_stop(mcp_listener_t *l)
@@ -899,8 +895,16 @@ void mcp_listener_stop(mcp_listener_t *l)
     return;
   l->listening = 0;
   uv_timer_stop(&l->accept_pause);
-  /* The socket is closed once libuv has stopped watching it. */
+  /*
+   * uv_close stops watching the socket before it returns (only its callback waits for the next
+   * loop iteration), so the socket can be closed here: the address is free the moment the
+   * listener stops, and an admin change answered right after (a refused AddListener, a
+   * RemoveListener) can bind it again at once.
+   */
   uv_close((uv_handle_t *)&l->accept_poll, on_accept_poll_closed);
+  mcp__backend_self_remove(l->fd);
+  close(l->fd);
+  l->fd = -1;
 }
 
 void mcp_listener_close_connections(mcp_listener_t *l)

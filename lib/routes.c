@@ -19,6 +19,12 @@
  *
  * Lookups normalise the name into a stack buffer (mcp_hostname_normalize) and never allocate,
  * because they run on the data plane for every connection.
+ *
+ * Routes are shared between tables. A change clones the published table and edits the clone
+ * (mcp_routes_clone), so a clone takes a reference to each route instead of copying it: with
+ * 100,000 routes that is one slot array and 100,000 atomic increments rather than 100,000
+ * allocations and ~35 MB copied, and both tables together hold each route once. A route is never
+ * changed while another table holds it: an upsert of a shared route puts a new one in its slot.
  */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -32,6 +38,7 @@
 #define ROUTES_MIN_CAP 16
 
 typedef struct route_s {
+  atomic_uint refs; /* the tables holding it */
   mcp_backend_t backend;
   uint64_t hash;
   uint16_t name_len;
@@ -89,10 +96,16 @@ int mcp_routes_new(mcp_routes_t **out)
   return 0;
 }
 
+static void route_unref(route_t *r)
+{
+  if (r && atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) == 1)
+    free(r);
+}
+
 static void routes_free(mcp_routes_t *rt)
 {
   for (size_t i = 0; i < rt->cap; i++)
-    free(rt->slots[i]);
+    route_unref(rt->slots[i]);
   free(rt->slots);
   free(rt);
 }
@@ -117,14 +130,11 @@ int mcp_routes_clone(const mcp_routes_t *src, mcp_routes_t **out)
   rt->cap = src->cap;
   /* Same capacity and hash, so every route keeps its slot and no probing is needed. */
   for (size_t i = 0; i < src->cap; i++) {
-    const route_t *r = src->slots[i];
+    route_t *r = src->slots[i];
     if (!r)
       continue;
-    size_t size = sizeof(*r) + r->name_len + 1;
-    rt->slots[i] = malloc(size);
-    if (!rt->slots[i])
-      goto fail;
-    memcpy(rt->slots[i], r, size);
+    atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed);
+    rt->slots[i] = r;
   }
   rt->count = src->count;
   rt->wildcards = src->wildcards;
@@ -188,23 +198,34 @@ int mcp_routes_put_ex(mcp_routes_t *rt, const char *hostname, const char *backen
 
   size_t len = (size_t)n;
   uint64_t hash = name_hash(name, len);
+  route_t **slot = NULL;
   if (rt->cap > 0) {
-    route_t *r = rt->slots[find_slot(rt->slots, rt->cap, name, len, hash)];
-    if (r) {
-      r->backend = b; /* an upsert that cannot fail */
+    slot = &rt->slots[find_slot(rt->slots, rt->cap, name, len, hash)];
+    route_t *r = *slot;
+    if (r && atomic_load_explicit(&r->refs, memory_order_acquire) == 1) {
+      r->backend = b; /* ours alone: an upsert in place, which cannot fail */
       r->send_proxy = (uint8_t)send_proxy;
       return 0;
     }
+    if (!r)
+      slot = NULL;
   }
 
   route_t *r = malloc(sizeof(*r) + len + 1);
   if (!r)
     return MCP_ENOMEM;
+  atomic_init(&r->refs, 1);
   r->backend = b;
   r->hash = hash;
   r->name_len = (uint16_t)len;
   r->send_proxy = (uint8_t)send_proxy;
   memcpy(r->name, name, len + 1);
+  if (slot) {
+    /* An upsert of a route another table holds too: this table gets its own. */
+    route_unref(*slot);
+    *slot = r;
+    return 0;
+  }
 
   /* Keep the load factor at or below 0.7. */
   if ((rt->count + 1) * 10 > rt->cap * 7) {
@@ -240,7 +261,7 @@ int mcp_routes_remove(mcp_routes_t *rt, const char *hostname)
     return MCP_ENOENT;
   if (is_pattern(rt->slots[i]->name))
     rt->wildcards--;
-  free(rt->slots[i]);
+  route_unref(rt->slots[i]);
   rt->slots[i] = NULL;
   rt->count--;
 

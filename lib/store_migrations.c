@@ -54,4 +54,12 @@ const char *const mcp__store_migrations[MCP_STORE_SCHEMA_VERSION] = {
     ");"
     "ALTER TABLE routes ADD COLUMN send_proxy INTEGER NOT NULL DEFAULT 0"
     "  CHECK (send_proxy IN (0, 1, 2));",
+    /*
+     * 5: how far an outside source of desired state has been applied (cluster mode: the etcd
+     * revision of a key prefix), written in the same transaction as the data.
+     */
+    "CREATE TABLE sync_state ("
+    "  source TEXT PRIMARY KEY,"
+    "  revision INTEGER NOT NULL CHECK (revision >= 0)"
+    ");",
 };

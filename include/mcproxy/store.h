@@ -35,7 +35,7 @@ extern "C" {
 #endif
 
 /* The newest schema version this build knows. */
-#define MCP_STORE_SCHEMA_VERSION 4
+#define MCP_STORE_SCHEMA_VERSION 5
 
 typedef struct mcp_store_s mcp_store_t;
 
@@ -174,6 +174,23 @@ typedef struct mcp_store_visitor_ex_s {
   int (*rule)(void *data, mcp_firewall_type_t type, const char *value);
 } mcp_store_visitor_ex_t;
 int mcp_store_load_ex(mcp_store_t *st, const mcp_store_visitor_ex_t *visitor, void *data);
+
+/*
+ * Sync state (lib/store_sync.c): how far an outside source of desired state (cluster mode names
+ * it "etcd:" + its key prefix) has been applied. Write it in the same transaction as the changes
+ * it describes, so the database never claims a revision whose data it lacks.
+ */
+/* The revision recorded for source, or 0 in *revision when there is none. */
+int mcp_store_sync_revision(mcp_store_t *st, const char *source, int64_t *revision);
+/* Records revision for source (replacing any earlier one). */
+int mcp_store_set_sync_revision(mcp_store_t *st, const char *source, int64_t revision);
+/* Drops every recorded revision: the database is changed from elsewhere from now on. */
+int mcp_store_sync_forget(mcp_store_t *st);
+/*
+ * Deletes every listener (its routes and settings with it) and every firewall rule: the first
+ * step of replacing the whole state inside the caller's transaction. Sync revisions stay.
+ */
+int mcp_store_clear(mcp_store_t *st);
 
 /*
  * Writes a consistent copy of the database to out_path with VACUUM INTO (safe while another

@@ -20,6 +20,7 @@ bounded. skip_unless_etcd() raises unittest.SkipTest when the binaries are not i
 """
 
 import base64
+import ctypes
 import json
 import os
 import shutil
@@ -35,6 +36,19 @@ ETCD = "/usr/bin/etcd"
 ETCDCTL = "/usr/bin/etcdctl"
 START_TIMEOUT = 30.0
 CTL_TIMEOUT = 10.0
+
+
+def _die_with_parent():
+    """In the child before exec: SIGKILL when the test process dies (a ctest timeout, a test
+    run without its tearDown), so no member outlives the test that started it."""
+    if _libc is not None:
+        _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+try:
+    _libc = ctypes.CDLL(None, use_errno=True)
+except OSError:
+    _libc = None
 
 
 def skip_unless_etcd():
@@ -141,7 +155,8 @@ class EtcdCluster:
                      "--trusted-ca-file", self.tls["ca"], "--client-cert-auth"]
         m.log = open(m.log_path, "ab")
         m.proc = subprocess.Popen(args, stdout=m.log, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, start_new_session=True)
+                                  stdin=subprocess.DEVNULL, start_new_session=True,
+                                  preexec_fn=_die_with_parent)
 
     def _kill(self, m):
         if m.proc is not None:

@@ -150,7 +150,9 @@ def parse_conn(line):
 class Proxy:
     """A `mc-proxy server -c CONFIG` child process with its stderr in a file."""
 
-    def __init__(self, config_path, stderr_path, nofile=None):
+    def __init__(self, config_path, stderr_path, nofile=None, wrap=None):
+        """wrap(argv) -> argv, e.g. to run it inside a network namespace (netns.py); the
+        wrapper must exec the server in the same process so that .pid stays its pid."""
         self.config_path = config_path
         self.stderr_path = stderr_path
         self.exit_checked = False
@@ -169,7 +171,8 @@ class Proxy:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
         self._err = open(stderr_path, "wb")
-        self.proc = subprocess.Popen([binary(), "server", "-c", config_path],
+        argv = [binary(), "server", "-c", config_path]
+        self.proc = subprocess.Popen(wrap(argv) if wrap else argv,
                                      stdin=subprocess.DEVNULL, stdout=self._err, stderr=self._err,
                                      env=env, preexec_fn=preexec, close_fds=True)
         self.pid = self.proc.pid

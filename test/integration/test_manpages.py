@@ -107,7 +107,7 @@ class IniPageTest(unittest.TestCase):
     def test_parser_keys_are_found_in_the_source(self):
         keys = parser_keys()
         sections = {s for s, _ in keys}
-        self.assertEqual(sections, {"database", "proxy", "grpc", "firewall", "listener"}, keys)
+        self.assertEqual(sections, {"database", "proxy", "grpc", "firewall", "listener", "cluster"}, keys)
         for section, key in sorted(keys):
             with self.subTest(section=section, key=key):
                 out = self.check_key(section, key)

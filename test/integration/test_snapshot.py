@@ -80,7 +80,7 @@ class Snapshot(unittest.TestCase):
         self.assertEqual(p.stdout, out + "\n")
         self.assertEqual(rows(self.db, "PRAGMA journal_mode"), [("wal",)])
         versions = [v for (v,) in rows(self.db, "SELECT version FROM schema_migrations")]
-        self.assertEqual(versions, [1, 2, 3, 4])
+        self.assertEqual(versions, [1, 2, 3, 4, 5])
         return out
 
     def test_snapshot_copies_a_new_database(self):
@@ -88,7 +88,7 @@ class Snapshot(unittest.TestCase):
         self.assertEqual(rows(out, "PRAGMA integrity_check"), [("ok",)])
         self.assertEqual(rows(out, "SELECT count(*) FROM listeners"), [(0,)])
         self.assertEqual([v for (v,) in rows(out, "SELECT version FROM schema_migrations")],
-                         [1, 2, 3, 4])
+                         [1, 2, 3, 4, 5])
 
     def test_snapshot_never_creates_a_database(self):
         out = os.path.join(self.dir, "x.db")

@@ -84,10 +84,11 @@ static void tls_files_are_read_at_open(void **state)
 static void prefix_end_is_the_next_key_after_the_prefix(void **state)
 {
   char buf[16];
+  memset(buf, 'x', sizeof(buf));
   assert_int_equal(etcd_prefix_end("/mc-proxy/", 10, buf), 10);
-  assert_memory_equal(buf, "/mc-proxy0", 10);
+  assert_string_equal(buf, "/mc-proxy0"); /* NUL-terminated: callers pass it as a C string */
   assert_int_equal(etcd_prefix_end("a\xff\xff", 3, buf), 1);
-  assert_memory_equal(buf, "b", 1);
+  assert_string_equal(buf, "b");
   assert_int_equal(etcd_prefix_end("\xff", 1, buf), 0);
   assert_int_equal(etcd_prefix_end("", 0, buf), 0);
 }

@@ -505,6 +505,11 @@ static void routes_clone_is_independent(void **state)
   mcp_routes_unref(orig);
   assert_string_equal(held->text, "10.0.0.1:443");
   mcp_routes_unref(reader);
+  /* The clone shares c.example.com's route with the freed original: still its own, and now
+   * the clone's alone, so an upsert changes it in place. */
+  assert_string_equal(mcp_routes_lookup(clone, "c.example.com", 13)->text, "10.0.0.3:443");
+  assert_int_equal(mcp_routes_put(clone, "c.example.com", "10.0.0.33:443"), 0);
+  assert_string_equal(mcp_routes_lookup(clone, "c.example.com", 13)->text, "10.0.0.33:443");
   mcp_routes_unref(clone);
   mcp_routes_unref(NULL);
   assert_null(mcp_routes_ref(NULL));

@@ -197,7 +197,7 @@ static void fresh_open_creates_current_schema_in_wal_mode(void **state)
   int64_t before = (int64_t)time(NULL);
   t->st = open_ok(t);
   int64_t after = (int64_t)time(NULL);
-  assert_int_equal(schema_version(t->st), 4);
+  assert_int_equal(schema_version(t->st), MCP_STORE_SCHEMA_VERSION);
   assert_int_equal(store_empty(t->st), 1);
 
   /* The store's own connection enforces foreign keys, syncs fully, and waits for locks. */
@@ -209,8 +209,8 @@ static void fresh_open_creates_current_schema_in_wal_mode(void **state)
   char mode[16];
   raw_text(raw, "PRAGMA journal_mode", mode, sizeof(mode));
   assert_string_equal(mode, "wal");
-  assert_int_equal(raw_int(raw, "SELECT COUNT(*) FROM schema_migrations"), 4);
-  assert_int_equal(raw_int(raw, "SELECT group_concat(version) = '1,2,3,4' FROM"
+  assert_int_equal(raw_int(raw, "SELECT COUNT(*) FROM schema_migrations"), MCP_STORE_SCHEMA_VERSION);
+  assert_int_equal(raw_int(raw, "SELECT group_concat(version) = '1,2,3,4,5' FROM"
                                 " (SELECT version FROM schema_migrations ORDER BY version)"),
                    1);
   assert_true(raw_int(raw, "SELECT MIN(applied_at) FROM schema_migrations") >= before);
@@ -239,11 +239,11 @@ static void reopen_is_a_no_op(void **state)
   sqlite3_close(raw);
 
   t->st = open_ok(t);
-  assert_int_equal(schema_version(t->st), 4);
+  assert_int_equal(schema_version(t->st), MCP_STORE_SCHEMA_VERSION);
   raw = raw_open(t->db);
-  assert_int_equal(raw_int(raw, "SELECT COUNT(*) FROM schema_migrations"), 4);
+  assert_int_equal(raw_int(raw, "SELECT COUNT(*) FROM schema_migrations"), MCP_STORE_SCHEMA_VERSION);
   assert_int_equal(raw_int(raw, "SELECT COUNT(*) FROM schema_migrations WHERE applied_at = 12345"),
-                   4);
+                   MCP_STORE_SCHEMA_VERSION);
   sqlite3_close(raw);
   dump_t d;
   dump(t->st, &d);
@@ -279,7 +279,7 @@ static void migrates_version_2_database_to_current(void **state)
   sqlite3_close(raw);
 
   t->st = open_ok(t);
-  assert_int_equal(schema_version(t->st), 4);
+  assert_int_equal(schema_version(t->st), MCP_STORE_SCHEMA_VERSION);
   dump_t d;
   dump(t->st, &d);
   assert_string_equal(d.buf, "L [::]:25565 0\n"
@@ -325,12 +325,15 @@ static void newer_database_is_refused(void **state)
   assert_null(st);
   assert_non_null(strstr(err, t->db));
   assert_non_null(strstr(err, "schema version 99"));
-  assert_non_null(strstr(err, "knows up to 4"));
+  char knows[32];
+  snprintf(knows, sizeof(knows), "knows up to %d", MCP_STORE_SCHEMA_VERSION);
+  assert_non_null(strstr(err, knows));
   assert_non_null(strstr(err, "upgrade mc-proxy"));
 
   /* Refusing wrote nothing. */
   raw = raw_open(t->db);
-  assert_int_equal(raw_int(raw, "SELECT COUNT(*) FROM schema_migrations"), 5);
+  assert_int_equal(raw_int(raw, "SELECT COUNT(*) FROM schema_migrations"),
+                   MCP_STORE_SCHEMA_VERSION + 1);
   sqlite3_close(raw);
 }
 
@@ -699,7 +702,7 @@ static void snapshot_while_another_connection_writes(void **state)
   char ok[16];
   raw_text(copy->db, "PRAGMA integrity_check", ok, sizeof(ok));
   assert_string_equal(ok, "ok");
-  assert_int_equal(schema_version(copy), 4);
+  assert_int_equal(schema_version(copy), MCP_STORE_SCHEMA_VERSION);
   dump_t after;
   dump(copy, &after);
   assert_string_equal(after.buf, before.buf);
@@ -752,6 +755,54 @@ static void every_rule_type_fits_the_schema(void **state)
   assert_int_equal(mcp_store_firewall_add(t->st, (mcp_firewall_type_t)4, "x"), MCP_EINVAL);
 }
 
+/* Cluster mode's applied revision: per source, replaced, written with the data it describes. */
+static void sync_revision_is_per_source_and_transactional(void **state)
+{
+  test_ctx_t *t = *state;
+  t->st = open_ok(t);
+  int64_t rev = -1;
+  assert_int_equal(mcp_store_sync_revision(t->st, "etcd:/a/", &rev), 0);
+  assert_int_equal(rev, 0);
+  assert_int_equal(mcp_store_set_sync_revision(t->st, "etcd:/a/", 41), 0);
+  assert_int_equal(mcp_store_set_sync_revision(t->st, "etcd:/a/", 42), 0);
+  assert_int_equal(mcp_store_set_sync_revision(t->st, "etcd:/b/", 7), 0);
+  assert_int_equal(mcp_store_sync_revision(t->st, "etcd:/a/", &rev), 0);
+  assert_int_equal(rev, 42);
+  assert_int_equal(mcp_store_set_sync_revision(t->st, "etcd:/a/", -1), MCP_EINVAL);
+
+  /* A rolled-back batch leaves neither its data nor its revision. */
+  assert_int_equal(mcp_store_begin(t->st), 0);
+  assert_int_equal(mcp_store_listener_add(t->st, "127.0.0.1:1", 0), 0);
+  assert_int_equal(mcp_store_set_sync_revision(t->st, "etcd:/a/", 50), 0);
+  mcp_store_rollback(t->st);
+  assert_int_equal(mcp_store_sync_revision(t->st, "etcd:/a/", &rev), 0);
+  assert_int_equal(rev, 42);
+  int empty = 0;
+  assert_int_equal(mcp_store_is_empty(t->st, &empty), 0);
+  assert_int_equal(empty, 1);
+}
+
+/* A full re-read starts from nothing: every listener, route and rule goes; revisions stay. */
+static void clear_removes_everything_but_the_revisions(void **state)
+{
+  test_ctx_t *t = *state;
+  t->st = open_ok(t);
+  assert_int_equal(mcp_store_listener_add(t->st, "127.0.0.1:1", 3), 0);
+  assert_int_equal(mcp_store_route_put(t->st, "127.0.0.1:1", "a.example.com", "127.0.0.1:2"), 0);
+  assert_int_equal(mcp_store_firewall_add(t->st, MCP_FIREWALL_IP, "10.0.0.1"), 0);
+  assert_int_equal(mcp_store_set_sync_revision(t->st, "etcd:/a/", 9), 0);
+  assert_int_equal(mcp_store_begin(t->st), 0);
+  assert_int_equal(mcp_store_clear(t->st), 0);
+  assert_int_equal(mcp_store_commit(t->st), 0);
+  int empty = 0;
+  assert_int_equal(mcp_store_is_empty(t->st, &empty), 0);
+  assert_int_equal(empty, 1);
+  assert_int_equal(raw_int(t->st->db, "SELECT COUNT(*) FROM routes"), 0);
+  int64_t rev = 0;
+  assert_int_equal(mcp_store_sync_revision(t->st, "etcd:/a/", &rev), 0);
+  assert_int_equal(rev, 9);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -779,6 +830,8 @@ int main(void)
       T(snapshot_while_another_connection_writes),
       T(snapshot_refusals),
       T(every_rule_type_fits_the_schema),
+      T(sync_revision_is_per_source_and_transactional),
+      T(clear_removes_everything_but_the_revisions),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
