@@ -451,6 +451,15 @@ static void pipe_eof(mcp__conn_t *c, mcp__pipe_t *p)
   if (p->pending)
     return; /* the write callback shuts down once the pending write is done */
   p->shut = 1;
+  mcp__pipe_t *other = p == &c->up ? &c->down : &c->up;
+  if (other->shut_done) {
+    /* The other direction has ended too, so the pair closes now, and close(2) sends the FIN
+     * itself: nothing is left unread on dst (its own EOF was read) and nothing is queued for
+     * it. A shutdown(2) first would be one more system call for the same packets. */
+    p->shut_done = 1;
+    maybe_finish(c);
+    return;
+  }
   uv_os_fd_t fd;
   if (uv_fileno((uv_handle_t *)pipe_dst(c, p), &fd) != 0 || shutdown(fd, SHUT_WR) != 0) {
     mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
