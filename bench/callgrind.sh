@@ -129,7 +129,8 @@ EOF
   wait "$bk" 2> /dev/null
   STARTED=()
   local ok
-  ok=$(grep -c 'outcome=ok' "$dir/mc-proxy.log")
+  # Every connection line counts: with a RST close the outcome is error, not ok.
+  ok=$(grep -c ' conn listener=' "$dir/mc-proxy.log")
   local ir
   if [ "$TOOL" = strace ]; then
     # strace -c's table: calls are column 4 (column 5 is errors when there are any, then the
@@ -138,7 +139,7 @@ EOF
   else
     ir=$(grep '^summary:' "$OUT/cg-$n.out" | awk '{print $2}')
   fi
-  echo "n=$n logged_ok=$ok ir=$ir errors=$(grep -o 'errors=[0-9]*' "$dir/load.out" | head -1)" >&2
+  echo "n=$n logged=$ok ir=$ir errors=$(grep -o 'errors=[0-9]*' "$dir/load.out" | head -1)" >&2
   echo "$ok $ir"
 }
 
