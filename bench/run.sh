@@ -28,7 +28,10 @@
 #   BENCH_ROUNDS=N      rounds (default 3; 1 in short mode)
 #   BENCH_PEERS="..."   targets, in round order (default: direct haproxy nginx sniproxy mc-proxy
 #                       mc-proxy-copy);
-#                       mc-proxy-copy is mc-proxy with [proxy] relay = copy (no splice)
+#                       mc-proxy-copy is mc-proxy with [proxy] relay = copy (no splice);
+#                       mc-proxy-pp (not in the default list) is mc-proxy with proxy_protocol =
+#                       on, and the client sends a PROXY v2 header before every ClientHello
+#                       (in the same write): the cost of PROXY protocol in
 #   BENCH_CONNS=C       concurrent loops in rate mode (default 32)
 #   BENCH_RATE_SECS=S   rate measurement window (default 3)
 #   BENCH_STREAM_SECS=S throughput window per connection count (default 2)
@@ -164,6 +167,13 @@ if [ "$NETNS" = 1 ]; then
   IN_B=(ip netns exec "$NETNS_B")
 fi
 
+# mc-proxy-pp's first bytes: a PROXY v2 header (PROXY, TCP over IPv4, 192.0.2.7:40000 ->
+# 198.51.100.1:443: documentation addresses, never the real peer) followed by the ClientHello.
+PP_HELLO=$TMP/proxy-v2-hello.bin
+printf '\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c\xc0\x00\x02\x07\xc6\x33\x64\x01\x9c\x40\x01\xbb' \
+  > "$PP_HELLO"
+cat "$HELLO" >> "$PP_HELLO"
+
 # The tls phase's backend certificate: a throwaway self-signed ECDSA P-256 one for the route's
 # name; the client verifies the server against it, so a misrouted handshake fails.
 case " $PHASES " in
@@ -188,7 +198,7 @@ available() {
     haproxy | nginx | sniproxy)
       command -v "$1" > /dev/null && return 0
       echo "$1 not installed" ;;
-    mc-proxy | mc-proxy-copy)
+    mc-proxy | mc-proxy-copy | mc-proxy-pp)
       [ -x "$MCP" ] && return 0
       echo "$MCP not built" ;;
     *) echo "unknown target" ;;
@@ -232,8 +242,8 @@ probe() { # [ip netns exec NS] addr reply|stream|tls
     "${pre[@]}" "$TLSTOOL" probe --connect "$1" --ca "$TMP/tls-cert.pem" --duration 5 \
       2>> "$TMP/probe.err"
   else
-    "${pre[@]}" "$LOAD" --connect "$1" --hello "$HELLO" --mode probe --expect "$2" \
-      --duration 5 2>> "$TMP/probe.err"
+    "${pre[@]}" "$LOAD" --connect "$1" --hello "${PROBE_HELLO:-$HELLO}" --mode probe \
+      --expect "$2" --duration 5 2>> "$TMP/probe.err"
   fi
 }
 
@@ -254,11 +264,16 @@ start_proxy() { # target
     sniproxy)
       fill sniproxy.conf "$TMP/sniproxy.conf"
       taskset -c "$PROXY_CPU" "${IN_P[@]}" sniproxy -f -c "$TMP/sniproxy.conf" > "$TMP/sniproxy.log" 2>&1 & ;;
-    mc-proxy | mc-proxy-copy)
+    mc-proxy | mc-proxy-copy | mc-proxy-pp)
       if [ "$t" = mc-proxy-copy ]; then
         fill mc-proxy.ini "$TMP/mc-proxy.ini" "relay = copy"
       else
         fill mc-proxy.ini "$TMP/mc-proxy.ini"
+      fi
+      if [ "$t" = mc-proxy-pp ]; then
+        # The listener section is the file's last: trust the client side's addresses.
+        printf 'proxy_protocol = on\nproxy_from = 127.0.0.0/8\nproxy_from = 10.200.1.0/24\n' \
+          >> "$TMP/mc-proxy.ini"
       fi
       rm -f "$TMP/mc-proxy.db"*
       # mc-proxy logs one line per connection to stderr, as its spec requires; to a file, as in
@@ -291,13 +306,16 @@ run_phase() { # round target phase
     return
   fi
   start_proxy "$t"
-  if ! probe "${IN_C[@]}" "$target_addr" "$bmode"; then
+  # What the client sends first: the ClientHello, or for mc-proxy-pp a PROXY v2 header and it.
+  local chello=$HELLO
+  [ "$t" = mc-proxy-pp ] && chello=$PP_HELLO
+  if ! PROBE_HELLO=$chello probe "${IN_C[@]}" "$target_addr" "$bmode"; then
     echo "round=$round target=$t phase=$phase setup_error=proxy_not_ready errors=1" >> "$RAW"
     stop_all
     return
   fi
   watch=$(watch_list)
-  local args=(--connect "$target_addr" --hello "$HELLO" --warmup "$WARMUP")
+  local args=(--connect "$target_addr" --hello "$chello" --warmup "$WARMUP")
   [ -n "$watch" ] && args+=(--watch "$watch")
   case $phase in
     rate) args+=(--mode rate --conns "$CONNS" --duration "$RATE_SECS") ;;
@@ -368,6 +386,8 @@ echo "bench: ${#RUN_PEERS[@]} target(s), $ROUNDS round(s); raw results in $RAW" 
 for round in $(seq 1 "$ROUNDS"); do
   for t in "${RUN_PEERS[@]}"; do
     for phase in $PHASES; do
+      # The TLS client sends no PROXY header: mc-proxy-pp has no tls phase.
+      [ "$t" = mc-proxy-pp ] && [ "$phase" = tls ] && continue
       run_phase "$round" "$t" "$phase"
     done
     echo "bench: round $round $t done" >&2

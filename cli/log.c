@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,18 +85,22 @@ static void detect_journal(void)
 }
 
 /*
- * Formats one line, newline included, into line (LINE_MAX_LEN bytes); returns its length. The
- * message is escaped (log_escape) as a whole, so no text that reaches a log line, admin input
- * included, can end it early or forge another one.
+ * Writes a line's prefix (journal priority, time, level name and a space) at line; returns its
+ * length, at most PREFIX_MAX.
  */
-static size_t format_line(char *line, int level, const char *fmt, va_list ap)
+#define PREFIX_MAX 64
+
+static size_t format_prefix(char *line, int level)
 {
   struct timeval tv;
   struct tm tm;
   size_t n = 0;
   pthread_once(&journal_once, detect_journal);
-  if (to_journal)
-    n = (size_t)snprintf(line, LINE_MAX_LEN, "%s", journal_prefix(priorities[level]));
+  if (to_journal) {
+    const char *jp = journal_prefix(priorities[level]);
+    n = strlen(jp);
+    memcpy(line, jp, n);
+  }
   gettimeofday(&tv, NULL);
   /* The date and time to the second, formatted once per second per thread: every connection
    * writes a line, and strftime costs more than the rest of the line. */
@@ -120,24 +125,65 @@ static size_t format_line(char *line, int level, const char *fmt, va_list ap)
   memcpy(line + n, names[level], name_len);
   n += name_len;
   line[n++] = ' ';
+  return n;
+}
+
+/*
+ * The length of the longest prefix of s (len bytes) with nothing to escape. Eight bytes at a
+ * time: a word is passed over when none of its bytes is below 0x20, 0x7f or a backslash (the
+ * tests can only err towards "maybe", and then the bytes are looked at one by one). Every line
+ * goes through here, so this is the log's hot loop. See log.h.
+ */
+size_t log_clean_prefix(const char *s, size_t len)
+{
+  const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t x, del, bsl;
+    memcpy(&x, s + i, 8);
+    del = x ^ (ones * 0x7f);
+    bsl = x ^ (ones * '\\');
+    if (((x - ones * 0x20) & ~x & highs) | ((del - ones) & ~del & highs) |
+        ((bsl - ones) & ~bsl & highs))
+      break;
+  }
+  while (i < len && !needs_escape((unsigned char)s[i]))
+    i++;
+  return i;
+}
+
+/*
+ * The message of len bytes at msg (inside a line of LINE_MAX_LEN bytes whose prefix ends at
+ * msg, room bytes left from msg on) is escaped in place (log_escape) and the newline put after
+ * it; returns the message's new length, newline included. The common case has nothing to escape
+ * and costs one scan.
+ */
+static size_t finish_message(char *msg, size_t len, size_t room)
+{
+  if (len > room - 2)
+    len = room - 2;
+  size_t i = log_clean_prefix(msg, len);
+  if (i < len) {
+    char raw[LINE_MAX_LEN];
+    memcpy(raw, msg + i, len - i);
+    len = i + log_escape(msg + i, room - i - 1, raw, len - i);
+  }
+  msg[len++] = '\n';
+  return len;
+}
+
+/*
+ * Formats one line, newline included, into line (LINE_MAX_LEN bytes); returns its length. The
+ * message is escaped (log_escape) as a whole, so no text that reaches a log line, admin input
+ * included, can end it early or forge another one.
+ */
+static size_t format_line(char *line, int level, const char *fmt, va_list ap)
+{
+  size_t n = format_prefix(line, level);
   int m = vsnprintf(line + n, LINE_MAX_LEN - n - 1, fmt, ap);
   if (m < 0)
     m = 0;
-  size_t len = (size_t)m;
-  if (len > LINE_MAX_LEN - n - 2)
-    len = LINE_MAX_LEN - n - 2;
-  /* The common case has nothing to escape and costs one scan. */
-  size_t i = 0;
-  while (i < len && !needs_escape((unsigned char)line[n + i]))
-    i++;
-  if (i < len) {
-    char raw[LINE_MAX_LEN];
-    memcpy(raw, line + n + i, len - i);
-    len = i + log_escape(line + n + i, LINE_MAX_LEN - n - i - 1, raw, len - i);
-  }
-  n += len;
-  line[n++] = '\n';
-  return n;
+  return n + finish_message(line + n, (size_t)m, LINE_MAX_LEN - n);
 }
 
 /* ---- the queue and its writer thread ---- */
@@ -368,6 +414,7 @@ void log_msg(int level, const char *fmt, ...)
 #define BUFFER_SIZE 16384
 static __thread char buffer[BUFFER_SIZE];
 static __thread size_t buffered;
+static __thread size_t pending_prefix; /* between log_buffered_begin and log_buffered_end */
 
 void log_buffered(int level, const char *fmt, ...)
 {
@@ -379,6 +426,27 @@ void log_buffered(int level, const char *fmt, ...)
   va_start(ap, fmt);
   buffered += format_line(buffer + buffered, level, fmt, ap);
   va_end(ap);
+}
+
+char *log_buffered_begin(int level, size_t *room)
+{
+  if (level < min_level)
+    return NULL;
+  if (buffered > BUFFER_SIZE - LINE_MAX_LEN)
+    log_flush();
+  size_t n = format_prefix(buffer + buffered, level);
+  pending_prefix = n;
+  /* Two bytes stay free: the newline, and the NUL a formatter may write at the end. */
+  *room = LINE_MAX_LEN - n - 2;
+  return buffer + buffered + n;
+}
+
+void log_buffered_end(size_t len)
+{
+  size_t n = pending_prefix;
+  if (len > LINE_MAX_LEN - n - 2)
+    len = LINE_MAX_LEN - n - 2;
+  buffered += n + finish_message(buffer + buffered + n, len, LINE_MAX_LEN - n);
 }
 
 void log_flush(void)

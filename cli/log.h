@@ -31,6 +31,9 @@ void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3
  */
 size_t log_escape(char *dst, size_t dstlen, const char *src, size_t srclen);
 
+/* How many leading bytes of s (len bytes) log_escape would copy unchanged. Any thread. */
+size_t log_clean_prefix(const char *s, size_t len);
+
 /* Lines dropped since start because stderr did not keep up (for the metrics). Any thread. */
 unsigned long long log_dropped_total(void);
 
@@ -40,6 +43,16 @@ unsigned long long log_dropped_total(void);
  * loop flushes once per iteration, so a busy loop writes many lines with one write(2).
  */
 void log_buffered(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/*
+ * log_buffered without a format walk or a copy: the caller writes its message straight into
+ * the calling thread's buffer. log_buffered_begin returns where the message goes and its room
+ * in *room (the message may be cut there), or NULL when level is below the minimum (then nothing
+ * is to be written and log_buffered_end must not be called). log_buffered_end(len) ends the
+ * line after len message bytes (more than *room counts as *room): it is escaped as log_msg's
+ * and the newline added. No other log call of this thread may come in between.
+ */
+char *log_buffered_begin(int level, size_t *room);
+void log_buffered_end(size_t len);
 /* Writes out the calling thread's buffered lines, if any. */
 void log_flush(void);
 

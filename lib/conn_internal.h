@@ -164,7 +164,7 @@ typedef struct mcp__pipe_s {
   mcp__chunk_t *pending; /* the chunk being written to dst, else NULL */
   uint8_t eof;       /* src reached EOF */
   uint8_t shut;      /* shutdown of dst requested */
-  uint8_t shut_done; /* that shutdown completed */
+  uint8_t shut_done; /* that shutdown done (it is synchronous: set together with shut) */
   uint8_t bulk;      /* splice relay: src sends in bulk, so splice instead of copying (relay.c) */
 } mcp__pipe_t;
 
@@ -181,8 +181,7 @@ struct mcp__conn_s {
   uv_tcp_t client;
   uv_tcp_t backend;
   union {
-    uv_connect_t connect;
-    uv_shutdown_t shutdown[2]; /* [0] backend write side, [1] client write side */
+    uv_connect_t connect; /* the write-side shutdowns are plain shutdown(2) calls (relay.c) */
   } req;
 
   mcp__chunk_t *hello; /* the ClientHello bytes until forwarded (a chunk of no pool) */

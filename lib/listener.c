@@ -171,6 +171,9 @@ static void reserve_reached(mcp_listener_t *l)
  * An error on the listening socket itself (status < 0: libuv has then stopped the poll handle)
  * is reported and accepting restarts after the same pause, so it never silently ends.
  */
+static void refused_at_reserve(mcp_listener_t *l, int fd, const struct sockaddr_in6 *sa,
+                               socklen_t salen);
+
 static void on_acceptable(uv_poll_t *h, int status, int events)
 {
   mcp_listener_t *l = h->data;
@@ -194,9 +197,7 @@ static void on_acceptable(uv_poll_t *h, int status, int events)
     if (fd >= 0) {
       if (fd >= l->fd_line) {
         /* Inside the reserve: refuse it (a normal close) and wait for descriptors. */
-        MCP__COUNT(l->counters, accepted_total, 1);
-        MCP__COUNT(l->counters, rejected_limit_total, 1);
-        close(fd);
+        refused_at_reserve(l, fd, &sa, salen);
         reserve_reached(l);
         return;
       }
@@ -233,16 +234,24 @@ static int admit(mcp__conn_t *c);
 static void proxy_error(mcp__conn_t *c);
 static void hello_first_read(mcp__conn_t *c, int fd);
 
-/* A connection accepted on fd, from the client at sa: limit, firewall, then the ClientHello. */
-static void accepted(mcp_listener_t *l, int fd, const struct sockaddr_in6 *sa, socklen_t salen)
+/*
+ * The connection object for a descriptor just accepted, counted as accepted; NULL when it
+ * could not be made (the descriptor is closed, and the connection counted under fail_outcome:
+ * unrouted or limit).
+ */
+static mcp__conn_t *conn_open(mcp_listener_t *l, int fd, const struct sockaddr_in6 *sa,
+                              socklen_t salen, mcp_conn_outcome_t fail_outcome)
 {
   MCP__COUNT(l->counters, accepted_total, 1);
   mcp__conn_t *c;
   if (mcp__conn_new(&l->conns, &c) != 0) {
     /* Out of memory: it cannot be served or logged, but it was accepted and is counted. */
-    MCP__COUNT(l->counters, unrouted_total, 1);
+    if (fail_outcome == MCP_CONN_OUTCOME_LIMIT)
+      MCP__COUNT(l->counters, rejected_limit_total, 1);
+    else
+      MCP__COUNT(l->counters, unrouted_total, 1);
     close(fd);
-    return;
+    return NULL;
   }
   memcpy(&c->client_addr, sa, salen < sizeof(c->client_addr) ? salen : sizeof(c->client_addr));
   uv_tcp_init(l->loop, &c->client);
@@ -250,10 +259,38 @@ static void accepted(mcp_listener_t *l, int fd, const struct sockaddr_in6 *sa, s
   c->backend.data = c;
   if (uv_tcp_open(&c->client, fd) != 0) {
     close(fd);
-    MCP__COUNT(l->counters, unrouted_total, 1);
-    mcp__conn_close(c, MCP_CONN_OUTCOME_UNROUTED);
-    return;
+    if (fail_outcome == MCP_CONN_OUTCOME_LIMIT)
+      MCP__COUNT(l->counters, rejected_limit_total, 1);
+    else
+      MCP__COUNT(l->counters, unrouted_total, 1);
+    mcp__conn_close(c, fail_outcome);
+    return NULL;
   }
+  return c;
+}
+
+/*
+ * A descriptor handed out inside the reserve: the connection is refused as at max_connections
+ * (outcome limit, a normal close), so it leaves a log line and counts under
+ * mcproxy_connections_total{outcome="limit"} as well as rejected_limit_total. At most one per
+ * pause (ACCEPT_PAUSE_MS) per listener, so a flood cannot fill the log with them.
+ */
+static void refused_at_reserve(mcp_listener_t *l, int fd, const struct sockaddr_in6 *sa,
+                               socklen_t salen)
+{
+  mcp__conn_t *c = conn_open(l, fd, sa, salen, MCP_CONN_OUTCOME_LIMIT);
+  if (!c)
+    return;
+  MCP__COUNT(l->counters, rejected_limit_total, 1);
+  mcp__conn_close(c, MCP_CONN_OUTCOME_LIMIT);
+}
+
+/* A connection accepted on fd, from the client at sa: limit, firewall, then the ClientHello. */
+static void accepted(mcp_listener_t *l, int fd, const struct sockaddr_in6 *sa, socklen_t salen)
+{
+  mcp__conn_t *c = conn_open(l, fd, sa, salen, MCP_CONN_OUTCOME_UNROUTED);
+  if (!c)
+    return;
 
   if (!take_slot(l)) {
     MCP__COUNT(l->counters, rejected_limit_total, 1);

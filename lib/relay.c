@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "mcproxy/proxy_protocol.h"
@@ -27,6 +28,7 @@ static void connect_addr(mcp__conn_t *c, const struct sockaddr *addr);
 static void on_connect(uv_connect_t *req, int status);
 static void on_resolved(mcp__lookup_t *l, int status, void *data);
 static void on_dialled(mcp__lookup_t *l, int fd, void *data);
+static void backend_read_start(mcp__conn_t *c);
 static void backend_connected(mcp__conn_t *c);
 static void backend_failed(mcp__conn_t *c);
 
@@ -93,7 +95,23 @@ static void on_dialled(mcp__lookup_t *l, int fd, void *data)
     backend_failed(c);
     return;
   }
-  backend_connected(c);
+  backend_read_start(c);
+  if (!c->closing)
+    backend_connected(c);
+}
+
+static void pipe_read_start(mcp__conn_t *c, mcp__pipe_t *p);
+
+/*
+ * The backend is read from the start, while it still connects: its read and connect interest
+ * then go to epoll together (one ADD for both, one MOD when the connect is done) instead of
+ * libuv's ADD, then ADD again (EEXIST) and MOD once the connect watcher has stopped. libuv
+ * reports the connect before any read, and a backend that speaks before the ClientHello is
+ * forwarded is relayed to the client as it would be a moment later.
+ */
+static void backend_read_start(mcp__conn_t *c)
+{
+  pipe_read_start(c, &c->down);
 }
 
 static void connect_addr(mcp__conn_t *c, const struct sockaddr *addr)
@@ -104,8 +122,11 @@ static void connect_addr(mcp__conn_t *c, const struct sockaddr *addr)
   }
   c->backend_inited = 1;
   c->req.connect.data = c;
-  if (uv_tcp_connect(&c->req.connect, &c->backend, addr, on_connect) != 0)
+  if (uv_tcp_connect(&c->req.connect, &c->backend, addr, on_connect) != 0) {
     backend_failed(c);
+    return;
+  }
+  backend_read_start(c);
 }
 
 static int pipe_write(mcp__conn_t *c, mcp__pipe_t *p, mcp__chunk_t *ch, size_t len);
@@ -180,7 +201,6 @@ static void backend_failed(mcp__conn_t *c)
 
 /* ---- relay ---- */
 
-static void pipe_read_start(mcp__conn_t *c, mcp__pipe_t *p);
 static void on_relay_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_relay_read(uv_stream_t *src, ssize_t nread, const uv_buf_t *buf);
 static void splice_relay(mcp__conn_t *c, mcp__pipe_t *p);
@@ -191,7 +211,6 @@ static uv_stream_t *pipe_src(mcp__conn_t *c, mcp__pipe_t *p);
 static uv_stream_t *pipe_dst(mcp__conn_t *c, mcp__pipe_t *p);
 static mcp__pipe_t *pipe_of_src(mcp__conn_t *c, uv_stream_t *src);
 static int splice_pipe_take(mcp__conns_t *cs, mcp__chunk_t *ch, size_t len);
-static void on_shutdown(uv_shutdown_t *req, int status);
 static void maybe_finish(mcp__conn_t *c);
 
 /* The ClientHello is forwarded: relay both directions, on the idle timeout list. */
@@ -199,9 +218,7 @@ static void relay_start(mcp__conn_t *c)
 {
   c->relaying = 1;
   mcp__conn_timeout_set(c, MCP__T_IDLE);
-  pipe_read_start(c, &c->up);
-  if (!c->closing)
-    pipe_read_start(c, &c->down);
+  pipe_read_start(c, &c->up); /* the backend is read since its connect (backend_read_start) */
 }
 
 static void pipe_read_start(mcp__conn_t *c, mcp__pipe_t *p)
@@ -319,7 +336,7 @@ static void on_write(uv_write_t *req, int status)
     return;
   }
   mcp__conn_timeout_touch(c);
-  if (!c->relaying) {
+  if (p == &c->up && !c->relaying) {
     relay_start(c); /* that was the ClientHello */
     return;
   }
@@ -421,7 +438,12 @@ static int splice_pipe_take(mcp__conns_t *cs, mcp__chunk_t *ch, size_t len)
   return 0;
 }
 
-/* src reached EOF: pass it on as a shutdown of dst's write side, after any pending write. */
+/*
+ * src reached EOF: pass it on as a shutdown of dst's write side, after any pending write. The
+ * shutdown(2) is ours, not uv_shutdown's: nothing is queued on dst (a pending write defers this
+ * to its callback), and libuv's way costs an epoll change and a loop iteration per direction
+ * (it arms the write watcher only to find the queue empty). Nothing is written to dst after it.
+ */
 static void pipe_eof(mcp__conn_t *c, mcp__pipe_t *p)
 {
   p->eof = 1;
@@ -429,19 +451,17 @@ static void pipe_eof(mcp__conn_t *c, mcp__pipe_t *p)
   if (p->pending)
     return; /* the write callback shuts down once the pending write is done */
   p->shut = 1;
-  uv_shutdown_t *req = &c->req.shutdown[p == &c->up ? 0 : 1];
-  req->data = c;
-  if (uv_shutdown(req, pipe_dst(c, p), on_shutdown) != 0)
-    mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
-}
-
-static void on_shutdown(uv_shutdown_t *req, int status)
-{
-  mcp__conn_t *c = req->data;
-  if (c->closing)
+  mcp__pipe_t *other = p == &c->up ? &c->down : &c->up;
+  if (other->shut_done) {
+    /* The other direction has ended too, so the pair closes now, and close(2) sends the FIN
+     * itself: nothing is left unread on dst (its own EOF was read) and nothing is queued for
+     * it. A shutdown(2) first would be one more system call for the same packets. */
+    p->shut_done = 1;
+    maybe_finish(c);
     return;
-  mcp__pipe_t *p = req == &c->req.shutdown[0] ? &c->up : &c->down;
-  if (status < 0) {
+  }
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)pipe_dst(c, p), &fd) != 0 || shutdown(fd, SHUT_WR) != 0) {
     mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
     return;
   }

@@ -23,8 +23,8 @@
  *     or stray bytes behind it in that record are refused, seen as soon as both headers are in;
  *   - the hello's legacy_version is not judged (the backend decides), every vector length is
  *     checked against its container and every container must be filled exactly;
- *   - each extension type at most once (a 65536-bit map on the stack: no quadratic scan an
- *     attacker could feed 4,000 extensions to);
+ *   - each extension type at most once (a short list, then a 65536-bit map on the stack: no
+ *     quadratic scan an attacker could feed 4,000 extensions to);
  *   - server_name, when present, is a list of exactly one entry, of type host_name, whose
  *     name passes mcp_hostname_normalize (include/mcproxy/hostname.h).
  * The contents of other extensions are opaque here: only their lengths are checked.
@@ -200,14 +200,46 @@ static int parse_server_name(const uint8_t *p, size_t n, const uint8_t **name, s
   return 0;
 }
 
-/* Marks extension type in the map; returns 1 if it was already there. */
-static int seen_before(uint64_t *seen, uint32_t type)
+/*
+ * The extension types seen so far in one hello. A real hello has 10-25 extensions: they are
+ * kept in a short list and compared in turn. Past SEEN_LIST of them the list moves into a
+ * 65536-bit map, so a hello of thousands of extensions costs no quadratic scan; clearing that
+ * map (8 KiB) only when it is needed keeps it off the common path (docs/PERFORMANCE.md).
+ */
+#define SEEN_LIST 32
+
+typedef struct seen_s {
+  uint32_t n;
+  uint16_t list[SEEN_LIST];
+  uint64_t map[65536 / 64]; /* valid only once n > SEEN_LIST */
+} seen_t;
+
+static int map_mark(uint64_t *map, uint32_t type)
 {
   uint64_t bit = (uint64_t)1 << (type % 64);
-  int dup = (seen[type / 64] & bit) != 0;
+  int dup = (map[type / 64] & bit) != 0;
 
-  seen[type / 64] |= bit;
+  map[type / 64] |= bit;
   return dup;
+}
+
+/* Marks extension type as seen; returns 1 if it was already there. */
+static int seen_before(seen_t *seen, uint32_t type)
+{
+  if (seen->n < SEEN_LIST) {
+    for (uint32_t i = 0; i < seen->n; i++)
+      if (seen->list[i] == type)
+        return 1;
+    seen->list[seen->n++] = (uint16_t)type;
+    return 0;
+  }
+  if (seen->n == SEEN_LIST) {
+    memset(seen->map, 0, sizeof(seen->map));
+    for (uint32_t i = 0; i < SEEN_LIST; i++)
+      map_mark(seen->map, seen->list[i]);
+    seen->n++;
+  }
+  return map_mark(seen->map, type);
 }
 
 /* Parses a complete ClientHello body of n bytes and extracts the host_name into host. */
@@ -215,7 +247,7 @@ static int parse_hello(const uint8_t *p, size_t n, char *host)
 {
   const uint8_t *name = NULL;
   size_t name_len = 0, pos = 0, start, len, ext_end;
-  uint64_t seen[65536 / 64];
+  seen_t seen;
   char tmp[MCP_HOSTNAME_MAX + 1];
   int rc;
 
@@ -238,7 +270,7 @@ static int parse_hello(const uint8_t *p, size_t n, char *host)
 
   ext_end = n;
   pos = start;
-  memset(seen, 0, sizeof(seen));
+  seen.n = 0;
   while (pos < ext_end) {
     uint32_t type;
 
@@ -249,7 +281,7 @@ static int parse_hello(const uint8_t *p, size_t n, char *host)
     if (take_vector(p, ext_end, &pos, 2, &start, &len) != 0)
       return MCP_SNI_EMALFORMED;
     /* One extension of a type at most (GREASE values included): two would be ambiguous. */
-    if (seen_before(seen, type))
+    if (seen_before(&seen, type))
       return MCP_SNI_EMALFORMED;
     if (type != TLS_EXT_SERVER_NAME)
       continue; /* ECH (the outer SNI is what we route on) and the rest: opaque. */

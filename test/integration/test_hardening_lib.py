@@ -5,6 +5,7 @@ buffer; outcomes error, backend_error (connect timeout) and shutdown.
 """
 
 import os
+import re
 import resource
 import socket
 import struct
@@ -61,6 +62,52 @@ class DescriptorReserve(ProxyTestCase):
         self.assertLessEqual(held, nofile - 16, "the data plane ate into the reserve")
         proxy.wait_log(r"descriptor reserve reached")
         proxy.wait_log(r"accepting resumed")
+
+    def test_a_connection_refused_inside_the_reserve_is_logged_as_limit(self):
+        # Descriptors held outside the data plane (admin connections) push the lowest free
+        # number into the reserve while no connection is live: the next client is accepted on
+        # a descriptor of the reserve and refused. It must leave a log line (outcome=limit),
+        # as a refusal at max_connections does, and count under rejected_limit_total.
+        nofile = 128
+        sock = os.path.join(self.dir, "admin.sock")
+        port = mcp.free_port()
+        proxy = self.start_proxy([("127.0.0.1:%d" % port, None, [(APP, "127.0.0.1:9")])],
+                                 proxy={"handshake_timeout": "60s", "workers": "1"},
+                                 extra="\n[grpc]\naddr = unix:%s\n" % sock, nofile=nofile)
+        proxy.wait_log(r"admin API listening on unix:")
+        fd_dir = "/proc/%d/fd" % proxy.pid
+        held = []
+        client = None
+        try:
+            # The reserve line is 128 - 32 = 96: fill the proxy up to about 100 descriptors.
+            while len(os.listdir(fd_dir)) < 100 and len(held) < 110:
+                before = len(os.listdir(fd_dir))
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(sock)
+                held.append(s)
+                mcp.wait_for(lambda: len(os.listdir(fd_dir)) > before, 5, interval=0.02,
+                             what="the admin server to take the connection")
+            client = mcp.connect("127.0.0.1", port, timeout=5)
+            client.settimeout(5)
+            self.assertEqual(client.recv(1), b"", "the refused client gets a normal close")
+            proxy.wait_log(r"conn listener=127\.0\.0\.1:%d client=127\.0\.0\.1:\d+ sni=- "
+                           r"backend=- outcome=limit " % port)
+            proxy.wait_log(r"descriptor reserve reached")
+        finally:
+            if client:
+                client.close()
+            for s in held:
+                s.close()
+        mcp.wait_for(lambda: "accepting resumed" in proxy.log_text(), 30, interval=0.2,
+                     what="accepting to resume")
+        st = subprocess.run([mcp.binary(), "status", "--json", "-c", proxy.config_path],
+                            capture_output=True, text=True, timeout=20)
+        self.assertEqual(st.returncode, 0, st.stderr)
+        self.assertRegex(st.stdout, r'"rejected_limit_total":[1-9]')
+        limit_lines = proxy.log_text().count("outcome=limit")
+        self.assertEqual(limit_lines, int(re.search(r'"rejected_limit_total":(\d+)',
+                                                    st.stdout).group(1)),
+                         "every refusal at the reserve leaves one line")
 
     def status(self, proxy):
         return subprocess.run([mcp.binary(), "status", "-c", proxy.config_path],

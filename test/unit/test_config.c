@@ -511,6 +511,35 @@ static void log_escape_leaves_no_control_characters(void **state)
   assert_string_equal(out, "plain.example.com");
 }
 
+/*
+ * log_clean_prefix scans eight bytes at a time: it must stop exactly where a byte-by-byte scan
+ * stops, for every byte value at every position of a word and around every word boundary.
+ */
+static void log_clean_prefix_agrees_with_a_byte_scan(void **state)
+{
+  (void)state;
+  char s[40];
+  for (size_t len = 0; len <= sizeof(s); len++) {
+    for (size_t at = 0; at < len; at++) {
+      for (int v = 0; v < 256; v++) {
+        memset(s, 'a', sizeof(s));
+        /* neighbours that tempt a word-wise test into borrows: 0x80, 0xff, 0x20, 0x7e, 0x5d */
+        for (size_t k = 0; k < len; k++)
+          s[k] = (char)"a\x80\xff \x7e]b"[(k * 7 + (size_t)v) % 7];
+        s[at] = (char)v;
+        size_t want = 0;
+        while (want < len) {
+          unsigned char c = (unsigned char)s[want];
+          if (c < 0x20 || c == 0x7f || c == '\\')
+            break;
+          want++;
+        }
+        assert_int_equal(log_clean_prefix(s, len), want);
+      }
+    }
+  }
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -536,6 +565,7 @@ int main(void)
                                       teardown),
       cmocka_unit_test_setup_teardown(cgroup_cpu_quota_caps_the_default_workers, setup, teardown),
       cmocka_unit_test(log_escape_leaves_no_control_characters),
+      cmocka_unit_test(log_clean_prefix_agrees_with_a_byte_scan),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1068,6 +1068,45 @@ static void duplicate_extension_type_is_malformed(void **state)
   check_accepted_everywhere(raw, make_hello(&ext, raw), "d.example");
 }
 
+/*
+ * The parser keeps the first 32 extension types in a list and moves to a bitmap past that
+ * (lib/sni.c): a twin must be caught on either side of the switch, and across it.
+ */
+static void duplicate_found_past_the_short_list(void **state)
+{
+  static struct wr ext;
+  static uint8_t raw[RAW_MAX];
+  /* Where the twin of the first extension goes: in the list, the switch itself, the map. */
+  static const size_t twin_at[] = {5, 31, 32, 33, 70};
+  size_t i, k;
+
+  for (k = 0; k < sizeof(twin_at) / sizeof(twin_at[0]); k++) {
+    ext.n = 0;
+    for (i = 0; i < 80; i++) {
+      unsigned type = i == twin_at[k] ? 100 : 100 + (unsigned)i;
+      ext_raw(&ext, type, 1, 0x55);
+    }
+    ext_sni(&ext, "e.example", 9);
+    check_rejected_everywhere(raw, make_hello(&ext, raw), MCP_SNI_EMALFORMED);
+  }
+  /* A twin of an extension seen after the switch (both in the map). */
+  ext.n = 0;
+  for (i = 0; i < 60; i++)
+    ext_raw(&ext, 200 + (unsigned)i, 0, 0);
+  ext_raw(&ext, 250, 0, 0);
+  ext_sni(&ext, "e.example", 9);
+  check_rejected_everywhere(raw, make_hello(&ext, raw), MCP_SNI_EMALFORMED);
+  /* 31, 32, 33 and 80 distinct extensions pass. */
+  static const size_t counts[] = {31, 32, 33, 80};
+  for (k = 0; k < sizeof(counts) / sizeof(counts[0]); k++) {
+    ext.n = 0;
+    for (i = 0; i < counts[k]; i++)
+      ext_raw(&ext, 300 + (unsigned)i * 7, 1, 0x66);
+    ext_sni(&ext, "e.example", 9);
+    check_accepted_everywhere(raw, make_hello(&ext, raw), "e.example");
+  }
+}
+
 static void non_handshake_record_inside_hello_is_refused(void **state)
 {
   static uint8_t one[8192], multi[RAW_MAX], bad[RAW_MAX];
@@ -1336,6 +1375,7 @@ int main(void)
       cmocka_unit_test(server_name_with_two_entries_is_malformed),
       cmocka_unit_test(server_name_entry_of_other_type_is_malformed),
       cmocka_unit_test(duplicate_extension_type_is_malformed),
+      cmocka_unit_test(duplicate_found_past_the_short_list),
       cmocka_unit_test(sni_label_with_edge_hyphen_is_bad_name),
       cmocka_unit_test(uppercase_sni_is_lowercased),
       cmocka_unit_test(sni_trailing_dot_is_dropped),
