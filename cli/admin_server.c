@@ -532,8 +532,13 @@ static void on_async(uv_async_t *h)
   /* uv_async_send coalesces wake-ups: take everything queued. */
   while (c) {
     admin_call_t *next = c->next;
+    if (!c->admin) { /* orphaned by a stop before the loop saw it: nobody waits for it */
+      call_free(c);
+      c = next;
+      continue;
+    }
     /* Held until answered, which may happen inside run or long after it. */
-    hold(a, c);
+    hold(c->admin, c);
     if (c->early_status)
       admin_call_reply(c, c->early_status, c->early_msg, NULL);
     else

@@ -225,7 +225,7 @@ static int listener_change(admin_client_t *c, const opts_t *o, const char *sub)
 
 static int set_max_connections(admin_client_t *c, const opts_t *o)
 {
-  int64_t n;
+  int64_t n = 0;
   int rc = parse_int("N", o->args[2], &n);
   if (rc >= 0)
     return rc;

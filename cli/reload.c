@@ -287,6 +287,7 @@ static int same_addr(const struct sockaddr_storage *a, const struct sockaddr_sto
 static int collect_fds(mcp_listener_t *l, int **fds, size_t *nfds, char **names, size_t *nnames)
 {
   struct sockaddr_storage want;
+  memset(&want, 0, sizeof(want));
   if (mcp_listener_sockname(l, &want) != 0)
     return -1;
   DIR *d = opendir("/proc/self/fd");
@@ -302,6 +303,7 @@ static int collect_fds(mcp_listener_t *l, int **fds, size_t *nfds, char **names,
     if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) != 0 || !accepting)
       continue;
     struct sockaddr_storage got;
+    memset(&got, 0, sizeof(got));
     len = sizeof(got);
     if (getsockname(fd, (struct sockaddr *)&got, &len) != 0 || !same_addr(&want, &got))
       continue;
@@ -462,9 +464,11 @@ void reload_status_write(const char *db_path, const char *fmt, ...)
   char text[1024];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(text, sizeof(text) - 1, fmt, ap);
+  int n = vsnprintf(text, sizeof(text) - 1, fmt, ap);
   va_end(ap);
-  strcat(text, "\n");
+  size_t len = n < 0 ? 0 : (size_t)n < sizeof(text) - 1 ? (size_t)n : sizeof(text) - 2;
+  text[len] = '\n'; /* room was kept for it */
+  text[len + 1] = '\0';
   write_file(db_path, ".reload", text);
 }
 
@@ -514,8 +518,9 @@ int cmd_reload(int argc, char **argv)
   }
   if (optind < argc)
     return cli_usage_error("reload", "unexpected argument '%s'", argv[optind]);
-  if (!path && getenv("MC_PROXY_CONFIG") && getenv("MC_PROXY_CONFIG")[0])
-    path = getenv("MC_PROXY_CONFIG");
+  const char *env = getenv("MC_PROXY_CONFIG");
+  if (!path && env && env[0])
+    path = env;
   if (!path && access("/srv/mc-proxy/mc-proxy.ini", F_OK) == 0)
     path = "/srv/mc-proxy/mc-proxy.ini";
   if (!path)

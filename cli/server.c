@@ -65,7 +65,7 @@ static void on_conn_end(void *data, const mcp_conn_record_t *rec)
   size_t room;
   char *p = log_buffered_begin(LOG_INFO, &room);
   if (p && room > 5) {
-    memcpy(p, "conn ", 5);
+    memcpy(p, "conn ", 5); // NOLINT(bugprone-not-null-terminated-result): the record follows
     int n = mcp_conn_record_format(rec, p + 5, room - 5);
     log_buffered_end(5 + (n > 0 ? (size_t)n : 0));
   } else if (p) {
