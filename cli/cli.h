@@ -20,6 +20,15 @@ int cmd_listener(int argc, char **argv); /* listener_cmds.c */
 int cmd_certs(int argc, char **argv);    /* certs_cmd.c */
 int cmd_cluster(int argc, char **argv);  /* cluster_cmds.c */
 
+/*
+ * Opens an mc-proxy database read-only for a command that needs no server (never created,
+ * never migrated; the server may be writing). A schema newer than this build knows, older than
+ * min_version, or none at all is refused. Returns NULL after printing "mc-proxy CMD: ..." on
+ * stderr. local_cmds.c
+ */
+struct sqlite3;
+struct sqlite3 *cli_open_db_readonly(const char *cmd, const char *path, int min_version);
+
 /* Prints the "see --help" hint for a usage error and returns EXIT_USAGE. cli.c */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

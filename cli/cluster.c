@@ -810,6 +810,21 @@ static void begin(cluster_t *c)
   }
 }
 
+int cluster_etcd_open(const config_t *cfg, struct etcd_client_s **out, char *err, size_t errlen)
+{
+  const char *eps[CONFIG_ETCD_MAX_ENDPOINTS];
+  for (int i = 0; i < cfg->netcd; i++)
+    eps[i] = cfg->etcd_endpoints[i];
+  etcd_client_opts_t opts = {
+      .endpoints = eps,
+      .n_endpoints = (size_t)cfg->netcd,
+      .ca_path = cfg->etcd_ca[0] ? cfg->etcd_ca : NULL,
+      .cert_path = cfg->etcd_cert[0] ? cfg->etcd_cert : NULL,
+      .key_path = cfg->etcd_key[0] ? cfg->etcd_key : NULL,
+  };
+  return etcd_client_open(&opts, out, err, errlen) == 0 ? 0 : -1;
+}
+
 int cluster_start(state_t *st, cluster_t **out, char *err, size_t errlen)
 {
   const config_t *cfg = st->cfg;
@@ -821,18 +836,8 @@ int cluster_start(state_t *st, cluster_t **out, char *err, size_t errlen)
   c->st = st;
   snprintf(c->prefix, sizeof(c->prefix), "%s", cfg->cluster_prefix);
   snprintf(c->source, sizeof(c->source), "etcd:%s", cfg->cluster_prefix);
-  const char *eps[CONFIG_ETCD_MAX_ENDPOINTS];
-  for (int i = 0; i < cfg->netcd; i++)
-    eps[i] = cfg->etcd_endpoints[i];
-  etcd_client_opts_t opts = {
-      .endpoints = eps,
-      .n_endpoints = (size_t)cfg->netcd,
-      .ca_path = cfg->etcd_ca[0] ? cfg->etcd_ca : NULL,
-      .cert_path = cfg->etcd_cert[0] ? cfg->etcd_cert : NULL,
-      .key_path = cfg->etcd_key[0] ? cfg->etcd_key : NULL,
-  };
   char why[256];
-  if (etcd_client_open(&opts, &c->etcd, why, sizeof(why)) != 0) {
+  if (cluster_etcd_open(cfg, &c->etcd, why, sizeof(why)) != 0) {
     snprintf(err, errlen, "[cluster] etcd: %s", why);
     free(c);
     return -1;

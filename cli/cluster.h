@@ -66,6 +66,10 @@ void cluster_free(cluster_t *c);
 
 void cluster_get_status(const cluster_t *c, cluster_status_t *out);
 
+/* An etcd client for cfg's [cluster] section (endpoints, TLS files): 0, or -1 with err. Any
+ * thread; also used by the cluster command. */
+int cluster_etcd_open(const config_t *cfg, struct etcd_client_s **out, char *err, size_t errlen);
+
 /* The etcd client and the key prefix, for writing admin changes (cluster_write.h). */
 struct etcd_client_s *cluster_etcd(cluster_t *c);
 const char *cluster_prefix(const cluster_t *c);

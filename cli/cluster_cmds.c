@@ -15,6 +15,7 @@
 
 #include "admin_cmds.h"
 #include "cli.h"
+#include "cluster.h"
 #include "cluster_cmds.h"
 #include "config.h"
 #include "etcd_client.h"
@@ -137,18 +138,8 @@ int cluster_load_config(const char *path, config_t *cfg)
 
 int cluster_open_etcd(const config_t *cfg, etcd_client_t **out)
 {
-  const char *eps[CONFIG_ETCD_MAX_ENDPOINTS];
-  for (int i = 0; i < cfg->netcd; i++)
-    eps[i] = cfg->etcd_endpoints[i];
-  etcd_client_opts_t opts = {
-      .endpoints = eps,
-      .n_endpoints = (size_t)cfg->netcd,
-      .ca_path = cfg->etcd_ca[0] ? cfg->etcd_ca : NULL,
-      .cert_path = cfg->etcd_cert[0] ? cfg->etcd_cert : NULL,
-      .key_path = cfg->etcd_key[0] ? cfg->etcd_key : NULL,
-  };
   char err[256];
-  if (etcd_client_open(&opts, out, err, sizeof(err)) != 0) {
+  if (cluster_etcd_open(cfg, out, err, sizeof(err)) != 0) {
     fprintf(stderr, "mc-proxy cluster: etcd: %s\n", err);
     return -1;
   }

@@ -90,43 +90,6 @@ static int add_entry(entries_t *e, const char *prefix, const cluster_key_t *k, c
   return 0;
 }
 
-/* Opens the database read-only (never created, never migrated); NULL after printing why. */
-static sqlite3 *open_db(const char *path)
-{
-  sqlite3 *db = NULL;
-  sqlite3_stmt *st = NULL;
-  int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL);
-  if (rc != SQLITE_OK) {
-    fprintf(stderr, "mc-proxy cluster: %s: cannot open the database: %s\n", path,
-            db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-    goto fail;
-  }
-  sqlite3_busy_timeout(db, 5000); /* the server may be writing */
-  if (sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", -1, &st,
-                         NULL) != SQLITE_OK ||
-      sqlite3_step(st) != SQLITE_ROW) {
-    fprintf(stderr, "mc-proxy cluster: %s: not an mc-proxy database (%s)\n", path,
-            sqlite3_errmsg(db));
-    goto fail;
-  }
-  int64_t version = sqlite3_column_int64(st, 0);
-  /* Version 4 brought the listener settings and send_proxy that the values carry. */
-  if (version < 4 || version > MCP_STORE_SCHEMA_VERSION) {
-    fprintf(stderr,
-            "mc-proxy cluster: %s: database schema version %" PRId64 "; import reads versions 4 "
-            "to %d (%s)\n",
-            path, version, MCP_STORE_SCHEMA_VERSION,
-            version < 4 ? "start this mc-proxy on it once to migrate it" : "use a newer mc-proxy");
-    goto fail;
-  }
-  sqlite3_finalize(st);
-  return db;
-fail:
-  sqlite3_finalize(st);
-  sqlite3_close(db);
-  return NULL;
-}
-
 /* The proxy_from CIDRs of listener id into l (malloc'd array). Returns SQLite's code. */
 static int read_proxy_from(sqlite3 *db, int64_t id, cluster_listener_t *l)
 {
@@ -368,7 +331,8 @@ int cluster_import(const char *config, int dry_run)
   int status = EXIT_REFUSED;
   entries_t e = {0};
   etcd_client_t *etcd = NULL;
-  sqlite3 *db = open_db(cfg.db_path);
+  /* Version 4 brought the listener settings and send_proxy that the values carry. */
+  sqlite3 *db = cli_open_db_readonly("cluster", cfg.db_path, 4);
   if (!db)
     goto out;
   if (read_state(db, cfg.cluster_prefix, &e) != 0)

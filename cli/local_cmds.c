@@ -275,18 +275,13 @@ static int default_snapshot_path(const char *db_path, char *out, size_t outlen)
   return 0;
 }
 
-/*
- * Opens the database for a snapshot: read-only and without SQLITE_OPEN_CREATE, so a wrong path
- * never leaves an empty database behind, and nothing is ever migrated. A schema newer than this
- * build knows, or a file without one, is refused. Returns NULL after printing why.
- */
-static sqlite3 *open_for_snapshot(const char *path)
+sqlite3 *cli_open_db_readonly(const char *cmd, const char *path, int min_version)
 {
   sqlite3 *db = NULL;
   sqlite3_stmt *stmt = NULL;
   int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL);
   if (rc != SQLITE_OK) {
-    fprintf(stderr, "mc-proxy snapshot: %s: cannot open the database: %s\n", path,
+    fprintf(stderr, "mc-proxy %s: %s: cannot open the database: %s\n", cmd, path,
             db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
     goto fail;
   }
@@ -294,20 +289,27 @@ static sqlite3 *open_for_snapshot(const char *path)
   rc = sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", -1, &stmt,
                           NULL);
   if (rc != SQLITE_OK || sqlite3_step(stmt) != SQLITE_ROW) {
-    fprintf(stderr, "mc-proxy snapshot: %s: not an mc-proxy database (%s)\n", path,
+    fprintf(stderr, "mc-proxy %s: %s: not an mc-proxy database (%s)\n", cmd, path,
             sqlite3_errmsg(db));
     goto fail;
   }
   sqlite3_int64 version = sqlite3_column_int64(stmt, 0);
   if (version > MCP_STORE_SCHEMA_VERSION) {
     fprintf(stderr,
-            "mc-proxy snapshot: %s: database schema version %lld, this mc-proxy knows up to %d; "
+            "mc-proxy %s: %s: database schema version %lld, this mc-proxy knows up to %d; "
             "use a newer mc-proxy\n",
-            path, (long long)version, MCP_STORE_SCHEMA_VERSION);
+            cmd, path, (long long)version, MCP_STORE_SCHEMA_VERSION);
     goto fail;
   }
   if (version < 1) {
-    fprintf(stderr, "mc-proxy snapshot: %s: not an mc-proxy database (no schema version)\n", path);
+    fprintf(stderr, "mc-proxy %s: %s: not an mc-proxy database (no schema version)\n", cmd, path);
+    goto fail;
+  }
+  if (version < min_version) {
+    fprintf(stderr,
+            "mc-proxy %s: %s: database schema version %lld is older than this command reads "
+            "(%d); start this mc-proxy on it once to migrate it\n",
+            cmd, path, (long long)version, min_version);
     goto fail;
   }
   sqlite3_finalize(stmt);
@@ -361,7 +363,7 @@ int cmd_snapshot(int argc, char **argv)
   int status = EXIT_REFUSED;
   char out_path[PATH_MAX];
   /* The database first: a wrong path must not even leave a backups/ directory behind. */
-  sqlite3 *db = open_for_snapshot(cfg.db_path);
+  sqlite3 *db = cli_open_db_readonly("snapshot", cfg.db_path, 1);
   if (!db)
     goto done;
   if (out)
