@@ -442,10 +442,11 @@ class RawBackend(_Backend):
 
 # ---- clients ----
 
-def connect(host, port, source=None, timeout=IO_TIMEOUT):
-    """A plain TCP connection to HOST:PORT, optionally from source address SOURCE."""
+def connect(host, port, source=None, timeout=IO_TIMEOUT, new_socket=None):
+    """A plain TCP connection to HOST:PORT, optionally from source address SOURCE. NEW_SOCKET(family)
+    makes the socket (netns.py: one inside a network namespace)."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(fam, socket.SOCK_STREAM)
+    s = new_socket(fam) if new_socket else socket.socket(fam, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         if source:

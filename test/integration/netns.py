@@ -22,6 +22,8 @@ import threading
 import unittest
 import uuid
 
+import mcp
+
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -84,16 +86,7 @@ class NetNS:
 
     def connect(self, host, port, timeout=10.0, source=None):
         """A TCP connection made inside, optionally from SOURCE (any of 127.0.0.0/8 works)."""
-        s = self.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        s.settimeout(timeout)
-        try:
-            if source:
-                s.bind((source, 0))
-            s.connect((host, port))
-        except BaseException:
-            s.close()
-            raise
-        return s
+        return mcp.connect(host, port, source=source, timeout=timeout, new_socket=self.socket)
 
     def forward(self, port, host="127.0.0.1"):
         """Relays connections to HOST:PORT inside the namespace to HOST:PORT on the host. A
