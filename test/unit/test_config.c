@@ -428,8 +428,9 @@ static void tcp_admin_without_client_ca_needs_client_auth_none(void **state)
 {
   ctx_t *t = *state;
 #define TCP "[grpc]\naddr = 127.0.0.1:9443\ntls_cert = c.pem\ntls_key = k.pem\n"
-  expect_error(t, DB TCP, 4, "needs client_ca (clients must present a certificate), or "
-                             "client_auth = none");
+  expect_error(t, DB TCP, 4,
+               "needs client_ca (clients must present a certificate), or "
+               "client_auth = none");
   if (load(t, DB TCP "client_auth = none\n") != 0)
     fail_msg("%s", t->err);
   assert_int_equal(t->cfg.client_auth_none, 1);
@@ -441,6 +442,61 @@ static void tcp_admin_without_client_ca_needs_client_auth_none(void **state)
   expect_error(t, DB "[grpc]\naddr = unix:a.sock\nclient_auth = none\n", 5,
                "client_auth: applies to a TCP addr only");
 #undef TCP
+}
+
+/* [cluster]: endpoints, prefix and TLS files load; every bad value names its line. */
+static void cluster_section_loads_and_refuses_bad_values(void **state)
+{
+  ctx_t *t = *state;
+  int rc = load(t, "[database]\npath = a.db\n"
+                   "[cluster]\n"
+                   "etcd = http://127.0.0.1:2379, http://127.0.0.2:2379 https://etcd.example:2379\n"
+                   "etcd_ca = ca.pem\n");
+  if (rc != 0)
+    fail_msg("%s", t->err);
+  assert_int_equal(t->cfg.has_cluster, 1);
+  assert_int_equal(t->cfg.netcd, 3);
+  assert_string_equal(t->cfg.etcd_endpoints[2], "https://etcd.example:2379");
+  assert_string_equal(t->cfg.cluster_prefix, CONFIG_ETCD_PREFIX); /* the default */
+  assert_non_null(strstr(t->cfg.etcd_ca, "/ca.pem"));             /* relative to the file */
+  assert_int_equal(load(t, "[database]\npath = a.db\n[cluster]\netcd = http://[::1]:2379\n"
+                           "prefix = /fleet/a/\n"),
+                   0);
+  assert_string_equal(t->cfg.cluster_prefix, "/fleet/a/");
+  assert_int_equal(load(t, "[database]\npath = a.db\n"), 0);
+  assert_int_equal(t->cfg.has_cluster, 0);
+
+  const char *head = "[database]\npath = a.db\n[cluster]\n";
+  struct {
+    const char *body;
+    int line;
+    const char *what;
+  } bad[] = {
+      {"prefix = /x/\n", 3, "etcd is required"},
+      {"etcd = 127.0.0.1:2379\n", 4, "bad endpoint"},
+      {"etcd = ftp://127.0.0.1:2379\n", 4, "bad endpoint"},
+      {"etcd = http://127.0.0.1:2379/v3\n", 4, "bad endpoint"},
+      {"etcd = http://127.0.0.1\n", 4, "bad endpoint"},
+      {"etcd = http://\n", 4, "bad endpoint"},
+      {"etcd = , ,\n", 4, "no endpoint"},
+      {"etcd = http://a:1 http://a:2 http://a:3 http://a:4 http://a:5 http://a:6 http://a:7 "
+       "http://a:8 http://a:9 http://a:10 http://a:11 http://a:12 http://a:13 http://a:14 "
+       "http://a:15 http://a:16 http://a:17\n",
+       4, "at most 16"},
+      {"etcd = http://a:1\nprefix = /no-slash\n", 5, "not a key prefix"},
+      {"etcd = http://a:1\nprefix = /with blank/\n", 5, "not a key prefix"},
+      {"etcd = http://a:1\netcd = http://a:2\n", 5, "duplicate"},
+      {"etcd = http://a:1\netcd_cert = c.pem\n", 3, "go together"},
+      {"etcd = http://a:1\nendpoints = x\n", 5, "unknown key"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    char text[1024];
+    snprintf(text, sizeof(text), "%s%s", head, bad[i].body);
+    expect_error(t, text, bad[i].line, bad[i].what);
+  }
+  /* A second [cluster] is refused like any other duplicate section. */
+  expect_error(t, "[database]\npath = a.db\n[cluster]\netcd = http://a:1\n[cluster]\n", 5,
+               "duplicate section");
 }
 
 static void write_file(const char *path, const char *text)
@@ -558,6 +614,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(whole_file_errors, setup, teardown),
       cmocka_unit_test_setup_teardown(file_level_errors, setup, teardown),
       cmocka_unit_test_setup_teardown(edge_settings_load, setup, teardown),
+      cmocka_unit_test_setup_teardown(cluster_section_loads_and_refuses_bad_values, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(edge_errors_name_the_line, setup, teardown),
       cmocka_unit_test(rates_parse),
       cmocka_unit_test_setup_teardown(max_connections_has_one_maximum, setup, teardown),
