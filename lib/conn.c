@@ -7,10 +7,12 @@
  * sits on, then its close and the record it leaves. See docs/ARCHITECTURE.md.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -18,6 +20,7 @@
 #include "resolver.h"
 
 static void timer_cb(uv_timer_t *timer);
+static void on_events(uv_poll_t *h, int status, int events);
 
 int mcp__conns_init(mcp__conns_t *cs, uv_loop_t *loop, const uint64_t timeouts_ms[MCP__T_COUNT],
                     int copy_relay)
@@ -27,22 +30,36 @@ int mcp__conns_init(mcp__conns_t *cs, uv_loop_t *loop, const uint64_t timeouts_m
   for (int i = 0; i < MCP__T_COUNT; i++)
     cs->tlists[i].timeout_ms = timeouts_ms[i];
   cs->relay_pool.size = MCP__RELAY_CHUNK;
+  cs->slot_free = UINT32_MAX;
   cs->splice_r = cs->splice_w = -1;
+  cs->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (cs->epfd < 0)
+    return -errno;
+  int err = uv_poll_init(loop, &cs->events, cs->epfd);
+  if (err) {
+    close(cs->epfd);
+    return err;
+  }
   int pfd[2];
   if (!copy_relay && pipe2(pfd, O_NONBLOCK | O_CLOEXEC) == 0) {
     cs->splice_r = pfd[0];
     cs->splice_w = pfd[1];
   }
-  int err = uv_timer_init(loop, &cs->timer);
-  if (err) {
-    if (cs->splice_r >= 0) {
-      close(cs->splice_r);
-      close(cs->splice_w);
-    }
-    return err;
-  }
+  cs->events.data = cs;
+  uv_poll_start(&cs->events, UV_READABLE, on_events);
+  uv_unref((uv_handle_t *)&cs->events); /* referenced while a connection is live */
+  uv_idle_init(loop, &cs->again);
+  cs->again.data = cs;
+  uv_timer_init(loop, &cs->timer);
   cs->timer.data = cs;
   return 0;
+}
+
+void mcp__conns_close_handles(mcp__conns_t *cs, uv_close_cb close_cb)
+{
+  uv_close((uv_handle_t *)&cs->timer, close_cb);
+  uv_close((uv_handle_t *)&cs->events, close_cb);
+  uv_close((uv_handle_t *)&cs->again, close_cb);
 }
 
 /* ---- connection objects ---- */
@@ -53,6 +70,50 @@ static atomic_int_fast64_t live_total;
 int64_t mcp__conn_live_total(void)
 {
   return atomic_load_explicit(&live_total, memory_order_relaxed);
+}
+
+/*
+ * Slots: an event set entry names its connection by slot and generation, not by pointer. A
+ * socket normally leaves the set when it is closed, but not while another process still holds
+ * it (a fork between fork() and exec()); an event it then reports names a slot whose
+ * generation has moved on, and is ignored.
+ */
+struct mcp__conn_slot_s {
+  mcp__conn_t *conn; /* NULL when free */
+  uint32_t next_free;
+};
+
+#define SLOTS_MAX (UINT32_MAX >> 1) /* an event's data keeps the slot in 31 bits */
+
+static int slot_take(mcp__conns_t *cs, mcp__conn_t *c)
+{
+  if (cs->slot_free == UINT32_MAX) {
+    uint32_t n = cs->nslots ? cs->nslots * 2 : 64;
+    if (cs->nslots >= SLOTS_MAX / 2)
+      return -1;
+    mcp__conn_slot_t *grown = realloc(cs->slots, n * sizeof(*grown));
+    if (!grown)
+      return -1;
+    for (uint32_t i = cs->nslots; i < n; i++) {
+      grown[i].conn = NULL;
+      grown[i].next_free = i + 1 < n ? i + 1 : UINT32_MAX;
+    }
+    cs->slot_free = cs->nslots;
+    cs->slots = grown;
+    cs->nslots = n;
+  }
+  c->slot = cs->slot_free;
+  c->gen = ++cs->gen;
+  cs->slot_free = cs->slots[c->slot].next_free;
+  cs->slots[c->slot].conn = c;
+  return 0;
+}
+
+static void slot_give(mcp__conns_t *cs, const mcp__conn_t *c)
+{
+  cs->slots[c->slot].conn = NULL;
+  cs->slots[c->slot].next_free = cs->slot_free;
+  cs->slot_free = c->slot;
 }
 
 int mcp__conn_new(mcp__conns_t *cs, mcp__conn_t **out)
@@ -66,24 +127,35 @@ int mcp__conn_new(mcp__conns_t *cs, mcp__conn_t **out)
     if (!c)
       return UV_ENOMEM;
   }
-  cs->live++;
+  if (slot_take(cs, c) != 0) {
+    free(c); /* the free list may be full already */
+    return UV_ENOMEM;
+  }
+  if (cs->live++ == 0)
+    uv_ref((uv_handle_t *)&cs->events);
   atomic_fetch_add_explicit(&live_total, 1, memory_order_relaxed);
+  uint32_t slot = c->slot, gen = c->gen;
   memset(c, 0, offsetof(mcp__conn_t, sni));
+  c->slot = slot;
+  c->gen = gen;
   c->sni[0] = '\0';
   c->backend_text[0] = '\0';
   c->cs = cs;
   c->tlist = MCP__T_NONE;
+  c->client.fd = c->backend.fd = -1;
   c->started_ms = uv_now(cs->loop);
   c->started_ns = uv_hrtime();
   *out = c;
   return 0;
 }
 
-/* After both handles have closed: back to the free list (or to malloc). */
+/* After its close: back to the free list (or to malloc). */
 static void conn_release(mcp__conn_t *c)
 {
   mcp__conns_t *cs = c->cs;
-  cs->live--;
+  slot_give(cs, c);
+  if (--cs->live == 0)
+    uv_unref((uv_handle_t *)&cs->events);
   atomic_fetch_sub_explicit(&live_total, 1, memory_order_relaxed);
   if (cs->free_len < MCP__CONN_KEEP) {
     c->tnext = cs->free;
@@ -97,13 +169,128 @@ static void conn_release(mcp__conn_t *c)
     cs->on_empty(cs);
 }
 
+/* ---- the event set ---- */
+
+#define EVENT_BATCH 128
+
+int mcp__sock_watch(mcp__conn_t *c, mcp__sock_t *s)
+{
+  if (s->watched)
+    return 0;
+  struct epoll_event ev = {
+      .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+      .data.u64 = (uint64_t)c->gen << 32 | (uint64_t)c->slot << 1 | (s == &c->backend),
+  };
+  if (epoll_ctl(c->cs->epfd, EPOLL_CTL_ADD, s->fd, &ev) != 0)
+    return -errno;
+  s->watched = 1;
+  return 0;
+}
+
+void mcp__conns_hold(mcp__conns_t *cs)
+{
+  cs->dispatching++;
+}
+
+static void conn_finish(mcp__conn_t *c);
+
+void mcp__conns_unhold(mcp__conns_t *cs)
+{
+  if (--cs->dispatching > 0)
+    return;
+  /* conn_finish may free cs along with the last connection (on_empty): nothing after it. */
+  while (cs->released) {
+    mcp__conn_t *c = cs->released;
+    cs->released = c->tnext;
+    int last = cs->released == NULL;
+    conn_finish(c);
+    if (last)
+      return;
+  }
+}
+
+/*
+ * The event set has events: a batch of them, each setting its socket's flags and calling its
+ * connection's on_io. More than a batch waiting keeps the set readable, so libuv calls again.
+ */
+static void on_events(uv_poll_t *h, int status, int events)
+{
+  mcp__conns_t *cs = h->data;
+  (void)status;
+  (void)events;
+  struct epoll_event ev[EVENT_BATCH];
+  int n = epoll_wait(cs->epfd, ev, EVENT_BATCH, 0);
+  mcp__conns_hold(cs);
+  for (int i = 0; i < n; i++) {
+    uint64_t d = ev[i].data.u64;
+    uint32_t slot = (uint32_t)d >> 1;
+    mcp__conn_t *c = slot < cs->nslots ? cs->slots[slot].conn : NULL;
+    if (!c || c->gen != (uint32_t)(d >> 32) || c->closing)
+      continue; /* stale (see slots), or closed earlier in this batch */
+    mcp__sock_t *s = d & 1 ? &c->backend : &c->client;
+    uint32_t e = ev[i].events;
+    if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+      s->rd = 1;
+    if (e & EPOLLRDHUP)
+      s->rdhup = 1;
+    if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+      s->wr = 1;
+    if (e & EPOLLERR)
+      s->err = 1;
+    if (e & EPOLLHUP)
+      s->hup = 1;
+    c->on_io(c, s);
+  }
+  mcp__conns_unhold(cs);
+}
+
+static void on_again(uv_idle_t *h)
+{
+  mcp__conns_t *cs = h->data;
+  mcp__conn_t *c = cs->again_head;
+  cs->again_head = NULL;
+  uv_idle_stop(&cs->again);
+  mcp__conns_hold(cs);
+  while (c) {
+    mcp__conn_t *next = c->again_next;
+    int closing = c->closing;
+    c->again = 0;
+    c->again_next = NULL;
+    if (!closing)
+      c->on_io(c, NULL); /* may put it on the list again, for the next iteration */
+    c = next;
+  }
+  mcp__conns_unhold(cs);
+}
+
+void mcp__conn_again(mcp__conn_t *c)
+{
+  mcp__conns_t *cs = c->cs;
+  if (c->again || c->closing)
+    return;
+  c->again = 1;
+  c->again_next = cs->again_head;
+  cs->again_head = c;
+  uv_idle_start(&cs->again, on_again);
+}
+
+static void again_remove(mcp__conn_t *c)
+{
+  mcp__conn_t **pp = &c->cs->again_head;
+  while (*pp && *pp != c)
+    pp = &(*pp)->again_next;
+  if (*pp)
+    *pp = c->again_next;
+  c->again = 0;
+}
+
 /* ---- buffer pools ---- */
 
 mcp__chunk_t *mcp__pool_get(mcp__pool_t *pool)
 {
   mcp__chunk_t *ch = pool->free;
   if (ch) {
-    pool->free = ch->u.next;
+    pool->free = ch->next;
     pool->len--;
     return ch;
   }
@@ -122,7 +309,7 @@ void mcp__pool_put(mcp__chunk_t *ch)
     free(ch);
     return;
   }
-  ch->u.next = pool->free;
+  ch->next = pool->free;
   pool->free = ch;
   pool->len++;
 }
@@ -131,7 +318,7 @@ static void pool_drain(mcp__pool_t *pool)
 {
   while (pool->free) {
     mcp__chunk_t *ch = pool->free;
-    pool->free = ch->u.next;
+    pool->free = ch->next;
     free(ch);
   }
   pool->len = 0;
@@ -222,6 +409,7 @@ static void timer_cb(uv_timer_t *timer)
   mcp__conns_t *cs = timer->data;
   uint64_t now = uv_now(cs->loop);
   cs->timer_due = 0;
+  mcp__conns_hold(cs);
   for (int i = 0; i < MCP__T_COUNT; i++) {
     mcp__tlist_t *t = &cs->tlists[i];
     while (t->head && t->head->tkey + t->timeout_ms <= now) {
@@ -240,20 +428,12 @@ static void timer_cb(uv_timer_t *timer)
     }
   }
   timer_rearm(cs);
+  mcp__conns_unhold(cs);
 }
 
 /* ---- close ---- */
 
 static void conn_record(mcp__conn_t *c);
-
-static void on_conn_handle_closed(uv_handle_t *h)
-{
-  mcp__conn_t *c = h->data;
-  if (--c->handles_open > 0)
-    return;
-  conn_record(c);
-  conn_release(c);
-}
 
 /*
  * Linux answers close() with a reset instead of a FIN when received bytes were never read. A
@@ -267,9 +447,7 @@ static _Thread_local char discard_scratch[DISCARD_SCRATCH];
 
 static void discard_unread(mcp__conn_t *c)
 {
-  uv_os_fd_t fd;
-  if (uv_fileno((uv_handle_t *)&c->client, &fd) != 0)
-    return;
+  int fd = c->client.fd;
   /* Bounded: what a refused client can have queued before its close is the ClientHello. */
   for (int i = 0; i < MCP__RELAY_CHUNK / DISCARD_SCRATCH; i++) {
     if (recv(fd, discard_scratch, DISCARD_SCRATCH, MSG_DONTWAIT) < DISCARD_SCRATCH)
@@ -325,28 +503,51 @@ void mcp__conn_close(mcp__conn_t *c, mcp_conn_outcome_t outcome)
     c->gai = NULL;
   }
 
-  /* Write and connect requests are cancelled by uv_close and their callbacks run (and return
-   * their chunks) before the close callbacks. */
-  c->handles_open = 1;
+  mcp__pool_put(c->up.pending);
+  mcp__pool_put(c->down.pending);
+  c->up.pending = c->down.pending = NULL;
+  if (c->again)
+    again_remove(c);
+
+  /* close(2) also takes the sockets off the event set: no EPOLL_CTL_DEL. */
   if (outcome == MCP_CONN_OUTCOME_BLOCKED || c->reset) {
-    uv_tcp_close_reset(&c->client, on_conn_handle_closed);
-  } else {
-    if (!c->relaying)
-      discard_unread(c);
-    uv_close((uv_handle_t *)&c->client, on_conn_handle_closed);
+    struct linger reset = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(c->client.fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+  } else if (!c->relaying) {
+    discard_unread(c);
   }
-  if (c->backend_inited) {
-    c->handles_open++;
-    uv_close((uv_handle_t *)&c->backend, on_conn_handle_closed);
+  if (c->client.fd >= 0) {
+    close(c->client.fd);
+    c->client.fd = -1;
   }
+  if (c->backend.fd >= 0) {
+    close(c->backend.fd);
+    c->backend.fd = -1;
+  }
+  if (c->cs->dispatching) {
+    /* Events of this batch may still name it: the release waits for the batch's end. */
+    c->tnext = c->cs->released;
+    c->cs->released = c;
+    return;
+  }
+  conn_finish(c);
+}
+
+/* The record, then the object back to the free list. */
+static void conn_finish(mcp__conn_t *c)
+{
+  conn_record(c);
+  conn_release(c);
 }
 
 void mcp__conns_close_all(mcp__conns_t *cs)
 {
+  mcp__conns_hold(cs);
   for (int i = 0; i < MCP__T_COUNT; i++) {
     while (cs->tlists[i].head)
       mcp__conn_close(cs->tlists[i].head, MCP_CONN_OUTCOME_SHUTDOWN);
   }
+  mcp__conns_unhold(cs);
 }
 
 void mcp__conns_finish(mcp__conns_t *cs)
@@ -363,6 +564,13 @@ void mcp__conns_finish(mcp__conns_t *cs)
     free(c);
   }
   cs->free_len = 0;
+  free(cs->slots);
+  cs->slots = NULL;
+  cs->nslots = 0;
+  if (cs->epfd >= 0) {
+    close(cs->epfd);
+    cs->epfd = -1;
+  }
 }
 
 /* ---- the record a connection leaves ---- */

@@ -37,16 +37,12 @@
 typedef struct mcp__pool_s mcp__pool_t;
 
 /*
- * A pool chunk. Its header is the free-list link while pooled and the write request while its
- * bytes are being written, so a connection carries no write request of its own: an idle
- * connection costs neither a buffer nor a request.
+ * A pool chunk. A connection holds one only while a read is being written on or a write is
+ * pending, so an idle connection costs no buffer.
  */
 typedef struct mcp__chunk_s {
-  union {
-    struct mcp__chunk_s *next;
-    uv_write_t wreq;
-  } u;
-  mcp__pool_t *pool; /* NULL: not from a pool, mcp__pool_put frees it */
+  struct mcp__chunk_s *next; /* the free-list link while pooled */
+  mcp__pool_t *pool;         /* NULL: not from a pool, mcp__pool_put frees it */
   char data[];
 } mcp__chunk_t;
 
@@ -129,8 +125,27 @@ typedef struct mcp__tlist_s {
  * ones. Embedded in the listener; initialised by mcp__conns_init, released by
  * mcp__conns_finish once no connection is live and the timer has closed. Loop thread only.
  */
+typedef struct mcp__conn_slot_s mcp__conn_slot_t;
+
 typedef struct mcp__conns_s {
   uv_loop_t *loop;
+  /*
+   * The event set: a private epoll instance holding the sockets of these connections, each
+   * added once, edge-triggered, for reading and writing; closing a socket takes it out. libuv
+   * watches the set itself through events (readable when a socket in it has an event), so the
+   * sockets cost no libuv handle, no FIONBIO, no SO_ERROR and no EPOLL_CTL_DEL (conn.c).
+   */
+  int epfd;
+  uv_poll_t events;
+  uv_idle_t again;        /* runs the again list: sockets left readable for fairness */
+  mcp__conn_t *again_head;
+  int dispatching;        /* inside a batch of events: releases wait for its end */
+  mcp__conn_t *released;  /* closed during the batch, released at its end (linked by tnext) */
+  /* Connections by slot: an event names a slot and a generation, so a stale one is ignored. */
+  mcp__conn_slot_t *slots;
+  uint32_t nslots, slot_free; /* slot_free: first free slot, or UINT32_MAX */
+  uint32_t gen;
+
   uv_timer_t timer;   /* the timeout lists; timer.data is this struct */
   uint64_t timer_due; /* 0 when not armed */
   /* Every live connection that is not closing is on exactly one of these lists. */
@@ -159,9 +174,26 @@ typedef struct mcp__conns_s {
 /* A backend hostname's lookup and connect attempts (lib/resolver.h). */
 typedef struct mcp__lookup_s mcp__lookup_t;
 
+/*
+ * One socket of a connection on the event set. The flags are what its edge-triggered events
+ * said and stay set until the socket says otherwise: rd until a read comes short or EAGAIN,
+ * wr until a write does. An edge is reported once, so whoever clears a flag must have seen
+ * the socket's state for itself.
+ */
+typedef struct mcp__sock_s {
+  int fd;          /* -1: none */
+  uint8_t watched; /* on the event set */
+  uint8_t rd;      /* may have bytes, an EOF or an error to read */
+  uint8_t rdhup;   /* the peer's FIN is in: a short read means the next one is EOF */
+  uint8_t wr;      /* may take bytes */
+  uint8_t err;     /* EPOLLERR seen: a reset, or a connect that failed */
+  uint8_t hup;     /* EPOLLHUP seen: both directions are down (or a connect failed) */
+} mcp__sock_t;
+
 /* One direction of the relay: bytes read from src are written to dst. */
 typedef struct mcp__pipe_s {
   mcp__chunk_t *pending; /* the chunk being written to dst, else NULL */
+  uint32_t pend_off, pend_len; /* its bytes still to write: data[pend_off, pend_len) */
   uint8_t eof;       /* src reached EOF */
   uint8_t shut;      /* shutdown of dst requested */
   uint8_t shut_done; /* that shutdown done (it is synchronous: set together with shut) */
@@ -170,7 +202,7 @@ typedef struct mcp__pipe_s {
 
 /*
  * One accepted connection. Allocated with mcp__conn_new at accept, returned to cs's free list
- * after mcp__conn_close once both handles have closed. Loop thread only.
+ * by mcp__conn_close. Loop thread only.
  */
 struct mcp__conn_s {
   mcp__conns_t *cs;
@@ -178,11 +210,12 @@ struct mcp__conn_s {
   uint64_t tkey;              /* when it was (re)appended to its list */
   int tlist;                  /* MCP__T_* */
 
-  uv_tcp_t client;
-  uv_tcp_t backend;
-  union {
-    uv_connect_t connect; /* the write-side shutdowns are plain shutdown(2) calls (relay.c) */
-  } req;
+  uint32_t slot, gen; /* its place among cs's slots (the event set's events name these) */
+  mcp__sock_t client;
+  mcp__sock_t backend;
+  /* What the sockets' events go to: the listener's ClientHello reads, then the relay's. */
+  void (*on_io)(mcp__conn_t *c, mcp__sock_t *s);
+  mcp__conn_t *again_next; /* on cs's again list, if again */
 
   mcp__chunk_t *hello; /* the ClientHello bytes until forwarded (a chunk of no pool) */
   uint32_t hello_len;
@@ -201,8 +234,8 @@ struct mcp__conn_s {
   mcp__lookup_t *gai; /* DNS lookup or connect attempts in flight, if any (lib/resolver.c) */
 
   uint8_t closing;
-  uint8_t handles_open;   /* close callbacks still to come */
-  uint8_t backend_inited;
+  uint8_t again;          /* on cs's again list */
+  uint8_t connecting;     /* the backend's connect is in progress */
   uint8_t counted;        /* counted in the active connections */
   uint8_t relaying;
   uint8_t outcome;        /* mcp_conn_outcome_t */
@@ -228,20 +261,52 @@ void mcp__conns_close_all(mcp__conns_t *cs);
 /* Frees the pools, the pipe and the free list. Only once no connection is live. */
 void mcp__conns_finish(mcp__conns_t *cs);
 
+/* The handles of cs (closed by mcp__conns_close_handles): the timer, events and again. */
+#define MCP__CONNS_HANDLES 3
 /*
- * A connection object for cs in *out (zeroed, start time now, on no timeout list). Returns 0
- * or UV_ENOMEM. The caller initialises the client handle.
+ * Closes cs's handles, each with close_cb (their data is cs). Once every one has called back,
+ * no callback of cs runs again and, with no connection live, mcp__conns_finish may be called.
+ */
+void mcp__conns_close_handles(mcp__conns_t *cs, uv_close_cb close_cb);
+
+/*
+ * Holds back the release of closed connections until the matching mcp__conns_unhold: code
+ * that may close a connection and then looks at it again (c->closing) runs between the two.
+ * The event set's batches do this themselves. Unhold may release cs's last connection (and
+ * so call on_empty).
+ */
+void mcp__conns_hold(mcp__conns_t *cs);
+void mcp__conns_unhold(mcp__conns_t *cs);
+
+/*
+ * A connection object for cs in *out (zeroed, no sockets, start time now, on no timeout list).
+ * Returns 0 or UV_ENOMEM. The caller sets client.fd and on_io.
  */
 int mcp__conn_new(mcp__conns_t *cs, mcp__conn_t **out);
+
+/*
+ * Puts s (client or backend of c) on the event set, once: from then on its events set its
+ * flags and call c->on_io. Does nothing when it is there already. Returns 0 or a negative
+ * errno.
+ */
+int mcp__sock_watch(mcp__conn_t *c, mcp__sock_t *s);
+
+/*
+ * c stopped reading a socket that may still have bytes (a bounded number of reads per call,
+ * so one busy connection cannot hold up the loop): calls c->on_io(c, NULL) once more in the
+ * next loop iteration. Edge-triggered events would not say so again.
+ */
+void mcp__conn_again(mcp__conn_t *c);
 
 /* Live connection objects in the whole process, every loop (the descriptor reserve). */
 int64_t mcp__conn_live_total(void);
 
 /*
  * Ends a connection with an outcome: off its timeout list, out of the active count, its
- * ClientHello chunk back, DNS abandoned, both handles closed (the client with a reset when
- * blocked). Once they have closed the record goes to on_end and the object back to the free
- * list. Safe to call more than once; only the first outcome counts.
+ * chunks back, DNS abandoned, both sockets closed (the client with a reset when blocked or
+ * c->reset). Then its record goes to on_end and the object back to the free list, at once or,
+ * while held (mcp__conns_hold), at the unhold. Safe to call more than once; only the first
+ * outcome counts.
  */
 void mcp__conn_close(mcp__conn_t *c, mcp_conn_outcome_t outcome);
 

@@ -174,6 +174,8 @@ static void reserve_reached(mcp_listener_t *l)
 static void refused_at_reserve(mcp_listener_t *l, int fd, const struct sockaddr_in6 *sa,
                                socklen_t salen);
 
+static void accept_batch(mcp_listener_t *l);
+
 static void on_acceptable(uv_poll_t *h, int status, int events)
 {
   mcp_listener_t *l = h->data;
@@ -186,6 +188,14 @@ static void on_acceptable(uv_poll_t *h, int status, int events)
       accept_pause(l);
     return;
   }
+  /* Closed connections are released at the unhold: accepted() may look at one after. */
+  mcp__conns_hold(&l->conns);
+  accept_batch(l);
+  mcp__conns_unhold(&l->conns);
+}
+
+static void accept_batch(mcp_listener_t *l)
+{
   for (int i = 0; i < ACCEPT_BATCH && l->listening; i++) {
     if (at_reserve_by_count(l)) {
       reserve_reached(l);
@@ -233,6 +243,7 @@ static int take_slot(mcp_listener_t *l);
 static int admit(mcp__conn_t *c);
 static void proxy_error(mcp__conn_t *c);
 static void hello_first_read(mcp__conn_t *c, int fd);
+static void hello_io(mcp__conn_t *c, mcp__sock_t *s);
 
 /*
  * The connection object for a descriptor just accepted, counted as accepted; NULL when it
@@ -254,18 +265,8 @@ static mcp__conn_t *conn_open(mcp_listener_t *l, int fd, const struct sockaddr_i
     return NULL;
   }
   memcpy(&c->client_addr, sa, salen < sizeof(c->client_addr) ? salen : sizeof(c->client_addr));
-  uv_tcp_init(l->loop, &c->client);
-  c->client.data = c;
-  c->backend.data = c;
-  if (uv_tcp_open(&c->client, fd) != 0) {
-    close(fd);
-    if (fail_outcome == MCP_CONN_OUTCOME_LIMIT)
-      MCP__COUNT(l->counters, rejected_limit_total, 1);
-    else
-      MCP__COUNT(l->counters, unrouted_total, 1);
-    mcp__conn_close(c, fail_outcome);
-    return NULL;
-  }
+  c->client.fd = fd; /* non-blocking from accept4: it joins the event set when it must wait */
+  c->on_io = hello_io;
   return c;
 }
 
@@ -417,8 +418,6 @@ static int proxy_header(mcp__conn_t *c)
 /* ---- the ClientHello ---- */
 
 static void hello_received(mcp__conn_t *c, size_t nread);
-static void on_hello_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-static void on_hello_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void unrouted(mcp__conn_t *c);
 
 /*
@@ -476,33 +475,40 @@ static void hello_first_read(mcp__conn_t *c, int fd)
     return;
   }
   /* Nothing yet: hold no buffer while waiting. */
-  if (uv_read_start((uv_stream_t *)&c->client, on_hello_alloc, on_hello_read) != 0)
-    unrouted(c);
+  keep_reading(c);
 }
 
-static void on_hello_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+/*
+ * The client's events while its PROXY header or ClientHello is incomplete: read while it has
+ * bytes, into the hello buffer (grown as needed). Bounded: every pass either grows the buffer
+ * (which hello_received refuses past MCP__HELLO_CHUNK) or ends the loop.
+ */
+static void hello_io(mcp__conn_t *c, mcp__sock_t *s)
 {
-  mcp__conn_t *c = h->data;
-  (void)suggested;
-  /* Full (or none yet): double it; hello_received refuses a ClientHello past the limit first. */
-  if (hello_reserve(c, (size_t)c->hello_len + 1) != 0) {
-    *buf = uv_buf_init(NULL, 0);
+  if (s != &c->client)
     return;
+  while (s->rd && c->on_io == hello_io && !c->closing) {
+    if (hello_reserve(c, (size_t)c->hello_len + 1) != 0) {
+      unrouted(c);
+      return;
+    }
+    size_t room = c->hello_cap - c->hello_len;
+    ssize_t n = read(s->fd, c->hello->data + c->hello_len, room);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      s->rd = 0;
+      return;
+    }
+    if (n <= 0) {
+      /* EOF or an error before a complete ClientHello. */
+      unrouted(c);
+      return;
+    }
+    if ((size_t)n < room)
+      s->rd = s->rdhup; /* drained; a FIN already in still has to be read (relay.c) */
+    hello_received(c, (size_t)n);
   }
-  *buf = uv_buf_init(c->hello->data + c->hello_len, c->hello_cap - c->hello_len);
-}
-
-static void on_hello_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
-{
-  mcp__conn_t *c = s->data;
-  if (nread == 0)
-    return;
-  if (nread < 0) {
-    /* EOF or an error (ENOBUFS when no chunk could be had) before a complete ClientHello. */
-    unrouted(c);
-    return;
-  }
-  hello_received(c, (size_t)nread);
 }
 
 static void route(mcp__conn_t *c, size_t sni_len);
@@ -535,11 +541,13 @@ static void hello_received(mcp__conn_t *c, size_t nread)
   route(c, (size_t)rc);
 }
 
-/* Waits for more of the PROXY header or the hello (reading is started once, then stays on). */
+/*
+ * Waits for more of the PROXY header or the hello: the client joins the event set (once), and
+ * hello_io reads what comes.
+ */
 static void keep_reading(mcp__conn_t *c)
 {
-  if (!uv_is_active((uv_handle_t *)&c->client) &&
-      uv_read_start((uv_stream_t *)&c->client, on_hello_alloc, on_hello_read) != 0)
+  if (mcp__sock_watch(c, &c->client) != 0)
     unrouted(c);
 }
 
@@ -558,7 +566,6 @@ static void route(mcp__conn_t *c, size_t sni_len)
   if (m.kind == MCP_ROUTE_FALLBACK)
     MCP__COUNT(c->cs->counters, fallback_total, 1);
   c->send_proxy = (uint8_t)m.send_proxy;
-  uv_read_stop((uv_stream_t *)&c->client);
   mcp__relay_connect(c, m.backend);
 }
 
@@ -687,7 +694,7 @@ int mcp_listener_new(uv_loop_t *loop, const mcp_listener_config_t *cfg, mcp_list
   l->fd = -1;
   uv_timer_init(loop, &l->accept_pause);
   l->accept_pause.data = l;
-  l->handles_open = 2; /* the timeout timer and accept_pause */
+  l->handles_open = MCP__CONNS_HANDLES + 1; /* the connections' handles and accept_pause */
   *out = l;
   return 0;
 
@@ -983,7 +990,7 @@ static void on_accept_pause_closed(uv_handle_t *h)
   listener_handle_closed(h->data);
 }
 
-static void on_timeout_timer_closed(uv_handle_t *h)
+static void on_conns_handle_closed(uv_handle_t *h)
 {
   listener_handle_closed(LISTENER_OF_CONNS(h->data));
 }
@@ -1003,6 +1010,6 @@ void mcp_listener_free(mcp_listener_t *l, void (*done)(void *data), void *data)
   l->conns.on_empty = on_conns_empty;
   mcp_listener_close_connections(l);
   mcp_listener_stop(l);
-  uv_close((uv_handle_t *)&l->conns.timer, on_timeout_timer_closed);
+  mcp__conns_close_handles(&l->conns, on_conns_handle_closed);
   uv_close((uv_handle_t *)&l->accept_pause, on_accept_pause_closed);
 }

@@ -2,16 +2,22 @@
  * relay: the second part of a connection's life, in order: connect to the routed backend,
  * forward the buffered ClientHello, then move bytes both ways until both directions have ended.
  * listener.c hands the connection over with mcp__relay_connect; the connection object, its
- * buffers, its timeouts and its close are conn.c's. See docs/ARCHITECTURE.md.
+ * buffers, its timeouts, its event set and its close are conn.c's. See docs/ARCHITECTURE.md.
+ *
+ * Both sockets are on the listener's event set (conn.c), edge-triggered: an event sets a
+ * socket's flags (rd, wr, ...) and calls relay_io, which moves what the flags allow. A flag is
+ * cleared only by what the socket itself says (EAGAIN, a short read or write), so nothing is
+ * lost between edges.
  *
  * Memory per connection is bounded: each direction holds at most one pool chunk, and only while
- * a write to the other side is pending. A read is first written with uv_try_write; whatever the
- * kernel does not take at once is queued with uv_write, and the source side stops reading until
- * that write completes. An idle connection holds no chunk at all (libuv asks for a buffer only
- * when the socket is readable, and an EAGAIN read gives it straight back).
+ * a write to the other side is pending. A read is written at once; whatever the kernel does not
+ * take stays pending, and the source is not read until the destination has taken it (its
+ * EPOLLOUT). An idle connection holds no chunk at all.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,11 +30,10 @@
 
 /* ---- connect ---- */
 
+static void relay_io(mcp__conn_t *c, mcp__sock_t *s);
 static void connect_addr(mcp__conn_t *c, const struct sockaddr *addr);
-static void on_connect(uv_connect_t *req, int status);
 static void on_resolved(mcp__lookup_t *l, int status, void *data);
 static void on_dialled(mcp__lookup_t *l, int fd, void *data);
-static void backend_read_start(mcp__conn_t *c);
 static void backend_connected(mcp__conn_t *c);
 static void backend_failed(mcp__conn_t *c);
 
@@ -36,11 +41,13 @@ static void backend_failed(mcp__conn_t *c);
  * The connect phase, bounded as a whole by the connect timeout (the connection is on that list
  * until the ClientHello is forwarded). An address that is one of this process's own listeners is
  * never connected to: a route that loops back would otherwise open connections to itself until
- * the descriptors run out.
+ * the descriptors run out. The client's events are only noted until then (relay_io).
  */
 void mcp__relay_connect(mcp__conn_t *c, const mcp_backend_t *backend)
 {
   memcpy(c->backend_text, backend->text, sizeof(c->backend_text));
+  c->on_io = relay_io;
+  c->connecting = 1;
   mcp__conn_timeout_set(c, MCP__T_CONNECT);
   if (backend->addr.sa.sa_family != AF_UNSPEC) {
     if (mcp_backend_is_own_listener(&backend->addr.sa))
@@ -74,7 +81,7 @@ static void on_resolved(mcp__lookup_t *l, int status, void *data)
     mcp__lookup_connect(l, mcp_backend_is_own_listener, on_dialled);
 }
 
-/* Every address in order, the next after a failure (lib/resolver.c); fd is now ours. */
+/* Every address in order, the next after a failure (lib/resolver.c); fd is now ours, connected. */
 static void on_dialled(mcp__lookup_t *l, int fd, void *data)
 {
   mcp__conn_t *c = data;
@@ -84,53 +91,69 @@ static void on_dialled(mcp__lookup_t *l, int fd, void *data)
     backend_failed(c);
     return;
   }
-  if (uv_tcp_init(c->cs->loop, &c->backend) != 0) {
-    close(fd);
+  c->backend.fd = fd;
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  if (mcp__sock_watch(c, &c->backend) != 0) {
     backend_failed(c);
     return;
   }
-  c->backend_inited = 1;
-  if (uv_tcp_open(&c->backend, fd) != 0) {
-    close(fd);
-    backend_failed(c);
-    return;
-  }
-  backend_read_start(c);
-  if (!c->closing)
-    backend_connected(c);
+  mcp__conns_t *cs = c->cs;
+  mcp__conns_hold(cs); /* backend_connected looks at c after what may close it */
+  c->connecting = 0;
+  c->backend.wr = 1;
+  backend_connected(c);
+  mcp__conns_unhold(cs);
 }
-
-static void pipe_read_start(mcp__conn_t *c, mcp__pipe_t *p);
 
 /*
- * The backend is read from the start, while it still connects: its read and connect interest
- * then go to epoll together (one ADD for both, one MOD when the connect is done) instead of
- * libuv's ADD, then ADD again (EEXIST) and MOD once the connect watcher has stopped. libuv
- * reports the connect before any read, and a backend that speaks before the ClientHello is
- * forwarded is relayed to the client as it would be a moment later.
+ * A non-blocking connect from a socket made non-blocking by socket(2) itself; its outcome is
+ * the socket's first event (relay_io): writable, or an error or hang-up when it failed. No
+ * SO_ERROR query: the outcome is backend_error either way.
  */
-static void backend_read_start(mcp__conn_t *c)
-{
-  pipe_read_start(c, &c->down);
-}
-
 static void connect_addr(mcp__conn_t *c, const struct sockaddr *addr)
 {
-  if (uv_tcp_init(c->cs->loop, &c->backend) != 0) {
+  int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+  if (fd < 0) {
     backend_failed(c);
     return;
   }
-  c->backend_inited = 1;
-  c->req.connect.data = c;
-  if (uv_tcp_connect(&c->req.connect, &c->backend, addr, on_connect) != 0) {
+  c->backend.fd = fd;
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  socklen_t len = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                              : sizeof(struct sockaddr_in);
+  if ((connect(fd, addr, len) != 0 && errno != EINPROGRESS) ||
+      mcp__sock_watch(c, &c->backend) != 0)
     backend_failed(c);
-    return;
-  }
-  backend_read_start(c);
 }
 
 static int pipe_write(mcp__conn_t *c, mcp__pipe_t *p, mcp__chunk_t *ch, size_t len);
 static void relay_start(mcp__conn_t *c);
+static void relay_run(mcp__conn_t *c);
+static void pipe_run(mcp__conn_t *c, mcp__pipe_t *p);
+
+/* What the sockets' events do: finish the connect, then relay. s is NULL for mcp__conn_again. */
+static void relay_io(mcp__conn_t *c, mcp__sock_t *s)
+{
+  if (!c->connecting) {
+    if (c->relaying)
+      relay_run(c);
+    else
+      pipe_run(c, &c->up); /* the rest of the ClientHello, once the backend takes it */
+    return;
+  }
+  if (s != &c->backend)
+    return; /* the client's flags wait for the relay */
+  if (s->err || s->hup) {
+    backend_failed(c);
+    return;
+  }
+  if (!s->wr)
+    return;
+  c->connecting = 0;
+  backend_connected(c);
+}
 
 /*
  * The route's PROXY header (the client, and the address it connected to) followed by the
@@ -140,8 +163,8 @@ static void relay_start(mcp__conn_t *c);
 static mcp__chunk_t *with_proxy_header(mcp__conn_t *c, size_t *len)
 {
   if (!c->have_local) {
-    int namelen = sizeof(c->local_addr);
-    if (uv_tcp_getsockname(&c->client, (struct sockaddr *)&c->local_addr, &namelen) == 0)
+    socklen_t namelen = sizeof(c->local_addr);
+    if (getsockname(c->client.fd, (struct sockaddr *)&c->local_addr, &namelen) == 0)
       c->have_local = 1;
   }
   const struct sockaddr *src = (const struct sockaddr *)&c->client_addr;
@@ -162,24 +185,13 @@ static mcp__chunk_t *with_proxy_header(mcp__conn_t *c, size_t *len)
   return ch;
 }
 
-static void on_connect(uv_connect_t *req, int status)
-{
-  mcp__conn_t *c = req->data;
-  if (c->closing)
-    return;
-  if (status < 0) {
-    backend_failed(c);
-    return;
-  }
-  backend_connected(c);
-}
-
+/*
+ * Forward the ClientHello exactly as received (after a PROXY header when the route asks for
+ * one); the relay starts once it is written (here, or when the backend takes the rest).
+ */
 static void backend_connected(mcp__conn_t *c)
 {
   c->connected_ns = uv_hrtime();
-  uv_tcp_nodelay(&c->backend, 1);
-  /* Forward the ClientHello exactly as received (after a PROXY header when the route asks for
-   * one), then start relaying. */
   size_t len = c->hello_len;
   mcp__chunk_t *hello = c->send_proxy ? with_proxy_header(c, &len) : c->hello;
   if (!hello) {
@@ -201,83 +213,146 @@ static void backend_failed(mcp__conn_t *c)
 
 /* ---- relay ---- */
 
-static void on_relay_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-static void on_relay_read(uv_stream_t *src, ssize_t nread, const uv_buf_t *buf);
-static void splice_relay(mcp__conn_t *c, mcp__pipe_t *p);
+static int pipe_read(mcp__conn_t *c, mcp__pipe_t *p);
+static int pipe_flush(mcp__conn_t *c, mcp__pipe_t *p);
+static int splice_relay(mcp__conn_t *c, mcp__pipe_t *p);
 static void relayed(mcp__conn_t *c, mcp__pipe_t *p, size_t n);
-static void on_write(uv_write_t *req, int status);
 static void pipe_eof(mcp__conn_t *c, mcp__pipe_t *p);
-static uv_stream_t *pipe_src(mcp__conn_t *c, mcp__pipe_t *p);
-static uv_stream_t *pipe_dst(mcp__conn_t *c, mcp__pipe_t *p);
-static mcp__pipe_t *pipe_of_src(mcp__conn_t *c, uv_stream_t *src);
+static mcp__sock_t *pipe_src(mcp__conn_t *c, mcp__pipe_t *p);
+static mcp__sock_t *pipe_dst(mcp__conn_t *c, mcp__pipe_t *p);
 static int splice_pipe_take(mcp__conns_t *cs, mcp__chunk_t *ch, size_t len);
 static void maybe_finish(mcp__conn_t *c);
 
-/* The ClientHello is forwarded: relay both directions, on the idle timeout list. */
+/*
+ * The ClientHello is forwarded: relay both directions, on the idle timeout list. The client
+ * joins the event set now unless its ClientHello took more than one read (then it is there
+ * already); until it says otherwise it can take bytes, as nothing has been written to it.
+ */
 static void relay_start(mcp__conn_t *c)
 {
   c->relaying = 1;
   mcp__conn_timeout_set(c, MCP__T_IDLE);
-  pipe_read_start(c, &c->up); /* the backend is read since its connect (backend_read_start) */
+  if (!c->client.watched)
+    c->client.wr = 1;
+  if (mcp__sock_watch(c, &c->client) != 0) {
+    mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
+    return;
+  }
+  relay_run(c);
 }
 
-static void pipe_read_start(mcp__conn_t *c, mcp__pipe_t *p)
+static void relay_run(mcp__conn_t *c)
 {
-  if (uv_read_start(pipe_src(c, p), on_relay_alloc, on_relay_read) != 0)
-    mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
+  pipe_run(c, &c->up);
+  if (!c->closing)
+    pipe_run(c, &c->down);
+}
+
+/*
+ * Reads per direction per call: a direction with more to read after that is run again in the
+ * next loop iteration (mcp__conn_again), so one busy connection cannot hold up the others.
+ */
+#define READS_PER_RUN 4
+
+/* Moves what p's flags allow: the pending write first, then reads while its source has bytes. */
+static void pipe_run(mcp__conn_t *c, mcp__pipe_t *p)
+{
+  if (p->pending) {
+    if (!pipe_dst(c, p)->wr)
+      return;
+    int rc = pipe_flush(c, p);
+    if (rc < 0) {
+      mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
+      return;
+    }
+    if (rc == 1)
+      return;
+    mcp__conn_timeout_touch(c);
+    if (p == &c->up && !c->relaying) {
+      relay_start(c); /* that was the ClientHello */
+      return;
+    }
+    if (p->eof) {
+      pipe_eof(c, p);
+      return;
+    }
+  }
+  mcp__sock_t *src = pipe_src(c, p);
+  for (int i = 0; i < READS_PER_RUN; i++) {
+    if (p->eof || !src->rd || c->closing)
+      return;
+    if (pipe_read(c, p) != 0)
+      return;
+  }
+  if (src->rd && !p->eof && !p->pending)
+    mcp__conn_again(c);
 }
 
 /*
  * Splice relay: small transfers are copied, bulk is spliced. A 1 KiB reply through the pipe costs
  * two splices and the pipe's page bookkeeping; read into a pool chunk and written at once it is
  * one read and one write, and the chunk goes straight back to the pool. A read that fills
- * RELAY_SMALL bytes marks the direction as bulk: from then on libuv is given no buffer, and
- * splice_relay moves the bytes, until a wake-up finds less than RELAY_SMALL waiting.
+ * RELAY_SMALL bytes marks the direction as bulk: from then on splice_relay moves its bytes,
+ * until a splice finds less than RELAY_SMALL waiting.
  */
 #define RELAY_SMALL 16384
 
-static void on_relay_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+/*
+ * One read from p's source, written on to its destination. Returns 0 to go on reading, 1 when
+ * p stops for now (drained, EOF, or a write pending), -1 when c has been closed.
+ *
+ * A read that comes short has drained the socket: the kernel returns less than asked only
+ * when its receive queue is empty, and bytes that arrive later raise a new edge. When the
+ * peer's FIN was already in (rdhup) that short read is followed by EOF, which is passed on at
+ * once instead of being read for; after an error (err) the next read reports it instead.
+ */
+static int pipe_read(mcp__conn_t *c, mcp__pipe_t *p)
 {
-  (void)suggested;
-  mcp__conn_t *c = h->data;
-  size_t want = MCP__RELAY_CHUNK;
-  if (c->cs->splice_w >= 0) {
-    if (pipe_of_src(c, (uv_stream_t *)h)->bulk) {
-      /* No buffer: libuv then reports readiness as UV_ENOBUFS and splice_relay moves the bytes. */
-      *buf = uv_buf_init(NULL, 0);
-      return;
-    }
-    want = RELAY_SMALL;
-  }
-  mcp__chunk_t *ch = mcp__pool_get(&c->cs->relay_pool);
-  *buf = ch ? uv_buf_init(ch->data, (unsigned int)want) : uv_buf_init(NULL, 0);
-}
-
-static void on_relay_read(uv_stream_t *src, ssize_t nread, const uv_buf_t *buf)
-{
-  mcp__conn_t *c = src->data;
-  mcp__pipe_t *p = pipe_of_src(c, src);
-  if (nread == UV_ENOBUFS && c->cs->splice_w >= 0) {
-    splice_relay(c, p);
-    return;
-  }
-  mcp__chunk_t *ch = buf->base ? MCP__CHUNK_OF(buf->base) : NULL;
-  if (nread <= 0 || !ch) {
-    mcp__pool_put(ch);
-    if (nread == UV_EOF)
-      pipe_eof(c, p);
-    else if (nread < 0)
-      mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
-    return;
-  }
-  relayed(c, p, (size_t)nread);
-  if (c->cs->splice_w >= 0 && (size_t)nread == RELAY_SMALL)
-    p->bulk = 1; /* the next read of this wake-up, and the ones after, are spliced */
-  int rc = pipe_write(c, p, ch, (size_t)nread);
-  if (rc == 1)
-    uv_read_stop(src); /* backpressure: resume in on_write */
-  else if (rc < 0)
+  mcp__conns_t *cs = c->cs;
+  if (cs->splice_w >= 0 && p->bulk)
+    return splice_relay(c, p);
+  mcp__sock_t *src = pipe_src(c, p);
+  size_t want = cs->splice_w >= 0 ? RELAY_SMALL : MCP__RELAY_CHUNK;
+  mcp__chunk_t *ch = mcp__pool_get(&cs->relay_pool);
+  if (!ch) {
     mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
+    return -1;
+  }
+  ssize_t n;
+  do
+    n = read(src->fd, ch->data, want);
+  while (n < 0 && errno == EINTR);
+  if (n <= 0) {
+    mcp__pool_put(ch);
+    if (n == 0) {
+      pipe_eof(c, p);
+      return 1;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      src->rd = 0;
+      return 1;
+    }
+    mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
+    return -1;
+  }
+  relayed(c, p, (size_t)n);
+  int eof_next = 0;
+  if ((size_t)n < want) {
+    src->rd = src->rdhup;
+    eof_next = src->rdhup && !src->err;
+  } else if (cs->splice_w >= 0) {
+    p->bulk = 1; /* the next read is spliced */
+  }
+  int rc = pipe_write(c, p, ch, (size_t)n);
+  if (rc < 0) {
+    mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
+    return -1;
+  }
+  if (eof_next) {
+    pipe_eof(c, p);
+    return 1;
+  }
+  return rc;
 }
 
 static void relayed(mcp__conn_t *c, mcp__pipe_t *p, size_t n)
@@ -291,130 +366,117 @@ static void relayed(mcp__conn_t *c, mcp__pipe_t *p, size_t n)
 
 /*
  * Writes the first len bytes of ch to p's destination. Returns 0 when written at once (ch is
- * back in the pool), 1 when a write is pending (ch is held and the source must pause), or a
- * negative error (ch is back in the pool).
+ * back in the pool), 1 when some are pending (ch is held until the destination takes them, and
+ * the source is not read meanwhile), or a negative error (ch is back in the pool).
  */
 static int pipe_write(mcp__conn_t *c, mcp__pipe_t *p, mcp__chunk_t *ch, size_t len)
 {
-  uv_stream_t *dst = pipe_dst(c, p);
-  uv_buf_t buf = uv_buf_init(ch->data, (unsigned int)len);
-  int n = uv_try_write(dst, &buf, 1);
-  if (n == (int)len) {
+  p->pending = ch;
+  p->pend_off = 0;
+  p->pend_len = (uint32_t)len;
+  if (!pipe_dst(c, p)->wr)
+    return 1;
+  return pipe_flush(c, p);
+}
+
+/*
+ * Writes p's pending bytes; returns as pipe_write. A write that comes short means the socket's
+ * buffer is full: wr is cleared and its EPOLLOUT edge comes once it has room. MSG_NOSIGNAL:
+ * a peer that is gone is an error here, not a SIGPIPE for the embedding process.
+ */
+static int pipe_flush(mcp__conn_t *c, mcp__pipe_t *p)
+{
+  mcp__sock_t *dst = pipe_dst(c, p);
+  mcp__chunk_t *ch = p->pending;
+  size_t want = p->pend_len - p->pend_off;
+  ssize_t n;
+  do
+    n = send(dst->fd, ch->data + p->pend_off, want, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  if (n == (ssize_t)want) {
+    p->pending = NULL;
     mcp__pool_put(ch);
     return 0;
   }
-  if (n < 0 && n != UV_EAGAIN) {
-    mcp__pool_put(ch);
-    return n;
+  if (n >= 0 || errno == EAGAIN || errno == EWOULDBLOCK) {
+    if (n > 0)
+      p->pend_off += (uint32_t)n;
+    dst->wr = 0;
+    return 1;
   }
-  if (n > 0) {
-    buf.base += n;
-    buf.len -= (unsigned int)n;
-  }
-  p->pending = ch;
-  ch->u.wreq.data = c;
-  int err = uv_write(&ch->u.wreq, dst, &buf, 1, on_write);
-  if (err) {
-    p->pending = NULL;
-    mcp__pool_put(ch);
-    return err;
-  }
-  return 1;
-}
-
-static void on_write(uv_write_t *req, int status)
-{
-  mcp__conn_t *c = req->data;
-  mcp__chunk_t *ch = (mcp__chunk_t *)req;
-  mcp__pipe_t *p = c->up.pending == ch ? &c->up : &c->down;
-  mcp__pool_put(ch);
+  int err = -errno;
   p->pending = NULL;
-  if (c->closing)
-    return;
-  if (status < 0) {
-    mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
-    return;
-  }
-  mcp__conn_timeout_touch(c);
-  if (p == &c->up && !c->relaying) {
-    relay_start(c); /* that was the ClientHello */
-    return;
-  }
-  if (p->eof)
-    pipe_eof(c, p);
-  else
-    pipe_read_start(c, p);
+  mcp__pool_put(ch);
+  return err;
 }
 
 /*
  * Moves what src has to dst through the loop's pipe with splice(2): the bytes go from one
- * socket's receive queue to the other's send queue without being copied into user space. Up to
- * SPLICE_ROUNDS pipe-fulls per wake-up; the rest waits for the next one (epoll is level
- * triggered, so it comes). When dst cannot take everything, the rest is read out of the pipe
- * into a chunk and written by libuv, and src pauses as in the copying relay.
+ * socket's receive queue to the other's send queue without being copied into user space. One
+ * pipe-full per call; returns as pipe_read. A splice that comes short has not necessarily
+ * drained the socket (the pipe holds a bounded number of packets, whatever their size), so
+ * only EAGAIN clears rd. When dst cannot take everything, the rest is read out of the pipe
+ * into a chunk and stays pending, as in the copying relay.
  */
-#define SPLICE_ROUNDS 4
 #define SPLICE_FLAGS (SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
 
-static void splice_relay(mcp__conn_t *c, mcp__pipe_t *p)
+static int splice_relay(mcp__conn_t *c, mcp__pipe_t *p)
 {
   mcp__conns_t *cs = c->cs;
-  uv_stream_t *src = pipe_src(c, p);
-  uv_os_fd_t sfd, dfd;
-  uv_fileno((uv_handle_t *)src, &sfd);
-  uv_fileno((uv_handle_t *)pipe_dst(c, p), &dfd);
-
-  for (int round = 0; round < SPLICE_ROUNDS; round++) {
-    ssize_t n = splice(sfd, NULL, cs->splice_w, NULL, MCP__RELAY_CHUNK, SPLICE_FLAGS);
-    if (n == 0) {
-      pipe_eof(c, p);
-      return;
-    }
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      if (errno != EAGAIN)
-        mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
-      return;
-    }
-    relayed(c, p, (size_t)n);
-    if (round == 0 && (size_t)n < RELAY_SMALL)
-      p->bulk = 0; /* a small transfer again: the next wake-up copies */
-
-    size_t left = (size_t)n;
-    int failed = 0;
-    while (left > 0) {
-      ssize_t m = splice(cs->splice_r, NULL, dfd, NULL, left, SPLICE_FLAGS);
-      if (m > 0)
-        left -= (size_t)m;
-      else if (m < 0 && errno == EINTR)
-        continue;
-      else {
-        failed = m < 0 && errno != EAGAIN;
-        break;
-      }
-    }
-    if (left == 0) {
-      /* Less than asked for: the socket is drained; another splice would only say EAGAIN. */
-      if ((size_t)n < MCP__RELAY_CHUNK)
-        return;
-      continue;
-    }
-
-    /* dst is full, or broken: empty the pipe either way. */
-    mcp__chunk_t *ch = failed ? NULL : mcp__pool_get(&cs->relay_pool);
-    if (splice_pipe_take(cs, ch, left) != 0 || !ch) {
-      mcp__pool_put(ch);
-      mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
-      return;
-    }
-    int rc = pipe_write(c, p, ch, left);
-    if (rc == 1)
-      uv_read_stop(src); /* backpressure: resume in on_write */
-    else if (rc < 0)
-      mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
-    return;
+  mcp__sock_t *src = pipe_src(c, p);
+  mcp__sock_t *dst = pipe_dst(c, p);
+  ssize_t n;
+  do
+    n = splice(src->fd, NULL, cs->splice_w, NULL, MCP__RELAY_CHUNK, SPLICE_FLAGS);
+  while (n < 0 && errno == EINTR);
+  if (n == 0) {
+    pipe_eof(c, p);
+    return 1;
   }
+  if (n < 0) {
+    if (errno == EAGAIN) {
+      src->rd = 0;
+      return 1;
+    }
+    mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
+    return -1;
+  }
+  relayed(c, p, (size_t)n);
+  if ((size_t)n < RELAY_SMALL)
+    p->bulk = 0; /* a small transfer again: the next read copies */
+
+  size_t left = (size_t)n;
+  int failed = 0;
+  while (left > 0 && dst->wr) {
+    ssize_t m = splice(cs->splice_r, NULL, dst->fd, NULL, left, SPLICE_FLAGS);
+    if (m < 0 && errno == EINTR)
+      continue;
+    if (m < 0 && errno == EAGAIN) {
+      dst->wr = 0;
+      break;
+    }
+    if (m <= 0) {
+      failed = 1;
+      break;
+    }
+    left -= (size_t)m;
+    if (left > 0)
+      dst->wr = 0; /* a short write: its buffer is full, EPOLLOUT comes when it has room */
+  }
+  if (left == 0)
+    return 0;
+
+  /* dst is full, or broken: empty the pipe either way. */
+  mcp__chunk_t *ch = failed ? NULL : mcp__pool_get(&cs->relay_pool);
+  if (splice_pipe_take(cs, ch, left) != 0 || !ch) {
+    mcp__pool_put(ch);
+    mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
+    return -1;
+  }
+  p->pending = ch;
+  p->pend_off = 0;
+  p->pend_len = (uint32_t)left;
+  return 1;
 }
 
 /*
@@ -439,29 +501,25 @@ static int splice_pipe_take(mcp__conns_t *cs, mcp__chunk_t *ch, size_t len)
 }
 
 /*
- * src reached EOF: pass it on as a shutdown of dst's write side, after any pending write. The
- * shutdown(2) is ours, not uv_shutdown's: nothing is queued on dst (a pending write defers this
- * to its callback), and libuv's way costs an epoll change and a loop iteration per direction
- * (it arms the write watcher only to find the queue empty). Nothing is written to dst after it.
+ * src reached EOF: pass it on as a shutdown of dst's write side, after any pending write (the
+ * flush calls this again). Nothing is written to dst after it, and src is not read again.
  */
 static void pipe_eof(mcp__conn_t *c, mcp__pipe_t *p)
 {
   p->eof = 1;
-  uv_read_stop(pipe_src(c, p));
   if (p->pending)
-    return; /* the write callback shuts down once the pending write is done */
+    return;
   p->shut = 1;
   mcp__pipe_t *other = p == &c->up ? &c->down : &c->up;
   if (other->shut_done) {
     /* The other direction has ended too, so the pair closes now, and close(2) sends the FIN
-     * itself: nothing is left unread on dst (its own EOF was read) and nothing is queued for
+     * itself: nothing is left unread on dst (its own EOF has been seen) and nothing is queued for
      * it. A shutdown(2) first would be one more system call for the same packets. */
     p->shut_done = 1;
     maybe_finish(c);
     return;
   }
-  uv_os_fd_t fd;
-  if (uv_fileno((uv_handle_t *)pipe_dst(c, p), &fd) != 0 || shutdown(fd, SHUT_WR) != 0) {
+  if (shutdown(pipe_dst(c, p)->fd, SHUT_WR) != 0) {
     mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
     return;
   }
@@ -476,17 +534,12 @@ static void maybe_finish(mcp__conn_t *c)
     mcp__conn_close(c, MCP_CONN_OUTCOME_OK);
 }
 
-static uv_stream_t *pipe_src(mcp__conn_t *c, mcp__pipe_t *p)
+static mcp__sock_t *pipe_src(mcp__conn_t *c, mcp__pipe_t *p)
 {
-  return p == &c->up ? (uv_stream_t *)&c->client : (uv_stream_t *)&c->backend;
+  return p == &c->up ? &c->client : &c->backend;
 }
 
-static uv_stream_t *pipe_dst(mcp__conn_t *c, mcp__pipe_t *p)
+static mcp__sock_t *pipe_dst(mcp__conn_t *c, mcp__pipe_t *p)
 {
-  return p == &c->up ? (uv_stream_t *)&c->backend : (uv_stream_t *)&c->client;
-}
-
-static mcp__pipe_t *pipe_of_src(mcp__conn_t *c, uv_stream_t *src)
-{
-  return src == (uv_stream_t *)&c->client ? &c->up : &c->down;
+  return p == &c->up ? &c->backend : &c->client;
 }

@@ -1,8 +1,8 @@
 /*
  * The connection module (lib/conn.c) on its own: the buffer pools, the connection free list,
  * the timeout lists with their one timer, and the close. The .c is included so its static
- * helpers can be checked; connections get real libuv TCP handles on a real loop (no socket is
- * needed: what is under test is what happens around them).
+ * helpers can be checked; connections get real sockets (unconnected, or one end of a socket
+ * pair) on a real libuv loop, and the event set is a real epoll instance.
  */
 #include <arpa/inet.h>
 #include <setjmp.h>
@@ -24,7 +24,7 @@ typedef struct fixture_s {
   uv_loop_t loop;
   mcp__conns_t cs;
   mcp__counters_t counters;
-  int timer_closed;
+  int handles_closed;
   int empty_calls;
   /* What on_end saw, in order. */
   int nrecords;
@@ -66,19 +66,19 @@ static int setup(void **state)
   return 0;
 }
 
-static void on_timer_closed(uv_handle_t *h)
+static void on_handle_closed(uv_handle_t *h)
 {
-  fixture_t *f = (fixture_t *)((char *)h - offsetof(fixture_t, cs.timer));
-  f->timer_closed = 1;
+  fixture_t *f = (fixture_t *)((char *)h->data - offsetof(fixture_t, cs));
+  f->handles_closed++;
 }
 
 static int teardown(void **state)
 {
   fixture_t *f = *state;
   mcp__conns_close_all(&f->cs);
-  uv_close((uv_handle_t *)&f->cs.timer, on_timer_closed);
+  mcp__conns_close_handles(&f->cs, on_handle_closed);
   uv_run(&f->loop, UV_RUN_DEFAULT);
-  assert_true(f->timer_closed);
+  assert_int_equal(f->handles_closed, MCP__CONNS_HANDLES);
   assert_int_equal(f->cs.live, 0);
   mcp__conns_finish(&f->cs);
   assert_null(f->cs.free);
@@ -87,17 +87,51 @@ static int teardown(void **state)
   return 0;
 }
 
-/* A connection with a client handle (no socket), as listener.c makes one. */
+/* What on_io saw: how often, for which connection, and the socket's flags then. */
+static int io_calls;
+static mcp__conn_t *io_conn;
+static mcp__sock_t io_flags;
+
+static void count_io(mcp__conn_t *c, mcp__sock_t *s)
+{
+  io_calls++;
+  io_conn = c;
+  if (s)
+    io_flags = *s;
+}
+
+/* A connection with a client socket (unconnected, never read), as listener.c makes one. */
 static mcp__conn_t *conn_open(fixture_t *f, const char *sni)
 {
   mcp__conn_t *c = NULL;
   assert_int_equal(mcp__conn_new(&f->cs, &c), 0);
   assert_non_null(c);
-  assert_int_equal(uv_tcp_init(&f->loop, &c->client), 0);
-  c->client.data = c;
-  c->backend.data = c;
+  c->client.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  assert_true(c->client.fd >= 0);
+  c->on_io = count_io;
   snprintf(c->sni, sizeof(c->sni), "%s", sni);
   return c;
+}
+
+/* A connection whose client socket is one end of a socket pair; the other end in *peer. */
+static mcp__conn_t *conn_open_pair(fixture_t *f, const char *sni, int *peer)
+{
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+  mcp__conn_t *c = conn_open(f, sni);
+  close(c->client.fd);
+  c->client.fd = sv[0];
+  *peer = sv[1];
+  return c;
+}
+
+/* Runs the loop until on_io has been called n times in all, for at most 2 s. */
+static void run_until_io(fixture_t *f, int n)
+{
+  uint64_t deadline = uv_now(&f->loop) + 2000;
+  while (io_calls < n && uv_now(&f->loop) < deadline)
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(io_calls, n);
 }
 
 /* Runs the loop until n records have come, for at most 2 s. */
@@ -164,7 +198,7 @@ static void pool_keeps_at_most_pool_keep_chunks(void **state)
     mcp__pool_put(chunks[i]);
   assert_int_equal(pool.len, MCP__POOL_KEEP);
   int n = 0;
-  for (mcp__chunk_t *ch = pool.free; ch; ch = ch->u.next)
+  for (mcp__chunk_t *ch = pool.free; ch; ch = ch->next)
     n++;
   assert_int_equal(n, MCP__POOL_KEEP);
   pool_drain(&pool);
@@ -387,6 +421,106 @@ static void close_all_ends_every_listed_connection(void **state)
   assert_int_equal(f->empty_calls, 1);
 }
 
+/* ---- the event set ---- */
+
+static void an_event_sets_the_flags_and_calls_on_io_once_per_edge(void **state)
+{
+  fixture_t *f = *state;
+  int peer;
+  mcp__conn_t *c = conn_open_pair(f, "a", &peer);
+  io_calls = 0;
+  assert_int_equal(mcp__sock_watch(c, &c->client), 0);
+  assert_int_equal(mcp__sock_watch(c, &c->client), 0); /* once only */
+  run_until_io(f, 1); /* added while writable: reported at once */
+  assert_true(io_flags.wr);
+  assert_false(io_flags.rd);
+
+  assert_int_equal(write(peer, "x", 1), 1);
+  run_until_io(f, 2);
+  assert_ptr_equal(io_conn, c);
+  assert_true(c->client.rd);
+  /* Edge-triggered: not read, but not reported again either. */
+  for (int i = 0; i < 5; i++)
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(io_calls, 2);
+
+  close(peer); /* the peer's FIN */
+  run_until_io(f, 3);
+  assert_true(c->client.rdhup);
+  assert_false(c->client.err);
+  mcp__conn_close(c, MCP_CONN_OUTCOME_OK);
+}
+
+/*
+ * A socket still open elsewhere (here a dup, as a fork would hold it) stays on the event set
+ * after its connection closed. Its events then name a slot that a new connection has taken:
+ * the generation tells them apart, and the new connection hears nothing.
+ */
+static void a_stale_event_for_a_reused_slot_is_ignored(void **state)
+{
+  fixture_t *f = *state;
+  int peer;
+  mcp__conn_t *a = conn_open_pair(f, "a", &peer);
+  assert_int_equal(mcp__sock_watch(a, &a->client), 0);
+  int held = dup(a->client.fd);
+  assert_true(held >= 0);
+  uint32_t slot = a->slot, gen = a->gen;
+  mcp__conn_close(a, MCP_CONN_OUTCOME_OK);
+  run_until_records(f, 1);
+
+  mcp__conn_t *b = conn_open(f, "b");
+  assert_int_equal(b->slot, slot);
+  assert_true(b->gen != gen);
+  io_calls = 0;
+  assert_int_equal(write(peer, "x", 1), 1); /* an event for the old socket */
+  for (int i = 0; i < 5; i++)
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(io_calls, 0);
+  close(held);
+  close(peer);
+  mcp__conn_close(b, MCP_CONN_OUTCOME_OK);
+}
+
+/* Closed while held: the record and the release wait for the unhold. */
+static void a_close_while_held_is_released_at_the_unhold(void **state)
+{
+  fixture_t *f = *state;
+  mcp__conn_t *c = conn_open(f, "a");
+  mcp__conns_hold(&f->cs);
+  mcp__conns_hold(&f->cs); /* holds nest */
+  mcp__conn_close(c, MCP_CONN_OUTCOME_OK);
+  assert_int_equal(c->client.fd, -1); /* the socket is closed at once */
+  assert_int_equal(f->nrecords, 0);
+  assert_int_equal(f->cs.live, 1);
+  mcp__conns_unhold(&f->cs);
+  assert_int_equal(f->nrecords, 0);
+  mcp__conns_unhold(&f->cs);
+  assert_int_equal(f->nrecords, 1);
+  assert_int_equal(f->cs.live, 0);
+  assert_int_equal(f->empty_calls, 1);
+}
+
+/* mcp__conn_again: on_io(c, NULL) in the next iteration, once however often it was asked. */
+static void again_calls_on_io_once_in_the_next_iteration(void **state)
+{
+  fixture_t *f = *state;
+  mcp__conn_t *c = conn_open(f, "a");
+  mcp__conn_t *d = conn_open(f, "d");
+  io_calls = 0;
+  mcp__conn_again(c);
+  mcp__conn_again(c);
+  mcp__conn_again(d);
+  mcp__conn_close(d, MCP_CONN_OUTCOME_OK); /* closed: taken off the list */
+  assert_int_equal(io_calls, 0);
+  run_until_io(f, 1);
+  assert_ptr_equal(io_conn, c);
+  for (int i = 0; i < 3; i++)
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(io_calls, 1);
+  assert_false(uv_is_active((uv_handle_t *)&f->cs.again));
+  mcp__conn_close(c, MCP_CONN_OUTCOME_OK);
+}
+
 static void outcome_names_and_record_format(void **state)
 {
   (void)state;
@@ -464,6 +598,14 @@ int main(void)
       cmocka_unit_test_setup_teardown(close_counts_down_active_once_and_keeps_the_first_outcome,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(close_all_ends_every_listed_connection, setup, teardown),
+      cmocka_unit_test_setup_teardown(an_event_sets_the_flags_and_calls_on_io_once_per_edge,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(a_stale_event_for_a_reused_slot_is_ignored, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(a_close_while_held_is_released_at_the_unhold, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(again_calls_on_io_once_in_the_next_iteration, setup,
+                                      teardown),
       cmocka_unit_test(outcome_names_and_record_format),
       cmocka_unit_test(sockaddr_format_ipv4_matches_inet_ntop),
   };
