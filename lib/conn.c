@@ -173,18 +173,32 @@ static void conn_release(mcp__conn_t *c)
 
 #define EVENT_BATCH 128
 
+static int sock_ctl(mcp__conn_t *c, mcp__sock_t *s, int op, uint32_t reading)
+{
+  struct epoll_event ev = {
+      .events = reading | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET,
+      .data.u64 = (uint64_t)c->gen << 32 | (uint64_t)c->slot << 1 | (s == &c->backend),
+  };
+  return epoll_ctl(c->cs->epfd, op, s->fd, &ev) == 0 ? 0 : -errno;
+}
+
 int mcp__sock_watch(mcp__conn_t *c, mcp__sock_t *s)
 {
   if (s->watched)
     return 0;
-  struct epoll_event ev = {
-      .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-      .data.u64 = (uint64_t)c->gen << 32 | (uint64_t)c->slot << 1 | (s == &c->backend),
-  };
-  if (epoll_ctl(c->cs->epfd, EPOLL_CTL_ADD, s->fd, &ev) != 0)
-    return -errno;
-  s->watched = 1;
-  return 0;
+  int err = sock_ctl(c, s, EPOLL_CTL_ADD, EPOLLIN);
+  s->watched = err == 0;
+  return err;
+}
+
+int mcp__sock_reading(mcp__conn_t *c, mcp__sock_t *s, int on)
+{
+  if (!s->watched || s->paused == !on)
+    return 0;
+  int err = sock_ctl(c, s, EPOLL_CTL_MOD, on ? EPOLLIN : 0);
+  if (err == 0)
+    s->paused = !on;
+  return err;
 }
 
 void mcp__conns_hold(mcp__conns_t *cs)
@@ -239,6 +253,8 @@ static void on_events(uv_poll_t *h, int status, int events)
       s->err = 1;
     if (e & EPOLLHUP)
       s->hup = 1;
+    if (e & EPOLLPRI)
+      s->urg = 1;
     c->on_io(c, s);
   }
   mcp__conns_unhold(cs);
@@ -247,18 +263,19 @@ static void on_events(uv_poll_t *h, int status, int events)
 static void on_again(uv_idle_t *h)
 {
   mcp__conns_t *cs = h->data;
-  mcp__conn_t *c = cs->again_head;
+  /* This iteration's list; what on_io asks for again goes on a new one, for the next. */
+  cs->again_running = cs->again_head;
   cs->again_head = NULL;
   uv_idle_stop(&cs->again);
   mcp__conns_hold(cs);
-  while (c) {
-    mcp__conn_t *next = c->again_next;
-    int closing = c->closing;
+  while (cs->again_running) {
+    mcp__conn_t *c = cs->again_running;
+    cs->again_running = c->again_next;
+    if (c->again_next)
+      c->again_next->again_prev = NULL;
     c->again = 0;
-    c->again_next = NULL;
-    if (!closing)
-      c->on_io(c, NULL); /* may put it on the list again, for the next iteration */
-    c = next;
+    c->again_prev = c->again_next = NULL;
+    c->on_io(c, NULL); /* a closed one was taken off the list (again_remove) */
   }
   mcp__conns_unhold(cs);
 }
@@ -269,18 +286,26 @@ void mcp__conn_again(mcp__conn_t *c)
   if (c->again || c->closing)
     return;
   c->again = 1;
+  c->again_prev = NULL;
   c->again_next = cs->again_head;
+  if (cs->again_head)
+    cs->again_head->again_prev = c;
   cs->again_head = c;
   uv_idle_start(&cs->again, on_again);
 }
 
 static void again_remove(mcp__conn_t *c)
 {
-  mcp__conn_t **pp = &c->cs->again_head;
-  while (*pp && *pp != c)
-    pp = &(*pp)->again_next;
-  if (*pp)
-    *pp = c->again_next;
+  mcp__conns_t *cs = c->cs;
+  if (c->again_prev)
+    c->again_prev->again_next = c->again_next;
+  else if (cs->again_head == c)
+    cs->again_head = c->again_next;
+  else if (cs->again_running == c)
+    cs->again_running = c->again_next;
+  if (c->again_next)
+    c->again_next->again_prev = c->again_prev;
+  c->again_prev = c->again_next = NULL;
   c->again = 0;
 }
 

@@ -138,7 +138,8 @@ typedef struct mcp__conns_s {
   int epfd;
   uv_poll_t events;
   uv_idle_t again;        /* runs the again list: sockets left readable for fairness */
-  mcp__conn_t *again_head;
+  mcp__conn_t *again_head;    /* asked for again (mcp__conn_again), doubly linked */
+  mcp__conn_t *again_running; /* the list being run now (conn.c, on_again) */
   int dispatching;        /* inside a batch of events: releases wait for its end */
   mcp__conn_t *released;  /* closed during the batch, released at its end (linked by tnext) */
   /* Connections by slot: an event names a slot and a generation, so a stale one is ignored. */
@@ -188,6 +189,13 @@ typedef struct mcp__sock_s {
   uint8_t wr;      /* may take bytes */
   uint8_t err;     /* EPOLLERR seen: a reset, or a connect that failed */
   uint8_t hup;     /* EPOLLHUP seen: both directions are down (or a connect failed) */
+  uint8_t paused;  /* not watched for reading (mcp__sock_reading) */
+  /*
+   * Urgent data (EPOLLPRI) seen: a read then stops at the urgent mark with more queued behind
+   * it, and a splice at the mark finds nothing. From then on only EAGAIN clears rd, and the
+   * socket is read by copying (relay.c).
+   */
+  uint8_t urg;
 } mcp__sock_t;
 
 /* One direction of the relay: bytes read from src are written to dst. */
@@ -215,7 +223,7 @@ struct mcp__conn_s {
   mcp__sock_t backend;
   /* What the sockets' events go to: the listener's ClientHello reads, then the relay's. */
   void (*on_io)(mcp__conn_t *c, mcp__sock_t *s);
-  mcp__conn_t *again_next; /* on cs's again list, if again */
+  mcp__conn_t *again_prev, *again_next; /* on cs's again list, if again */
 
   mcp__chunk_t *hello; /* the ClientHello bytes until forwarded (a chunk of no pool) */
   uint32_t hello_len;
@@ -290,6 +298,13 @@ int mcp__conn_new(mcp__conns_t *cs, mcp__conn_t **out);
  * errno.
  */
 int mcp__sock_watch(mcp__conn_t *c, mcp__sock_t *s);
+
+/*
+ * Stops (on 0) or restarts (on 1) watching s for reading: a source whose bytes cannot be
+ * written on (backpressure) would otherwise raise an event for every packet that arrives.
+ * Restarting reports s again if it is readable. Returns 0 or a negative errno.
+ */
+int mcp__sock_reading(mcp__conn_t *c, mcp__sock_t *s, int on);
 
 /*
  * c stopped reading a socket that may still have bytes (a bounded number of reads per call,

@@ -505,7 +505,7 @@ static void hello_io(mcp__conn_t *c, mcp__sock_t *s)
       unrouted(c);
       return;
     }
-    if ((size_t)n < room)
+    if ((size_t)n < room && !s->urg)
       s->rd = s->rdhup; /* drained; a FIN already in still has to be read (relay.c) */
     hello_received(c, (size_t)n);
   }

@@ -252,11 +252,16 @@ static void relay_run(mcp__conn_t *c)
  * Reads per direction per call: a direction with more to read after that is run again in the
  * next loop iteration (mcp__conn_again), so one busy connection cannot hold up the others.
  */
-#define READS_PER_RUN 4
+#define READS_PER_RUN 16
 
-/* Moves what p's flags allow: the pending write first, then reads while its source has bytes. */
+/*
+ * Moves what p's flags allow: the pending write first, then reads while its source has bytes.
+ * While a write is pending the source is not watched for reading (mcp__sock_reading): its
+ * packets would only raise events that cannot be acted on.
+ */
 static void pipe_run(mcp__conn_t *c, mcp__pipe_t *p)
 {
+  mcp__sock_t *src = pipe_src(c, p);
   if (p->pending) {
     if (!pipe_dst(c, p)->wr)
       return;
@@ -276,12 +281,18 @@ static void pipe_run(mcp__conn_t *c, mcp__pipe_t *p)
       pipe_eof(c, p);
       return;
     }
+    if (mcp__sock_reading(c, src, 1) != 0) {
+      mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
+      return;
+    }
   }
-  mcp__sock_t *src = pipe_src(c, p);
   for (int i = 0; i < READS_PER_RUN; i++) {
     if (p->eof || !src->rd || c->closing)
       return;
-    if (pipe_read(c, p) != 0)
+    int rc = pipe_read(c, p);
+    if (rc == 1 && p->pending && !p->eof && mcp__sock_reading(c, src, 0) != 0)
+      mcp__conn_close(c, MCP_CONN_OUTCOME_ERROR);
+    if (rc != 0)
       return;
   }
   if (src->rd && !p->eof && !p->pending)
@@ -305,13 +316,16 @@ static void pipe_run(mcp__conn_t *c, mcp__pipe_t *p)
  * when its receive queue is empty, and bytes that arrive later raise a new edge. When the
  * peer's FIN was already in (rdhup) that short read is followed by EOF, which is passed on at
  * once instead of being read for; after an error (err) the next read reports it instead.
+ * Urgent data (urg) breaks the rule: a read stops short at the urgent mark with bytes behind
+ * it, so such a socket is read until EAGAIN, and never spliced (a splice at the mark finds
+ * nothing).
  */
 static int pipe_read(mcp__conn_t *c, mcp__pipe_t *p)
 {
   mcp__conns_t *cs = c->cs;
-  if (cs->splice_w >= 0 && p->bulk)
-    return splice_relay(c, p);
   mcp__sock_t *src = pipe_src(c, p);
+  if (cs->splice_w >= 0 && p->bulk && !src->urg)
+    return splice_relay(c, p);
   size_t want = cs->splice_w >= 0 ? RELAY_SMALL : MCP__RELAY_CHUNK;
   mcp__chunk_t *ch = mcp__pool_get(&cs->relay_pool);
   if (!ch) {
@@ -337,10 +351,10 @@ static int pipe_read(mcp__conn_t *c, mcp__pipe_t *p)
   }
   relayed(c, p, (size_t)n);
   int eof_next = 0;
-  if ((size_t)n < want) {
+  if ((size_t)n < want && !src->urg) {
     src->rd = src->rdhup;
     eof_next = src->rdhup && !src->err;
-  } else if (cs->splice_w >= 0) {
+  } else if ((size_t)n == want && cs->splice_w >= 0 && !src->urg) {
     p->bulk = 1; /* the next read is spliced */
   }
   int rc = pipe_write(c, p, ch, (size_t)n);
