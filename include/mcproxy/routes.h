@@ -24,9 +24,9 @@
 #include "mcproxy/error.h"
 
 /* Signals: libmcproxy never installs a signal handler or changes a signal mask. It writes to
- * sockets with write(2) and splice(2) (through libuv, without MSG_NOSIGNAL), which raise SIGPIPE
- * when a peer has gone, so a program that runs listeners must ignore SIGPIPE
- * (signal(SIGPIPE, SIG_IGN)) before it starts one. */
+ * sockets with send(2) (MSG_NOSIGNAL) and splice(2), and splice raises SIGPIPE when a peer has
+ * gone, so a program that runs listeners must ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)) before
+ * it starts one. */
 #ifdef __cplusplus
 extern "C" {
 #endif
