@@ -26,7 +26,8 @@
 #   BENCH_TLS_CONNS=C   concurrent client threads in the tls phase (default 8)
 #   BENCH_TLS_SECS=S    tls measurement window (default: BENCH_RATE_SECS)
 #   BENCH_ROUNDS=N      rounds (default 3; 1 in short mode)
-#   BENCH_PEERS="..."   targets, in round order (default: direct haproxy nginx sniproxy mc-proxy
+#   BENCH_PEERS="..."   targets, in the order of round 1; each later round starts one further on
+#                       (default: direct haproxy nginx sniproxy mc-proxy
 #                       mc-proxy-copy);
 #                       mc-proxy-copy is mc-proxy with [proxy] relay = copy (no splice);
 #                       mc-proxy-pp (not in the default list) is mc-proxy with proxy_protocol =
@@ -359,7 +360,7 @@ machine() {
 HEADER=$(
   echo "- command: \`$( [ "$SHORT" = 1 ] && echo 'BENCH_SHORT=1 ')${MODES:+BENCH_MODES=\"$MODES\" }${BENCH_PHASES:+BENCH_PHASES=\"$BENCH_PHASES\" }$( [ "$NETEM_MS" != 0 ] && echo "BENCH_NETEM_MS=$NETEM_MS ")bench/run.sh $BUILD\` ($(date -u +%Y-%m-%dT%H:%MZ))"
   machine
-  echo "- $ROUNDS round(s), order per round: $PEERS; proxy on CPU $PROXY_CPU, generator and backend on CPU $LOAD_CPU"
+  echo "- $ROUNDS round(s), order of round 1: $PEERS (each later round starts one target further on); proxy on CPU $PROXY_CPU, generator and backend on CPU $LOAD_CPU"
   echo "- phases: $PHASES; ClientHello $(stat -c %s "$HELLO") bytes, ${WARMUP}s warm-up"
   case " $PHASES " in *" rate"*) echo "- rate: $CONNS loops (rate64*: $CONNS64), ${RATE_SECS}s window" ;; esac
   case " $PHASES " in *" stream"*) echo "- stream: ${STREAM_SECS}s window per run" ;; esac
@@ -383,8 +384,14 @@ for t in $PEERS; do
 done
 
 echo "bench: ${#RUN_PEERS[@]} target(s), $ROUNDS round(s); raw results in $RAW" >&2
+# Each round starts one target further on (round 2 with the second, ...), so that no target is
+# always measured at the same point of a round: the machine's own drift (other tenants, the
+# sockets in TIME_WAIT that each target leaves) then spreads over all of them.
 for round in $(seq 1 "$ROUNDS"); do
-  for t in "${RUN_PEERS[@]}"; do
+  n=${#RUN_PEERS[@]}
+  order=()
+  for ((i = 0; i < n; i++)); do order+=("${RUN_PEERS[$(((i + round - 1) % n))]}"); done
+  for t in "${order[@]}"; do
     for phase in $PHASES; do
       # The TLS client sends no PROXY header: mc-proxy-pp has no tls phase.
       [ "$t" = mc-proxy-pp ] && [ "$phase" = tls ] && continue
