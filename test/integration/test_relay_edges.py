@@ -10,6 +10,7 @@ with the splice relay (the default) and again with `relay = copy` (EdgesCopy).
 """
 
 import array
+import signal
 import socket
 import struct
 import threading
@@ -147,9 +148,11 @@ class Edges(ProxyTestCase):
 
     # ---- 1. urgent data in the middle of the stream ----
 
-    def urgent(self, bulk=0, gap=0.0, shut=False):
+    def urgent(self, bulk=0, gap=0.0, shut=False, stopped=False):
         """hello [+ bulk], then b"abc", b"X" as urgent data, b"def": the backend must get
-        everything but the urgent byte within PROMPT, then (shut) EOF."""
+        everything but the urgent byte within PROMPT, then (shut) EOF. stopped: the proxy is
+        stopped (SIGSTOP) while the three (and the FIN) arrive, so its first read after
+        SIGCONT stops short at the urgent mark with b"def" already queued behind it."""
         b = self.raw_backend("record")
         self.start([(APP, b.addr())])
         s = self.client()
@@ -159,6 +162,10 @@ class Edges(ProxyTestCase):
         head = bytes(range(256)) * (bulk // 256)
         if head:
             s.sendall(head)
+        if stopped:
+            b.wait_received(len(hello) + len(head))
+            self.proxy.signal(signal.SIGSTOP)
+            self.addCleanup(self.proxy.signal, signal.SIGCONT)
         s.sendall(b"abc")
         time.sleep(gap)
         self.assertEqual(s.send(b"X", socket.MSG_OOB), 1)
@@ -166,6 +173,9 @@ class Edges(ProxyTestCase):
         s.sendall(b"def")
         if shut:
             s.shutdown(socket.SHUT_WR)
+        if stopped:
+            time.sleep(0.1)  # everything is in the proxy's receive queue
+            self.proxy.signal(signal.SIGCONT)
         want = hello + head + b"abcdef"
         got = b.wait_received(len(want), timeout=PROMPT)
         self.assertEqual(len(got), len(want))
@@ -194,6 +204,18 @@ class Edges(ProxyTestCase):
 
     def test_urgent_byte_after_bulk_then_fin(self):
         self.urgent(bulk=256 * 1024, shut=True)
+
+    def test_urgent_byte_queued_with_the_data_around_it(self):
+        self.urgent(stopped=True)
+
+    def test_urgent_byte_queued_with_the_data_around_it_and_fin(self):
+        self.urgent(stopped=True, shut=True)
+
+    def test_urgent_byte_after_bulk_queued_with_the_data_around_it(self):
+        self.urgent(bulk=256 * 1024, stopped=True)
+
+    def test_urgent_byte_after_bulk_queued_with_the_data_around_it_and_fin(self):
+        self.urgent(bulk=256 * 1024, stopped=True, shut=True)
 
     # ---- 2. backpressure backend -> client, then resumption ----
 
@@ -275,6 +297,9 @@ class Edges(ProxyTestCase):
                 s.sendall(hello[i:i + 1])
         else:
             s.sendall(hello)
+        # The hello is routed (and the connect started) before the body and the FIN come,
+        # so they are not read along with the hello's last bytes.
+        time.sleep(0.05)
         s.sendall(body)
         s.shutdown(socket.SHUT_WR)
         sent_at = time.monotonic()
