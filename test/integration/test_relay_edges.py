@@ -146,7 +146,7 @@ class Edges(ProxyTestCase):
             self.assertEqual(c["bytes_out"], bytes_out, c)
         return c
 
-    # ---- 1. urgent data in the middle of the stream ----
+    # ---- urgent data in the middle of the stream ----
 
     def urgent(self, bulk=0, gap=0.0, shut=False, stopped=False):
         """hello [+ bulk], then b"abc", b"X" as urgent data, b"def": the backend must get
@@ -217,7 +217,7 @@ class Edges(ProxyTestCase):
     def test_urgent_byte_after_bulk_queued_with_the_data_around_it_and_fin(self):
         self.urgent(bulk=256 * 1024, stopped=True, shut=True)
 
-    # ---- 2. backpressure backend -> client, then resumption ----
+    # ---- backpressure backend -> client, then resumption ----
 
     def test_stalled_client_bounds_memory_and_then_gets_every_byte(self):
         total = 64 * MB
@@ -287,7 +287,7 @@ class Edges(ProxyTestCase):
         self.assertEqual(b.wait_ended(0, timeout=PROMPT), "eof")
         self.assert_ok(bytes_in=len(hello), bytes_out=total)
 
-    # ---- 3. client data and FIN while the backend connect is slow ----
+    # ---- client data and FIN while the backend connect is slow ----
 
     def slow_connect(self, byte_by_byte):
         slow = SlowAccept()
@@ -333,7 +333,7 @@ class Edges(ProxyTestCase):
     def test_data_and_fin_during_slow_connect_hello_byte_by_byte(self):
         self.slow_connect(byte_by_byte=True)
 
-    # ---- 4. data and FIN together ----
+    # ---- data and FIN together ----
 
     def client_data_and_fin_in_one_segment(self, size):
         b = self.raw_backend("record")
@@ -388,7 +388,7 @@ class Edges(ProxyTestCase):
     def test_backend_reply_and_close_together_bulk(self):
         self.backend_reply_and_close(300 * 1000)
 
-    # ---- 5. a refused ClientHello that came in pieces ----
+    # ---- a refused ClientHello that came in pieces ----
 
     def refused_in_pieces(self, cuts):
         b = self.raw_backend("record")
@@ -411,7 +411,7 @@ class Edges(ProxyTestCase):
     def test_refused_hello_byte_by_byte_is_closed_with_a_fin(self):
         self.refused_in_pieces(range(1, len(mcp.client_hello("unknown.example.net"))))
 
-    # ---- 6. fairness: a ping-pong next to a bulk transfer on one loop ----
+    # ---- fairness: a ping-pong next to a bulk transfer on one loop ----
 
     def test_ping_pong_is_not_held_up_by_a_bulk_transfer(self):
         stop = threading.Event()

@@ -30,7 +30,7 @@ typedef struct fixture_s {
   int empty_calls;
   int nrecords;
   char snis[MAX_RECORDS][16];
-  /* on_end closes these (by the SNI of the record that ends) when set: see test 8. */
+  /* on_end closes close_on_end[i] when the record of SNI close_on_end_of[i] comes. */
   const char *close_on_end_of[4];
   mcp__conn_t *close_on_end[4];
 } fixture_t;
@@ -133,7 +133,7 @@ static void close_on_first_io(mcp__conn_t *c, mcp__sock_t *s)
 }
 
 /*
- * 7. Client and backend both socket pairs, both on the event set and both readable before
+ * Client and backend both socket pairs, both on the event set and both readable before
  * the loop runs, so one batch holds an event for each. on_io closes the connection at its
  * first call: the second event must not reach it, and exactly one record comes, at the
  * batch's end.
@@ -179,7 +179,7 @@ static void close_in_first_event_skips_the_other_socket_and_records_once(void **
   close(bv[1]);
 }
 
-/* Closes its connection at every event (the batch of test 8). */
+/* Closes its connection at every event. */
 static void close_on_io(mcp__conn_t *c, mcp__sock_t *s)
 {
   (void)s;
@@ -203,7 +203,7 @@ static int count_sni(const fixture_t *f, const char *sni)
 }
 
 /*
- * 8. Two connections close in one batch (their records are held). The record callback of
+ * Two connections close in one batch (their records are held). The record callback of
  * each closes another connection while the held ones are being released: one that is not on
  * the event set at all, and one that is idle on it. Every record arrives exactly once, the
  * live count reaches 0 and on_empty runs once.
@@ -256,8 +256,9 @@ static void on_end_closing_others_during_the_unhold_records_each_once(void **sta
 }
 
 /*
- * 8b. The same inside a held section of the caller's own (as timer_cb and close_all hold):
- * three closed while held; the first record closes the next one, which is already closing.
+ * The same inside a held section of the caller's own (as timer_cb and close_all hold):
+ * three closed while held; the first record (z's) closes the other two again, which are
+ * already closing: nothing changes, each record still comes once.
  */
 static void on_end_closing_an_already_released_one_changes_nothing(void **state)
 {
@@ -308,7 +309,7 @@ static void nothing_on_close(uv_handle_t *h)
 }
 
 /*
- * 9. A live connection keeps the loop running, and nothing else does: the timer that closes
+ * A live connection keeps the loop running, and nothing else does: the timer that closes
  * it after 50 ms is unreferenced, so without the events handle's reference uv_run would
  * return at once. Once the record is out, uv_run returns by itself (a referenced handle left
  * behind would hold it until the watchdog, also unreferenced, stops it at 2 s).
@@ -355,14 +356,14 @@ static void a_live_connection_keeps_the_loop_running_until_its_record(void **sta
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(
-          close_in_first_event_skips_the_other_socket_and_records_once, setup, teardown),
-      cmocka_unit_test_setup_teardown(
-          on_end_closing_others_during_the_unhold_records_each_once, setup, teardown),
-      cmocka_unit_test_setup_teardown(
-          on_end_closing_an_already_released_one_changes_nothing, setup, teardown),
-      cmocka_unit_test_setup_teardown(
-          a_live_connection_keeps_the_loop_running_until_its_record, setup, teardown),
+      cmocka_unit_test_setup_teardown(close_in_first_event_skips_the_other_socket_and_records_once,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(on_end_closing_others_during_the_unhold_records_each_once,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(on_end_closing_an_already_released_one_changes_nothing, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(a_live_connection_keeps_the_loop_running_until_its_record,
+                                      setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
