@@ -221,8 +221,8 @@ class Edges(ProxyTestCase):
     def test_urgent_byte_after_bulk_then_fin(self):
         # Bulk makes the splice relay splice; the urgent byte, the bytes behind it and the
         # FIN may then arrive while it is splicing, before their event is seen. Whether they
-        # do depends on timing (here about one connection in ten), hence 50 connections.
-        self.urgent(bulk=MB, shut=True, repeat=50)
+        # do depends on timing (here one connection in 5 to 50), hence 150 connections.
+        self.urgent(bulk=MB, shut=True, repeat=150)
 
     def test_urgent_byte_queued_with_the_data_around_it(self):
         self.urgent(stopped=True)
