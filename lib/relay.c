@@ -444,8 +444,10 @@ static int splice_relay(mcp__conn_t *c, mcp__pipe_t *p)
     n = splice(src->fd, NULL, cs->splice_w, NULL, MCP__RELAY_CHUNK, SPLICE_FLAGS);
   while (n < 0 && errno == EINTR);
   if (n == 0) {
-    pipe_eof(c, p);
-    return 1;
+    /* EOF, or an urgent mark with the FIN behind it: a splice stops at the mark too, and says 0
+     * there once the FIN is in. Only a read tells the two apart, so the next read copies. */
+    src->urg = 1;
+    return 0;
   }
   if (n < 0) {
     if (errno == EAGAIN) {
