@@ -569,8 +569,16 @@ void mcp__conns_close_all(mcp__conns_t *cs)
 {
   mcp__conns_hold(cs);
   for (int i = 0; i < MCP__T_COUNT; i++) {
-    while (cs->tlists[i].head)
-      mcp__conn_close(cs->tlists[i].head, MCP_CONN_OUTCOME_SHUTDOWN);
+    /* Each list is taken whole first: a close touches no connection but its own. */
+    mcp__conn_t *c = cs->tlists[i].head;
+    cs->tlists[i].head = cs->tlists[i].tail = NULL;
+    while (c) {
+      mcp__conn_t *next = c->tnext;
+      c->tprev = c->tnext = NULL;
+      c->tlist = MCP__T_NONE;
+      mcp__conn_close(c, MCP_CONN_OUTCOME_SHUTDOWN);
+      c = next;
+    }
   }
   mcp__conns_unhold(cs);
 }
