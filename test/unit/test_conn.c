@@ -18,74 +18,7 @@
 
 #include "../../lib/conn.c"
 
-#define MAX_RECORDS 16
-
-typedef struct fixture_s {
-  uv_loop_t loop;
-  mcp__conns_t cs;
-  mcp__counters_t counters;
-  int handles_closed;
-  int empty_calls;
-  /* What on_end saw, in order. */
-  int nrecords;
-  mcp_conn_outcome_t outcomes[MAX_RECORDS];
-  char snis[MAX_RECORDS][16];
-} fixture_t;
-
-static void on_end(void *data, const mcp_conn_record_t *rec)
-{
-  fixture_t *f = data;
-  assert_true(f->nrecords < MAX_RECORDS);
-  assert_string_equal(rec->listener, "test");
-  f->outcomes[f->nrecords] = rec->outcome;
-  snprintf(f->snis[f->nrecords], sizeof(f->snis[0]), "%s", rec->sni);
-  f->nrecords++;
-}
-
-static void on_empty(mcp__conns_t *cs)
-{
-  fixture_t *f = (fixture_t *)((char *)cs - offsetof(fixture_t, cs));
-  f->empty_calls++;
-}
-
-/* Handshake 30 ms, connect 60 ms, idle 20 s: short enough to wait for, far enough apart. */
-static int setup(void **state)
-{
-  const uint64_t handshake = 30, connect = 60, idle = 20000;
-  fixture_t *f = calloc(1, sizeof(*f));
-  assert_non_null(f);
-  assert_int_equal(uv_loop_init(&f->loop), 0);
-  const uint64_t timeouts[MCP__T_COUNT] = {handshake, connect, idle};
-  assert_int_equal(mcp__conns_init(&f->cs, &f->loop, timeouts, 1), 0);
-  f->cs.counters = &f->counters;
-  f->cs.name = "test";
-  f->cs.on_end = on_end;
-  f->cs.data = f;
-  f->cs.on_empty = on_empty;
-  *state = f;
-  return 0;
-}
-
-static void on_handle_closed(uv_handle_t *h)
-{
-  fixture_t *f = (fixture_t *)((char *)h->data - offsetof(fixture_t, cs));
-  f->handles_closed++;
-}
-
-static int teardown(void **state)
-{
-  fixture_t *f = *state;
-  mcp__conns_close_all(&f->cs);
-  mcp__conns_close_handles(&f->cs, on_handle_closed);
-  uv_run(&f->loop, UV_RUN_DEFAULT);
-  assert_int_equal(f->handles_closed, MCP__CONNS_HANDLES);
-  assert_int_equal(f->cs.live, 0);
-  mcp__conns_finish(&f->cs);
-  assert_null(f->cs.free);
-  assert_int_equal(uv_loop_close(&f->loop), 0); /* no handle left behind */
-  free(f);
-  return 0;
-}
+#include "conn_fixture.h"
 
 /* What on_io saw: how often, for which connection, and the socket's flags then. */
 static int io_calls;
