@@ -120,10 +120,11 @@ typedef struct mcp__tlist_s {
 } mcp__tlist_t;
 
 /*
- * Everything one listener keeps for its connections: the buffer pools, the timeout lists and
- * their timer, the loop's splice pipe, a free list of connection objects and the count of live
- * ones. Embedded in the listener; initialised by mcp__conns_init, released by
- * mcp__conns_finish once no connection is live and the timer has closed. Loop thread only.
+ * Everything one listener keeps for its connections: the event set their sockets are on, the
+ * buffer pools, the timeout lists and their timer, its splice pipe, a free list of connection
+ * objects and the count of live ones. Embedded in the listener; initialised by
+ * mcp__conns_init, released by mcp__conns_finish once no connection is live and the handles
+ * (mcp__conns_close_handles) have closed. Loop thread only.
  */
 typedef struct mcp__conn_slot_s mcp__conn_slot_t;
 
