@@ -104,7 +104,8 @@ struct admin_call_s {
   int cancelled;
 
   int held;
-  admin_call_t *next, *prev; /* the inbox (next only), or the held list */
+  int receiving; /* on the receiving list */
+  admin_call_t *next, *prev; /* the receiving list, the inbox (next only), or the held list */
 
   call_kind_t kind;
   int sent_md; /* initial metadata sent (streams) */
@@ -125,6 +126,7 @@ struct admin_server_s {
   int stopping;
   int shutdown_notified;
   admin_call_t *inbox_head, *inbox_tail;
+  admin_call_t *receiving; /* calls whose request message is still to arrive */
 
   admin_call_t *held; /* loop thread: calls handed to a method and not answered yet */
   int lock_fd;
@@ -246,9 +248,32 @@ static void on_new_call(admin_server_t *a, admin_call_t *c, int ok)
   op.data.recv_message.recv_message = &c->recv_bb;
   c->state = CALL_RECEIVING;
   grpc_call_error e = grpc_call_start_batch(c->call, &op, 1, c, NULL);
+  if (e == GRPC_CALL_OK) {
+    c->receiving = 1;
+    c->prev = NULL;
+    c->next = a->receiving;
+    if (a->receiving)
+      a->receiving->prev = c;
+    a->receiving = c;
+  }
   uv_mutex_unlock(&a->mu);
   if (e != GRPC_CALL_OK)
     call_free(c);
+}
+
+/* Takes c off the receiving list (its message arrived, or it failed). Under a->mu. */
+static void receiving_remove(admin_server_t *a, admin_call_t *c)
+{
+  if (!c->receiving)
+    return;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    a->receiving = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  c->next = c->prev = NULL;
+  c->receiving = 0;
 }
 
 static void on_std_message(admin_server_t *a, admin_call_t *c);
@@ -256,6 +281,9 @@ static void on_std_message(admin_server_t *a, admin_call_t *c);
 /* The request message arrived: find the method, unpack, and hand the call to the loop. */
 static void on_received(admin_server_t *a, admin_call_t *c, int ok)
 {
+  uv_mutex_lock(&a->mu);
+  receiving_remove(a, c);
+  uv_mutex_unlock(&a->mu);
   if (!ok) { /* cancelled by the client, or the server is shutting down */
     uv_mutex_lock(&a->mu);
     int stopping = a->stopping;
@@ -768,6 +796,11 @@ static void shutdown_grpc(admin_server_t *a)
     uv_mutex_lock(&a->mu);
     wait_notified(a, ADMIN_SHUTDOWN_GRACE_MS);
     if (!a->shutdown_notified) {
+      /* A client still sending its request was never started (nothing runs once stopping is
+       * set): UNAVAILABLE tells it to retry elsewhere, where cancel_all would say CANCELLED. */
+      for (admin_call_t *c = a->receiving; c; c = c->next)
+        grpc_call_cancel_with_status(c->call, GRPC_STATUS_UNAVAILABLE,
+                                     "mc-proxy is shutting down", NULL);
       uv_mutex_unlock(&a->mu);
       grpc_server_cancel_all_calls(a->server);
       uv_mutex_lock(&a->mu);
