@@ -199,6 +199,27 @@ static void call_free(admin_call_t *c)
   free(c);
 }
 
+/* The receiving and held lists: doubly linked through next/prev, newest first. */
+static void list_push(admin_call_t **head, admin_call_t *c)
+{
+  c->prev = NULL;
+  c->next = *head;
+  if (*head)
+    (*head)->prev = c;
+  *head = c;
+}
+
+static void list_remove(admin_call_t **head, admin_call_t *c)
+{
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    *head = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  c->next = c->prev = NULL;
+}
+
 /* Arms one grpc_server_request_call. Any thread (gRPC allows it); a->mu held by the CQ thread. */
 static int arm_request(admin_server_t *a)
 {
@@ -250,11 +271,7 @@ static void on_new_call(admin_server_t *a, admin_call_t *c, int ok)
   grpc_call_error e = grpc_call_start_batch(c->call, &op, 1, c, NULL);
   if (e == GRPC_CALL_OK) {
     c->receiving = 1;
-    c->prev = NULL;
-    c->next = a->receiving;
-    if (a->receiving)
-      a->receiving->prev = c;
-    a->receiving = c;
+    list_push(&a->receiving, c);
   }
   uv_mutex_unlock(&a->mu);
   if (e != GRPC_CALL_OK)
@@ -266,13 +283,7 @@ static void receiving_remove(admin_server_t *a, admin_call_t *c)
 {
   if (!c->receiving)
     return;
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    a->receiving = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
-  c->next = c->prev = NULL;
+  list_remove(&a->receiving, c);
   c->receiving = 0;
 }
 
@@ -529,24 +540,14 @@ static void cq_thread(void *arg)
 static void hold(admin_server_t *a, admin_call_t *c)
 {
   c->held = 1;
-  c->prev = NULL;
-  c->next = a->held;
-  if (a->held)
-    a->held->prev = c;
-  a->held = c;
+  list_push(&a->held, c);
 }
 
 static void unhold(admin_server_t *a, admin_call_t *c)
 {
   if (!c->held)
     return;
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    a->held = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
-  c->next = c->prev = NULL;
+  list_remove(&a->held, c);
   c->held = 0;
 }
 

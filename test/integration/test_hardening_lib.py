@@ -21,16 +21,21 @@ APP = "app.example.com"
 
 class DescriptorReserve(ProxyTestCase):
 
-    def test_admin_answers_after_a_flood_past_the_descriptor_limit(self):
-        # soft = hard = 128: the server cannot raise its limit, so the flood meets it.
-        nofile, flood_n = 128, 200
+    def start_capped(self, nofile):
+        """A proxy with one listener, the admin API on a unix socket, and RLIMIT_NOFILE soft =
+        hard = nofile; returns it, the admin socket, the listener's port and its /proc fd dir."""
         sock = os.path.join(self.dir, "admin.sock")
         port = mcp.free_port()
         proxy = self.start_proxy([("127.0.0.1:%d" % port, None, [(APP, "127.0.0.1:9")])],
                                  proxy={"handshake_timeout": "60s", "workers": "1"},
                                  extra="\n[grpc]\naddr = unix:%s\n" % sock, nofile=nofile)
         proxy.wait_log(r"admin API listening on unix:")
-        fd_dir = "/proc/%d/fd" % proxy.pid
+        return proxy, sock, port, "/proc/%d/fd" % proxy.pid
+
+    def test_admin_answers_after_a_flood_past_the_descriptor_limit(self):
+        # soft = hard = 128: the server cannot raise its limit, so the flood meets it.
+        nofile, flood_n = 128, 200
+        proxy, sock, port, fd_dir = self.start_capped(nofile)
         baseline = len(os.listdir(fd_dir))
 
         flood = []
@@ -69,13 +74,7 @@ class DescriptorReserve(ProxyTestCase):
         # a descriptor of the reserve and refused. It must leave a log line (outcome=limit),
         # as a refusal at max_connections does, and count under rejected_limit_total.
         nofile = 128
-        sock = os.path.join(self.dir, "admin.sock")
-        port = mcp.free_port()
-        proxy = self.start_proxy([("127.0.0.1:%d" % port, None, [(APP, "127.0.0.1:9")])],
-                                 proxy={"handshake_timeout": "60s", "workers": "1"},
-                                 extra="\n[grpc]\naddr = unix:%s\n" % sock, nofile=nofile)
-        proxy.wait_log(r"admin API listening on unix:")
-        fd_dir = "/proc/%d/fd" % proxy.pid
+        proxy, sock, port, fd_dir = self.start_capped(nofile)
         held = []
         client = None
         try:
