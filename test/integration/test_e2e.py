@@ -1,5 +1,6 @@
 """End to end: real TLS clients through the proxy to real TLS backends; routing by SNI."""
 
+import os
 import socket
 import ssl
 import subprocess
@@ -212,6 +213,43 @@ class EndToEnd(ProxyTestCase):
         self.assertEqual(c["bytes_out"], len(reply))
         self.assertIsInstance(c["duration_ms"], int)
 
+    def test_log_writer_gathers_lines_yet_writes_them_promptly(self):
+        # The writer thread lets lines gather for 20 ms once woken (cli/log.c, LINGER_NS): a
+        # writer woken for every loop iteration with a line (as before) would switch about once
+        # per connection here, since these connections come one at a time.
+        raw = self.raw_backend("reply_eof", reply=b"R")
+        port = mcp.free_port()
+        proxy = self.start_proxy([("127.0.0.1:%d" % port, None, [(APP, raw.addr())])])
+        hello = mcp.vector("openssl_tls13")
+        n = 200
+
+        def writer_switches():
+            for tid in os.listdir("/proc/%d/task" % proxy.pid):
+                with open("/proc/%d/task/%s/status" % (proxy.pid, tid)) as f:
+                    status = f.read().splitlines()
+                if status[0].split()[1] == "mc-proxy-log":
+                    return sum(int(l.split()[1]) for l in status if "ctxt_switches" in l)
+            self.fail("no thread named mc-proxy-log")
+
+        time.sleep(0.1)  # the startup lines are out and the writer idle again
+        before = writer_switches()
+        start = time.monotonic()
+        for _ in range(n):
+            s = mcp.connect("127.0.0.1", port)
+            s.sendall(hello)
+            s.shutdown(socket.SHUT_WR)
+            self.assertEqual(mcp.read_until_closed(s), ("eof", b"R"))
+            s.close()
+        done = time.monotonic()
+        proxy.wait_conn(count=n, outcome="ok", timeout=2.0)
+        delivered = time.monotonic() - done
+        switches = writer_switches() - before
+        # One wake-up per 20 ms at most (each is two switches: in and out), plus slack.
+        bound = 2 * (done - start) / 0.02 + 20
+        self.assertLess(switches, bound, "%d switches for %d connections in %.2f s"
+                        % (switches, n, done - start))
+        self.assertLess(switches, n / 2)
+        self.assertLess(delivered, 1.0)
 
 class LogLevel(ProxyTestCase):
 
