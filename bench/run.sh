@@ -27,8 +27,12 @@
 #   BENCH_TLS_SECS=S    tls measurement window (default: BENCH_RATE_SECS)
 #   BENCH_ROUNDS=N      rounds (default 3; 1 in short mode)
 #   BENCH_PEERS="..."   targets, in the order of round 1; each later round starts one further on
-#                       (default: direct haproxy nginx sniproxy mc-proxy
+#                       (default: direct floor haproxy nginx sniproxy mc-proxy
 #                       mc-proxy-copy);
+#                       floor is mcp-bench-floor, a minimal relay (no parsing, routing, timers
+#                       or log: the least a proxy can cost per connection); floor-nohalfclose
+#                       (not in the default list) is the same closing both sides on the
+#                       first EOF, as nginx and sniproxy do;
 #                       mc-proxy-copy is mc-proxy with [proxy] relay = copy (no splice);
 #                       mc-proxy-pp (not in the default list) is mc-proxy with proxy_protocol =
 #                       on, and the client sends a PROXY v2 header before every ClientHello
@@ -57,6 +61,7 @@ SRC=$(cd "$(dirname "$0")/.." && pwd)
 LOAD=$BUILD/bench/mcp-bench-load
 BACKEND=$BUILD/bench/mcp-bench-backend
 TLSTOOL=$BUILD/bench/mcp-bench-tls
+FLOOR=$BUILD/bench/mcp-bench-floor
 MCP=$BUILD/cli/mc-proxy
 HELLO=${BENCH_HELLO:-$SRC/test/vectors/curl.bin}
 
@@ -80,7 +85,7 @@ TLS_CONNS=${BENCH_TLS_CONNS:-8}
 TLS_SECS=${BENCH_TLS_SECS:-$RATE_SECS}
 NETEM_MS=${BENCH_NETEM_MS:-0}
 NETNS_GSO=${BENCH_NETNS_GSO:-off}
-PEERS=${BENCH_PEERS:-direct haproxy nginx sniproxy mc-proxy mc-proxy-copy}
+PEERS=${BENCH_PEERS:-direct floor haproxy nginx sniproxy mc-proxy mc-proxy-copy}
 MODES=${BENCH_MODES:-}
 NETNS=0
 PHASES="rate stream1 stream8 idle"
@@ -196,6 +201,9 @@ fill() { # template output [extra line for [proxy]]
 available() {
   case $1 in
     direct) return 0 ;;
+    floor | floor-nohalfclose)
+      [ -x "$FLOOR" ] && return 0
+      echo "$FLOOR not built" ;;
     haproxy | nginx | sniproxy)
       command -v "$1" > /dev/null && return 0
       echo "$1 not installed" ;;
@@ -255,6 +263,11 @@ start_proxy() { # target
   PROXY_PID=
   case $t in
     direct) return 0 ;;
+    floor | floor-nohalfclose)
+      local hc=on
+      [ "$t" = floor-nohalfclose ] && hc=off
+      taskset -c "$PROXY_CPU" "${IN_P[@]}" "$FLOOR" --listen "$PROXY_ADDR" --backend "$BACKEND_ADDR" \
+        --half-close "$hc" > "$TMP/floor.log" 2>&1 & ;;
     haproxy)
       fill haproxy.cfg "$TMP/haproxy.cfg"
       taskset -c "$PROXY_CPU" "${IN_P[@]}" haproxy -db -f "$TMP/haproxy.cfg" > "$TMP/haproxy.log" 2>&1 & ;;
