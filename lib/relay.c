@@ -250,9 +250,10 @@ static void relay_run(mcp__conn_t *c)
 
 /*
  * Reads per direction per call: a direction with more to read after that is run again in the
- * next loop iteration (mcp__conn_again), so one busy connection cannot hold up the others.
+ * next loop iteration (mcp__conn_again), so one busy connection cannot hold up the others. The
+ * figure trades latency beside a bulk transfer against CPU per GB (docs/ARCHITECTURE.md, "Fair").
  */
-#define READS_PER_RUN 16
+#define READS_PER_RUN 32
 
 /*
  * Moves what p's flags allow: the pending write first, then reads while its source has bytes.
