@@ -28,7 +28,7 @@
 typedef struct {
   uint8_t *pending; /* malloc'd BUF_SIZE, only while a write is short */
   size_t off, len;
-  int eof;  /* src reached EOF (passed on once pending is written) */
+  int eof;  /* src reached EOF */
   int shut; /* EOF passed on */
 } dir_t;
 
@@ -110,13 +110,11 @@ static int forward(dir_t *d, int fd, const uint8_t *buf, size_t len)
   return 0;
 }
 
-/* Passes direction i's EOF on once nothing is pending; closes the pair when both have ended. */
+/* Passes direction i's EOF on (nothing is pending: a source is read only when its direction has
+ * nothing pending); closes the pair when both directions have ended. */
 static void pass_eof(fl_conn_t *c, int i)
 {
-  dir_t *d = &c->dirs[i];
-  if (d->pending != NULL || d->shut)
-    return;
-  d->shut = 1;
+  c->dirs[i].shut = 1;
   if (!g_half_close || c->dirs[1 - i].shut) {
     conn_close(c); /* close(2) sends the FIN */
     return;
@@ -161,13 +159,10 @@ static void on_event(fl_conn_t *c, int side, uint32_t events)
     if (!(events & EPOLLOUT))
       return;
     c->connected = 1;
-    int r = flush(&c->dirs[0], c->fd[1]); /* the client's first bytes */
-    if (r < 0 || watch(c, 0) != 0) {
+    if (flush(&c->dirs[0], c->fd[1]) < 0 || watch(c, 0) != 0) { /* the client's first bytes */
       conn_close(c);
       return;
     }
-    if (c->dirs[0].eof)
-      pass_eof(c, 0);
   }
   if (!c->connected)
     return; /* client bytes wait in the kernel until the backend is there */
@@ -180,9 +175,7 @@ static void on_event(fl_conn_t *c, int side, uint32_t events)
         conn_close(c);
         return;
       }
-      if (r == 1 && d->eof)
-        pass_eof(c, 1 - side);
-      else if (r == 1)
+      if (r == 1)
         pump(c, 1 - side);
     }
   }
