@@ -33,8 +33,6 @@ PORT=${C0_PORT:-28473}
 HELLO=$SRC/test/vectors/curl.bin
 LOAD=$BUILD/bench/mcp-bench-load
 BACKEND=$BUILD/bench/mcp-bench-backend
-FLOOR=$BUILD/bench/mcp-bench-floor
-MCP=$BUILD/cli/mc-proxy
 PROXY_ADDR=127.0.0.1:$PORT
 BACKEND_ADDR=127.0.0.1:$((PORT + 1))
 
@@ -43,10 +41,8 @@ TMP=$(mktemp -d /tmp/mcp-cpu0.XXXXXX)
 . "$SRC/bench/procs.sh"
 cleanup_on_exit 0
 
-fill() { # template output
-  sed -e "s#@TMP@#$TMP#g" -e "s#@PROXY_ADDR@#$PROXY_ADDR#g" -e "s#@BACKEND_ADDR@#$BACKEND_ADDR#g" \
-    -e "s#@WORKERS_LINE@#workers = 1#g" "$SRC/bench/peers/$1.in" > "$2"
-}
+# shellcheck source=bench/targets.sh
+. "$SRC/bench/targets.sh"
 
 # CPU 0's busy and idle ticks (USER_HZ) so far.
 cpu0_ticks() {
@@ -58,18 +54,7 @@ one() { # target close conns
   taskset -c 1 "$BACKEND" --listen "$BACKEND_ADDR" --hello "$HELLO" --mode reply \
     --close "$close" > "$TMP/backend.out" 2>&1 &
   STARTED+=("$!")
-  case $t in
-    floor) taskset -c 0 "$FLOOR" --listen "$PROXY_ADDR" --backend "$BACKEND_ADDR" > "$TMP/px.log" 2>&1 & ;;
-    floor-nohalfclose) taskset -c 0 "$FLOOR" --listen "$PROXY_ADDR" --backend "$BACKEND_ADDR" \
-      --half-close off > "$TMP/px.log" 2>&1 & ;;
-    haproxy) fill haproxy.cfg "$TMP/haproxy.cfg"; taskset -c 0 haproxy -db -f "$TMP/haproxy.cfg" > "$TMP/px.log" 2>&1 & ;;
-    sniproxy) fill sniproxy.conf "$TMP/sniproxy.conf"; taskset -c 0 sniproxy -f -c "$TMP/sniproxy.conf" > "$TMP/px.log" 2>&1 & ;;
-    nginx) fill nginx.conf "$TMP/nginx.conf"; taskset -c 0 nginx -c "$TMP/nginx.conf" -p "$TMP" -e "$TMP/nginx-error.log" > "$TMP/px.log" 2>&1 & ;;
-    mc-proxy) rm -f "$TMP/mc-proxy.db"*; fill mc-proxy.ini "$TMP/mc-proxy.ini"
-      taskset -c 0 "$MCP" server -c "$TMP/mc-proxy.ini" > "$TMP/px.log" 2>&1 & ;;
-    *) echo "cpu0.sh: unknown target $t" >&2; exit 2 ;;
-  esac
-  STARTED+=("$!")
+  start_target "$t" taskset -c 0 || exit 2
   "$LOAD" --connect "$PROXY_ADDR" --hello "$HELLO" --mode probe --duration 5 > /dev/null 2>&1
   local b0 i0 b1 i1 out ok errors
   read -r b0 i0 < <(cpu0_ticks)

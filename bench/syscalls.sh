@@ -6,7 +6,7 @@
 # usage: bench/syscalls.sh BUILD_DIR
 #
 # Environment (all optional):
-#   SC_TARGETS="..."  any of haproxy sniproxy nginx mc-proxy (default: haproxy sniproxy mc-proxy)
+#   SC_TARGETS="..."  any of floor floor-nohalfclose haproxy sniproxy nginx mc-proxy (default: haproxy sniproxy mc-proxy)
 #   SC_CLOSE=fin|rst  how client and backend close (default fin)
 #   SC_CONNS=C        concurrent client loops (default 64)
 #   SC_N=N            connections counted (default 2000), after 100 uncounted ones
@@ -28,7 +28,6 @@ PORT=${SC_PORT:-28463}
 HELLO=$SRC/test/vectors/curl.bin
 LOAD=$BUILD/bench/mcp-bench-load
 BACKEND=$BUILD/bench/mcp-bench-backend
-MCP=$BUILD/cli/mc-proxy
 PROXY_ADDR=127.0.0.1:$PORT
 BACKEND_ADDR=127.0.0.1:$((PORT + 1))
 
@@ -37,25 +36,16 @@ TMP=$(mktemp -d /tmp/mcp-syscalls.XXXXXX)
 . "$SRC/bench/procs.sh"
 trap 'stop_all; rm -rf "$TMP"' EXIT
 
-fill() { # template output
-  sed -e "s#@TMP@#$TMP#g" -e "s#@PROXY_ADDR@#$PROXY_ADDR#g" -e "s#@BACKEND_ADDR@#$BACKEND_ADDR#g" \
-    -e "s#@WORKERS_LINE@#workers = 1#g" "$SRC/bench/peers/$1.in" > "$2"
-}
+# shellcheck source=bench/targets.sh
+. "$SRC/bench/targets.sh"
 
 one() { # target
   local t=$1 px
   "$BACKEND" --listen "$BACKEND_ADDR" --hello "$HELLO" --mode reply --close "$CLOSE" \
     > "$TMP/backend.out" 2>&1 &
   STARTED+=("$!")
-  case $t in
-    haproxy) fill haproxy.cfg "$TMP/haproxy.cfg"; haproxy -db -f "$TMP/haproxy.cfg" > "$TMP/px.log" 2>&1 & ;;
-    sniproxy) fill sniproxy.conf "$TMP/sniproxy.conf"; sniproxy -f -c "$TMP/sniproxy.conf" > "$TMP/px.log" 2>&1 & ;;
-    nginx) fill nginx.conf "$TMP/nginx.conf"; nginx -c "$TMP/nginx.conf" -p "$TMP" -e "$TMP/nginx-error.log" > "$TMP/px.log" 2>&1 & ;;
-    mc-proxy) rm -f "$TMP/mc-proxy.db"*; fill mc-proxy.ini "$TMP/mc-proxy.ini"; "$MCP" server -c "$TMP/mc-proxy.ini" > "$TMP/px.log" 2>&1 & ;;
-    *) echo "syscalls.sh: unknown target $t" >&2; return 1 ;;
-  esac
-  px=$!
-  STARTED+=("$px")
+  start_target "$t" || return 1
+  px=${STARTED[-1]}
   "$LOAD" --connect "$PROXY_ADDR" --hello "$HELLO" --mode probe --duration 5 > /dev/null 2>&1
   "$LOAD" --connect "$PROXY_ADDR" --hello "$HELLO" --mode rate --conns "$CONNS" --close "$CLOSE" \
     --max 100 --duration 30 --warmup 0 > /dev/null 2>&1
